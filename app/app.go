@@ -1,0 +1,188 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"careloop/api"
+	"careloop/coord"
+	"careloop/handler"
+	"careloop/model"
+	"careloop/service"
+	"careloop/wxconfig"
+	"careloop/wxsandbox"
+)
+
+// Sandbox template ids (the sandbox accepts them; config maps reasons to them).
+var sandboxTemplates = []wxsandbox.Template{
+	{ID: "sbx-tmpl-booking-confirmed"}, {ID: "sbx-tmpl-checkup-reminder"}, {ID: "sbx-tmpl-report-ready"},
+	{ID: "sbx-tmpl-survey"}, {ID: "sbx-tmpl-care"}, {ID: "sbx-tmpl-doctor-reply"},
+	{ID: "sbx-tmpl-critical", LongTerm: true},
+	{ID: "sbx-oa-tmpl-service"},
+}
+
+// App is careloop, wired.
+type App struct {
+	Cfg     Config
+	Log     *slog.Logger
+	DB      *model.DB
+	Store   coord.Store
+	WX      *wxconfig.Clients
+	Sandbox *wxsandbox.Sandbox // in-process WeChat sandbox; nil otherwise
+	Auth    *service.Auth
+	Router  http.Handler
+}
+
+// New connects and wires everything cfg describes. In sandbox mode it also
+// applies the schema and seeds demo data.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	a := &App{Cfg: cfg, Log: log}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	var err error
+	a.DB, err = model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath()})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Sandbox() {
+		if err := a.DB.Migrate(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.RedisAddr != "" {
+		a.Store, err = coord.NewRedis(cfg.RedisAddr, cfg.RedisPrefix)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		a.Store = coord.NewMemory()
+	}
+
+	var inproc http.Handler
+	if cfg.Sandbox() && cfg.WeChatAPIBase == "" {
+		a.Sandbox = wxsandbox.New(wxsandbox.Options{
+			Apps: []wxsandbox.App{
+				{AppID: cfg.MPAppID, Secret: cfg.MPSecret, Kind: wxsandbox.MiniProgram},
+				{AppID: cfg.OAAppID, Secret: cfg.OASecret, Kind: wxsandbox.OfficialAccount},
+			},
+			Templates: sandboxTemplates,
+			DevLogins: true,
+		})
+		inproc = a.Sandbox.Handler()
+	}
+	hc, err := wxconfig.NewHTTPClient(cfg.WeChatTimeout, cfg.WeChatAPIBase, inproc)
+	if err != nil {
+		return nil, err
+	}
+	wxconfig.Install(hc)
+	a.WX = wxconfig.New(wxconfig.Config{
+		MPAppID: cfg.MPAppID, MPSecret: cfg.MPSecret, OAAppID: cfg.OAAppID, OASecret: cfg.OASecret,
+		OAToken: cfg.OAToken, OAAESKey: cfg.OAAESKey, Timeout: cfg.WeChatTimeout,
+	}, a.Store, hc, log)
+
+	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret)}, nil)
+	patients := service.NewPatients(a.DB)
+
+	if cfg.AdminUser != "" {
+		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin); err != nil {
+			return nil, fmt.Errorf("ensure admin: %w", err)
+		}
+	}
+	if cfg.Sandbox() {
+		if err := a.seedDemo(ctx); err != nil {
+			return nil, fmt.Errorf("seed demo data: %w", err)
+		}
+	}
+
+	deps := handler.Deps{
+		Log:          log,
+		Auth:         a.Auth,
+		Patients:     patients,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		Spec:         api.Spec,
+		Checks: []handler.Check{
+			{Name: "database", Ping: a.DB.Ping},
+		},
+	}
+	if cfg.RedisAddr != "" {
+		deps.Checks = append(deps.Checks, handler.Check{Name: "redis", Ping: a.Store.Ping})
+	}
+	if a.Sandbox != nil {
+		deps.Sandbox = a.Sandbox.ControlHandler(cfg.OAAppID, cfg.MPAppID)
+	}
+	a.Router = handler.NewRouter(deps)
+	ok = true
+	return a, nil
+}
+
+// Demo accounts seeded in sandbox mode when no admin is configured.
+const (
+	DemoAdminUser     = "admin"
+	DemoAdminPassword = "careloop-demo"
+)
+
+func (a *App) seedDemo(ctx context.Context) error {
+	if a.Cfg.AdminUser == "" {
+		if err := a.Auth.EnsureStaff(ctx, DemoAdminUser, DemoAdminPassword, model.RoleAdmin); err != nil {
+			return err
+		}
+		a.Log.Info("sandbox mode: demo staff admin ready", "username", DemoAdminUser, "password", DemoAdminPassword)
+	}
+	return nil
+}
+
+// Close releases connections.
+func (a *App) Close() {
+	if a.Store != nil {
+		_ = a.Store.Close()
+	}
+	if a.DB != nil {
+		_ = a.DB.Close()
+	}
+}
+
+// Serve answers HTTP on ln until ctx ends, then stops accepting, lets
+// in-flight requests finish within the grace period, and returns.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.Router,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.Log.Info("shutting down: finishing in-flight requests", "grace", a.Cfg.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), a.Cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// wxIdentity adapts the WeChat clients to what identity needs.
+type wxIdentity struct{ c *wxconfig.Clients }
+
+func (w wxIdentity) Code2Session(ctx context.Context, code string) (string, string, error) {
+	s, err := w.c.Code2Session(ctx, code)
+	return s.OpenID, s.UnionID, err
+}

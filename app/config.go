@@ -1,0 +1,235 @@
+// Package app wires careloop together: configuration, the database, the
+// coordination store, WeChat, the services and the HTTP router. main calls
+// it; API tests build the fully wired router through it.
+package app
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Modes careloop runs in.
+const (
+	ModeSandbox    = "sandbox"
+	ModeProduction = "production"
+)
+
+// Sandbox defaults: they work against the WeChat sandbox and are refused in
+// production mode.
+const (
+	sandboxMPAppID    = "wxsandboxmp000001"
+	sandboxMPSecret   = "sandbox-mp-secret"
+	sandboxOAAppID    = "wxsandboxoa000001"
+	sandboxOASecret   = "sandbox-oa-secret"
+	sandboxOAToken    = "sandboxtoken"
+	sandboxOAAESKey   = "c2FuZGJveC1hZXMta2V5LWZvci1jYXJlbG9vcC0wMDA"
+	sandboxToken      = "careloop-sandbox-token-secret-do-not-use"
+	sandboxDataKeyB64 = "Y2FyZWxvb3Atc2FuZGJveC1kYXRhLWtleS0zMmJ5dGU="
+)
+
+// Config is careloop's whole configuration. Each field is read from the
+// environment variable in its env tag, and may also come from a YAML file
+// (-config) under its yaml name; the environment wins.
+type Config struct {
+	Addr          string        `env:"CARELOOP_ADDR" yaml:"addr"`
+	DataDir       string        `env:"CARELOOP_DATA_DIR" yaml:"data_dir"`
+	MySQLDSN      string        `env:"CARELOOP_MYSQL_DSN" yaml:"mysql_dsn" secret:"true"`
+	RedisAddr     string        `env:"CARELOOP_REDIS_ADDR" yaml:"redis_addr"`
+	RedisPrefix   string        `env:"CARELOOP_REDIS_PREFIX" yaml:"redis_prefix"`
+	Mode          string        `env:"CARELOOP_MODE" yaml:"mode"`
+	AdminUser     string        `env:"CARELOOP_ADMIN_USER" yaml:"admin_user"`
+	AdminPassword string        `env:"CARELOOP_ADMIN_PASSWORD" yaml:"admin_password" secret:"true"`
+	TokenSecret   string        `env:"CARELOOP_TOKEN_SECRET" yaml:"token_secret" secret:"true"`
+	DataKey       string        `env:"CARELOOP_DATA_KEY" yaml:"data_key" secret:"true"`
+	MPAppID       string        `env:"CARELOOP_MP_APPID" yaml:"mp_appid"`
+	MPSecret      string        `env:"CARELOOP_MP_SECRET" yaml:"mp_secret" secret:"true"`
+	OAAppID       string        `env:"CARELOOP_OA_APPID" yaml:"oa_appid"`
+	OASecret      string        `env:"CARELOOP_OA_SECRET" yaml:"oa_secret" secret:"true"`
+	OAToken       string        `env:"CARELOOP_OA_TOKEN" yaml:"oa_token" secret:"true"`
+	OAAESKey      string        `env:"CARELOOP_OA_AES_KEY" yaml:"oa_aes_key" secret:"true"`
+	WeChatAPIBase string        `env:"CARELOOP_WECHAT_API_BASE" yaml:"wechat_api_base"`
+	WeChatTimeout time.Duration `env:"CARELOOP_WECHAT_TIMEOUT" yaml:"wechat_timeout"`
+	MaxBodyBytes  int64         `env:"CARELOOP_MAX_BODY_BYTES" yaml:"max_body_bytes"`
+	ShutdownGrace time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
+	LogLevel      string        `env:"CARELOOP_LOG_LEVEL" yaml:"log_level"`
+}
+
+// Defaults returns the configuration with nothing set.
+func Defaults() Config {
+	return Config{
+		Addr:          ":8080",
+		DataDir:       "./data",
+		RedisPrefix:   "careloop:",
+		Mode:          ModeSandbox,
+		WeChatTimeout: 10 * time.Second,
+		MaxBodyBytes:  1 << 20,
+		ShutdownGrace: 20 * time.Second,
+		LogLevel:      "info",
+	}
+}
+
+// Load reads the YAML file at path (if any), then the environment, fills
+// sandbox defaults where the mode allows, and validates.
+func Load(path string, getenv func(string) string) (Config, error) {
+	cfg := Defaults()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		if err := yaml.Unmarshal(b, &cfg); err != nil {
+			return cfg, fmt.Errorf("parse config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return cfg, err
+	}
+	cfg.Mode = strings.ToLower(strings.TrimSpace(cfg.Mode))
+	if cfg.Mode == ModeSandbox {
+		fillSandbox(&cfg)
+	}
+	return cfg, cfg.Validate()
+}
+
+func applyEnv(cfg *Config, getenv func(string) string) error {
+	v := reflect.ValueOf(cfg).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		name := t.Field(i).Tag.Get("env")
+		raw := getenv(name)
+		if raw == "" {
+			continue
+		}
+		f := v.Field(i)
+		switch f.Interface().(type) {
+		case string:
+			f.SetString(raw)
+		case time.Duration:
+			d, err := time.ParseDuration(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not a duration (e.g. 10s)", name, raw)
+			}
+			f.SetInt(int64(d))
+		case int64:
+			n, err := strconv.ParseInt(raw, 10, 64)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not a number", name, raw)
+			}
+			f.SetInt(n)
+		}
+	}
+	return nil
+}
+
+func fillSandbox(c *Config) {
+	set := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	set(&c.MPAppID, sandboxMPAppID)
+	set(&c.MPSecret, sandboxMPSecret)
+	set(&c.OAAppID, sandboxOAAppID)
+	set(&c.OASecret, sandboxOASecret)
+	set(&c.OAToken, sandboxOAToken)
+	set(&c.OAAESKey, sandboxOAAESKey)
+	set(&c.TokenSecret, sandboxToken)
+	set(&c.DataKey, sandboxDataKeyB64)
+}
+
+// Validate checks the configuration; in production it refuses missing or
+// default secrets and the embedded database.
+func (c Config) Validate() error {
+	var problems []string
+	switch c.Mode {
+	case ModeSandbox, ModeProduction:
+	default:
+		problems = append(problems, fmt.Sprintf("CARELOOP_MODE must be %q or %q, not %q", ModeSandbox, ModeProduction, c.Mode))
+	}
+	if _, err := c.DataKeyBytes(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if c.Mode == ModeProduction {
+		need := []struct{ name, val, def string }{
+			{"CARELOOP_MP_APPID", c.MPAppID, sandboxMPAppID},
+			{"CARELOOP_MP_SECRET", c.MPSecret, sandboxMPSecret},
+			{"CARELOOP_OA_APPID", c.OAAppID, sandboxOAAppID},
+			{"CARELOOP_OA_SECRET", c.OASecret, sandboxOASecret},
+			{"CARELOOP_OA_TOKEN", c.OAToken, sandboxOAToken},
+			{"CARELOOP_OA_AES_KEY", c.OAAESKey, sandboxOAAESKey},
+			{"CARELOOP_TOKEN_SECRET", c.TokenSecret, sandboxToken},
+			{"CARELOOP_DATA_KEY", c.DataKey, sandboxDataKeyB64},
+		}
+		for _, n := range need {
+			switch {
+			case n.val == "":
+				problems = append(problems, n.name+" is not set")
+			case n.val == n.def:
+				problems = append(problems, n.name+" is the sandbox default")
+			}
+		}
+		if c.TokenSecret != "" && c.TokenSecret != sandboxToken && len(c.TokenSecret) < 32 {
+			problems = append(problems, "CARELOOP_TOKEN_SECRET must be at least 32 characters")
+		}
+		if c.MySQLDSN == "" {
+			problems = append(problems, "CARELOOP_MYSQL_DSN is not set (production does not run on the embedded SQLite)")
+		}
+		if c.WeChatAPIBase != "" {
+			problems = append(problems, "CARELOOP_WECHAT_API_BASE points WeChat elsewhere; it is for sandbox mode only")
+		}
+	}
+	if (c.AdminUser == "") != (c.AdminPassword == "") {
+		problems = append(problems, "CARELOOP_ADMIN_USER and CARELOOP_ADMIN_PASSWORD go together")
+	}
+	if c.AdminPassword != "" && len(c.AdminPassword) < 8 {
+		problems = append(problems, "CARELOOP_ADMIN_PASSWORD must be at least 8 characters")
+	}
+	if len(problems) > 0 {
+		return errors.New("configuration refused:\n  - " + strings.Join(problems, "\n  - "))
+	}
+	return nil
+}
+
+// DataKeyBytes decodes the data-encryption key (base64 of 32 bytes).
+func (c Config) DataKeyBytes() ([]byte, error) {
+	if c.DataKey == "" {
+		return nil, errors.New("CARELOOP_DATA_KEY is not set")
+	}
+	k, err := base64.StdEncoding.DecodeString(c.DataKey)
+	if err != nil || len(k) != 32 {
+		return nil, errors.New("CARELOOP_DATA_KEY must be base64 of 32 bytes (e.g. `openssl rand -base64 32`)")
+	}
+	return k, nil
+}
+
+// SQLitePath is where the embedded database lives.
+func (c Config) SQLitePath() string { return filepath.Join(c.DataDir, "careloop.db") }
+
+// Sandbox reports whether the WeChat sandbox is in use.
+func (c Config) Sandbox() bool { return c.Mode == ModeSandbox }
+
+// Masked returns the configuration as key/value pairs for the log, with
+// secrets masked.
+func (c Config) Masked() []any {
+	var out []any
+	v := reflect.ValueOf(c)
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		val := fmt.Sprint(v.Field(i).Interface())
+		if f.Tag.Get("secret") == "true" && val != "" {
+			val = "***"
+		}
+		out = append(out, f.Tag.Get("yaml"), val)
+	}
+	return out
+}

@@ -1,0 +1,153 @@
+package handler
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"careloop/model"
+	"careloop/service"
+)
+
+// authenticate requires a bearer token of the given subject kind and puts
+// the principal in the request context.
+func authenticate(auth *service.Auth, kind string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		h := c.GetHeader("Authorization")
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || tok == "" {
+			fail(c, model.ErrUnauthorized)
+			return
+		}
+		p, err := auth.Authenticate(c.Request.Context(), strings.TrimSpace(tok))
+		if err != nil {
+			fail(c, err)
+			return
+		}
+		if p.Kind != kind {
+			// A patient token on a staff route (or the reverse) is not a
+			// credential here at all.
+			fail(c, model.ErrUnauthorized)
+			return
+		}
+		c.Request = c.Request.WithContext(service.WithPrincipal(c.Request.Context(), p))
+		c.Next()
+	}
+}
+
+// requireRole lets through staff whose role is one of roles; admins may do
+// everything.
+func requireRole(roles ...string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		p, _ := service.PrincipalFrom(c.Request.Context())
+		if p.Role == model.RoleAdmin {
+			c.Next()
+			return
+		}
+		for _, r := range roles {
+			if p.Role == r {
+				c.Next()
+				return
+			}
+		}
+		fail(c, model.ErrForbidden)
+	}
+}
+
+func principal(c *gin.Context) service.Principal {
+	p, _ := service.PrincipalFrom(c.Request.Context())
+	return p
+}
+
+// PatientDTO is a patient as the mini-program sees them.
+type PatientDTO struct {
+	ID         uint64 `json:"id"`
+	Name       string `json:"name"`
+	Gender     string `json:"gender"`
+	BirthDate  string `json:"birth_date,omitempty"`
+	Region     string `json:"region"`
+	Source     string `json:"source"`
+	PhoneBound bool   `json:"phone_bound"`
+	CreatedAt  string `json:"created_at"`
+}
+
+func patientDTO(p *model.Patient) PatientDTO {
+	d := PatientDTO{ID: p.ID, Name: p.Name, Gender: p.Gender, Region: p.Region, Source: p.Source,
+		PhoneBound: p.PhoneHash != nil, CreatedAt: model.LocalTime(p.CreatedAt)}
+	if p.BirthDate != nil {
+		d.BirthDate = p.BirthDate.In(model.Shanghai).Format(time.DateOnly)
+	}
+	return d
+}
+
+// StaffDTO is a staff account.
+type StaffDTO struct {
+	ID       uint64 `json:"id"`
+	Username string `json:"username"`
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+}
+
+func staffDTO(s *model.Staff) StaffDTO {
+	return StaffDTO{ID: s.ID, Username: s.Username, Name: s.Name, Role: s.Role}
+}
+
+// sessionHandlers serves login and logout for patients and staff.
+type sessionHandlers struct {
+	auth *service.Auth
+}
+
+type mpLoginRequest struct {
+	Code string `json:"code" binding:"required"`
+}
+
+type mpLoginResponse struct {
+	Token   string     `json:"token"`
+	Patient PatientDTO `json:"patient"`
+}
+
+func (h sessionHandlers) mpLogin(c *gin.Context) {
+	var req mpLoginRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	tok, p, err := h.auth.PatientLogin(c.Request.Context(), req.Code)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, mpLoginResponse{Token: tok, Patient: patientDTO(p)})
+}
+
+type adminLoginRequest struct {
+	Username string `json:"username" binding:"required"`
+	Password string `json:"password" binding:"required"`
+}
+
+type adminLoginResponse struct {
+	Token string   `json:"token"`
+	Staff StaffDTO `json:"staff"`
+}
+
+func (h sessionHandlers) adminLogin(c *gin.Context) {
+	var req adminLoginRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	tok, st, err := h.auth.StaffLogin(c.Request.Context(), req.Username, req.Password, c.ClientIP())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, adminLoginResponse{Token: tok, Staff: staffDTO(st)})
+}
+
+func (h sessionHandlers) logout(c *gin.Context) {
+	if err := h.auth.Logout(c.Request.Context(), principal(c)); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}

@@ -1,0 +1,102 @@
+package handler
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"careloop/model"
+)
+
+// statusOf maps an error kind to its HTTP status.
+func statusOf(k model.Kind) int {
+	switch k {
+	case model.KindInvalid:
+		return http.StatusBadRequest
+	case model.KindUnauthorized:
+		return http.StatusUnauthorized
+	case model.KindForbidden:
+		return http.StatusForbidden
+	case model.KindNotFound:
+		return http.StatusNotFound
+	case model.KindConflict:
+		return http.StatusConflict
+	case model.KindRule:
+		return http.StatusUnprocessableEntity
+	case model.KindTooMany:
+		return http.StatusTooManyRequests
+	case model.KindUnavailable:
+		return http.StatusServiceUnavailable
+	case model.KindTooLarge:
+		return http.StatusRequestEntityTooLarge
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// ErrorBody is the JSON body of every error answer.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is a stable code for programs and a Chinese message for people.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// errorMiddleware renders the last error a handler recorded with c.Error.
+// Known errors become their status and code; anything else is a 500 whose
+// details go to the log only.
+func errorMiddleware(log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Next()
+		if len(c.Errors) == 0 || c.Writer.Written() {
+			return
+		}
+		err := c.Errors.Last().Err
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			err = model.ErrTooLarge
+		}
+		e, ok := model.AsError(err)
+		if !ok {
+			e = model.ErrInternal
+		}
+		status := statusOf(e.Kind)
+		if status >= 500 {
+			log.ErrorContext(c.Request.Context(), "request failed", "err", err.Error(), "route", c.FullPath(), "request_id", c.GetString(requestIDKey))
+		}
+		c.JSON(status, ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message}})
+	}
+}
+
+// fail records err for errorMiddleware and stops the chain.
+func fail(c *gin.Context, err error) {
+	_ = c.Error(err)
+	c.Abort()
+}
+
+// bindJSON decodes the body into dst or records a 400 (or 413).
+func bindJSON(c *gin.Context, dst any) bool {
+	if err := c.ShouldBindJSON(dst); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			fail(c, model.ErrTooLarge)
+			return false
+		}
+		fail(c, model.ErrInvalid.WithMessage("请求格式不正确：%s", shortBindError(err)))
+		return false
+	}
+	return true
+}
+
+func shortBindError(err error) string {
+	s := err.Error()
+	if len(s) > 120 {
+		s = s[:120]
+	}
+	return s
+}

@@ -1,0 +1,123 @@
+// Command careloop is the backend a hospital or health-checkup center runs to
+// keep its patients close through WeChat.
+//
+//	careloop [-config FILE] [serve]   API, WeChat callbacks and workers in one process (default)
+//	careloop [-config FILE] worker    background workers only
+//	careloop [-config FILE] migrate   apply the database schema and exit
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"careloop/app"
+	"careloop/model"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "careloop:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: careloop [-config FILE] [serve|worker|migrate]
+
+  serve    API, WeChat callbacks and background workers in one process (default)
+  worker   background workers only (scale these out beside the API servers)
+  migrate  apply the database schema and exit
+
+Configuration comes from CARELOOP_* environment variables (see README.md)
+and optionally a YAML file; with none, careloop runs in sandbox mode on an
+embedded SQLite database with the WeChat sandbox and demo data.
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	started := time.Now()
+	fs := flag.NewFlagSet("careloop", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	configPath := fs.String("config", "", "YAML configuration file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cmd := "serve"
+	if fs.NArg() > 0 {
+		cmd = fs.Arg(0)
+	}
+	cfg, err := app.Load(*configPath, getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stdout, cfg.LogLevel)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	switch cmd {
+	case "migrate":
+		db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath()})
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		if err := db.Migrate(ctx); err != nil {
+			return err
+		}
+		log.Info("schema is up to date", "database", db.Dialect())
+		return nil
+	case "serve", "worker":
+	default:
+		fs.Usage()
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+
+	log.Info("starting", append([]any{"command", cmd}, cfg.Masked()...)...)
+	a, err := app.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+
+	if cmd == "worker" {
+		log.Info("worker running", "startup", time.Since(started).String())
+		<-ctx.Done()
+		log.Info("worker stopped")
+		return nil
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "mode", cfg.Mode, "database", a.DB.Dialect(),
+		"coord", a.Store.Kind(), "startup", time.Since(started).String())
+	if err := a.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}

@@ -1,0 +1,183 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	gomysql "github.com/go-sql-driver/mysql"
+	"gorm.io/driver/mysql"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// DB is careloop's handle on its relational store: embedded SQLite or MySQL.
+// Services reach the connection through Conn so that a transaction begun with
+// InTx is used by every query below it.
+type DB struct {
+	gorm    *gorm.DB
+	dialect string
+}
+
+// Dialect names the backing database: "sqlite" or "mysql".
+func (d *DB) Dialect() string { return d.dialect }
+
+// Gorm returns the root handle, outside any transaction. Prefer Conn.
+func (d *DB) Gorm() *gorm.DB { return d.gorm }
+
+// OpenOptions says which database to open.
+type OpenOptions struct {
+	// MySQLDSN selects MySQL when set; otherwise SQLite at SQLitePath.
+	MySQLDSN   string
+	SQLitePath string
+	// MaxOpenConns bounds the MySQL pool (default 50).
+	MaxOpenConns int
+}
+
+// Open connects to the database named by opts and checks that it answers.
+func Open(ctx context.Context, opts OpenOptions) (*DB, error) {
+	cfg := &gorm.Config{
+		TranslateError:         true,
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		NowFunc:                func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
+	}
+	var (
+		g       *gorm.DB
+		err     error
+		dialect string
+	)
+	if opts.MySQLDSN != "" {
+		dsn, derr := normalizeMySQLDSN(opts.MySQLDSN)
+		if derr != nil {
+			return nil, derr
+		}
+		dialect = "mysql"
+		g, err = gorm.Open(mysql.Open(dsn), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open mysql: %w", err)
+		}
+		sqlDB, _ := g.DB()
+		n := opts.MaxOpenConns
+		if n <= 0 {
+			n = 50
+		}
+		sqlDB.SetMaxOpenConns(n)
+		sqlDB.SetMaxIdleConns(n)
+		sqlDB.SetConnMaxLifetime(30 * time.Minute)
+	} else {
+		if opts.SQLitePath == "" {
+			return nil, errors.New("open sqlite: no path")
+		}
+		if err := os.MkdirAll(filepath.Dir(opts.SQLitePath), 0o750); err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
+		dialect = "sqlite"
+		dsn := "file:" + opts.SQLitePath + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+		g, err = gorm.Open(sqlite.Open(dsn), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
+		sqlDB, _ := g.DB()
+		// One writer at a time is SQLite's nature; one connection makes that a
+		// queue instead of SQLITE_BUSY errors. Nothing inside a transaction may
+		// wait for a second connection, so this cannot deadlock.
+		sqlDB.SetMaxOpenConns(1)
+	}
+	d := &DB{gorm: g, dialect: dialect}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.Ping(pctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("ping %s: %w", dialect, err)
+	}
+	return d, nil
+}
+
+// normalizeMySQLDSN makes sure times round-trip as UTC and text is utf8mb4.
+func normalizeMySQLDSN(dsn string) (string, error) {
+	c, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		return "", fmt.Errorf("parse CARELOOP_MYSQL_DSN: %w", err)
+	}
+	c.ParseTime = true
+	c.Loc = time.UTC
+	if c.Collation == "" {
+		c.Collation = "utf8mb4_unicode_ci"
+	}
+	if c.Params == nil {
+		c.Params = map[string]string{}
+	}
+	if _, ok := c.Params["time_zone"]; !ok {
+		c.Params["time_zone"] = "'+00:00'"
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	return c.FormatDSN(), nil
+}
+
+// Ping checks that the database answers.
+func (d *DB) Ping(ctx context.Context) error {
+	sqlDB, err := d.gorm.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.PingContext(ctx)
+}
+
+// Close releases the pool.
+func (d *DB) Close() error {
+	sqlDB, err := d.gorm.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+type txKey struct{}
+
+// Conn returns the transaction carried by ctx, or the root handle, bound to ctx.
+func (d *DB) Conn(ctx context.Context) *gorm.DB {
+	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
+		return tx.WithContext(ctx)
+	}
+	return d.gorm.WithContext(ctx)
+}
+
+// InTx runs fn in a transaction; queries made through Conn(ctx) inside fn join
+// it. A nested InTx joins the outer transaction.
+func (d *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	if _, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
+		return fn(ctx)
+	}
+	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return fn(context.WithValue(ctx, txKey{}, tx))
+	})
+}
+
+// IsDuplicate reports whether err is a unique-key violation.
+func IsDuplicate(err error) bool {
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
+		return true
+	}
+	var me *gomysql.MySQLError
+	if errors.As(err, &me) && me.Number == 1062 {
+		return true
+	}
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// NotFound turns gorm.ErrRecordNotFound into ErrNotFound and leaves other
+// errors as they are.
+func NotFound(err error) error {
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return ErrNotFound
+	}
+	return err
+}

@@ -1,0 +1,80 @@
+package model
+
+import "time"
+
+// Patient is a person we serve: found by their mini-program openid, their
+// phone, or the hospital's HIS id. Phone and health data are stored
+// encrypted; PhoneHash is a keyed hash for lookups.
+type Patient struct {
+	ID        uint64  `gorm:"primaryKey"`
+	OpenID    *string `gorm:"size:64;uniqueIndex"`
+	UnionID   *string `gorm:"size:64;index"`
+	HISID     *string `gorm:"column:his_id;size:64;uniqueIndex"`
+	PhoneHash *string `gorm:"size:64;uniqueIndex"`
+	PhoneEnc  []byte  `gorm:"type:blob"`
+	Name      string  `gorm:"size:64"`
+	Gender    string  `gorm:"size:8;default:unknown"` // male, female, unknown
+	BirthDate *time.Time
+	Region    string `gorm:"size:128"`
+	// Source is the first touch: a QR scene, a campaign, a referral.
+	Source    string `gorm:"size:128"`
+	BlockedAt *time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Staff roles.
+const (
+	RoleAdmin     = "admin"
+	RoleMarketing = "marketing"
+	RoleDoctor    = "doctor"
+	RoleFrontDesk = "frontdesk"
+)
+
+// ValidRole reports whether r is a staff role.
+func ValidRole(r string) bool {
+	switch r {
+	case RoleAdmin, RoleMarketing, RoleDoctor, RoleFrontDesk:
+		return true
+	}
+	return false
+}
+
+// Staff is a hospital employee using the admin API.
+type Staff struct {
+	ID           uint64 `gorm:"primaryKey"`
+	Username     string `gorm:"size:64;uniqueIndex"`
+	PasswordHash string `gorm:"size:255"`
+	Name         string `gorm:"size:64"`
+	Role         string `gorm:"size:16;index"`
+	DisabledAt   *time.Time
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Subject kinds of a session.
+const (
+	SubjectPatient = "patient"
+	SubjectStaff   = "staff"
+)
+
+// Session backs one bearer token, so that a token can be revoked before it
+// expires (logout, a blocked patient, a disabled staff account).
+type Session struct {
+	ID        string `gorm:"primaryKey;size:32"`
+	Subject   string `gorm:"size:8;index:idx_session_subject,priority:1"`
+	SubjectID uint64 `gorm:"index:idx_session_subject,priority:2"`
+	ExpiresAt time.Time
+	RevokedAt *time.Time
+	CreatedAt time.Time
+}
+
+// Active reports whether the session may still be used at now.
+func (s *Session) Active(now time.Time) bool {
+	return s.RevokedAt == nil && now.Before(s.ExpiresAt)
+}
+
+// AllModels lists every table, for migrations.
+func AllModels() []any {
+	return []any{&Patient{}, &Staff{}, &Session{}}
+}

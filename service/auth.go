@@ -1,0 +1,300 @@
+package service
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"careloop/model"
+)
+
+// WeChatIdentity is what identity needs from WeChat.
+type WeChatIdentity interface {
+	// Code2Session exchanges a wx.login code for the openid and unionid.
+	Code2Session(ctx context.Context, code string) (openID, unionID string, err error)
+}
+
+// KV is the shared cache and rate limiter identity needs (coord.Store
+// satisfies it).
+type KV interface {
+	Get(ctx context.Context, key string) (string, bool, error)
+	Set(ctx context.Context, key, val string, ttl time.Duration) error
+	Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error)
+	Reset(ctx context.Context, key string) error
+}
+
+// wechatCoder is satisfied by wxconfig.Error, without importing it.
+type wechatCoder interface{ WeChatCode() int }
+
+// Errors of identity.
+var (
+	ErrInvalidCode   = model.NewError(model.KindUnauthorized, "invalid_code", "登录凭证无效或已过期，请重新进入小程序")
+	ErrCodeUsed      = model.NewError(model.KindUnauthorized, "code_used", "登录凭证已被使用，请重新进入小程序")
+	ErrBadToken      = model.NewError(model.KindUnauthorized, "invalid_token", "登录状态无效，请重新登录")
+	ErrTokenExpired  = model.NewError(model.KindUnauthorized, "token_expired", "登录已过期，请重新登录")
+	ErrBadLogin      = model.NewError(model.KindUnauthorized, "invalid_credentials", "用户名或密码错误")
+	ErrAccountLocked = model.NewError(model.KindTooMany, "account_locked", "登录失败次数过多，账号已临时锁定，请稍后再试")
+	ErrBlocked       = model.NewError(model.KindForbidden, "account_blocked", "账号已被停用，请联系医院客服")
+	ErrWeChatDown    = model.NewError(model.KindUnavailable, "wechat_unavailable", "微信服务繁忙，请稍后再试")
+)
+
+// AuthConfig tunes identity.
+type AuthConfig struct {
+	Secret        []byte        // token-signing key
+	PatientTTL    time.Duration // default 30 days
+	StaffTTL      time.Duration // default 12 hours
+	MaxFailures   int           // per account before lock-out; default 5
+	LockFor       time.Duration // default 15 minutes
+	IPAttemptsMin int           // per IP per minute; default 30
+}
+
+// Auth logs patients and staff in and checks their bearer tokens.
+type Auth struct {
+	db      *model.DB
+	wx      WeChatIdentity
+	kv      KV
+	cfg     AuthConfig
+	now     func() time.Time
+}
+
+// NewAuth returns the identity use cases.
+func NewAuth(db *model.DB, wx WeChatIdentity, kv KV, cfg AuthConfig, now func() time.Time) *Auth {
+	if cfg.PatientTTL == 0 {
+		cfg.PatientTTL = 30 * 24 * time.Hour
+	}
+	if cfg.StaffTTL == 0 {
+		cfg.StaffTTL = 12 * time.Hour
+	}
+	if cfg.MaxFailures == 0 {
+		cfg.MaxFailures = 5
+	}
+	if cfg.LockFor == 0 {
+		cfg.LockFor = 15 * time.Minute
+	}
+	if cfg.IPAttemptsMin == 0 {
+		cfg.IPAttemptsMin = 30
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Auth{db: db, wx: wx, kv: kv, cfg: cfg, now: now}
+}
+
+// PatientLogin exchanges a wx.login code for a session, creating the patient
+// on first login. Concurrent logins of one openid yield one patient.
+func (a *Auth) PatientLogin(ctx context.Context, code string) (string, *model.Patient, error) {
+	code = strings.TrimSpace(code)
+	if code == "" || len(code) > 128 {
+		return "", nil, ErrInvalidCode
+	}
+	openID, unionID, err := a.wx.Code2Session(ctx, code)
+	if err != nil {
+		var wc wechatCoder
+		if errors.As(err, &wc) {
+			switch wc.WeChatCode() {
+			case 40029, 40226:
+				return "", nil, ErrInvalidCode
+			case 40163:
+				return "", nil, ErrCodeUsed
+			}
+		}
+		return "", nil, fmt.Errorf("%w: %v", ErrWeChatDown, err)
+	}
+	if openID == "" {
+		return "", nil, ErrInvalidCode
+	}
+	p, err := a.findOrCreatePatient(ctx, openID, unionID)
+	if err != nil {
+		return "", nil, err
+	}
+	if p.BlockedAt != nil {
+		return "", nil, ErrBlocked
+	}
+	tok, err := a.newSession(ctx, model.SubjectPatient, p.ID, a.cfg.PatientTTL)
+	if err != nil {
+		return "", nil, err
+	}
+	return tok, p, nil
+}
+
+func (a *Auth) findOrCreatePatient(ctx context.Context, openID, unionID string) (*model.Patient, error) {
+	db := a.db.Conn(ctx)
+	var p model.Patient
+	err := db.Where("open_id = ?", openID).Take(&p).Error
+	if err == nil {
+		if p.UnionID == nil && unionID != "" {
+			db.Model(&p).Update("union_id", unionID)
+			p.UnionID = &unionID
+		}
+		return &p, nil
+	}
+	if !errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("find patient: %w", err)
+	}
+	// The same person may already be known through the official account
+	// (same unionid, no mini-program openid yet): link instead of creating.
+	if unionID != "" {
+		res := db.Model(&model.Patient{}).Where("union_id = ? AND open_id IS NULL", unionID).
+			Limit(1).Update("open_id", openID)
+		if res.Error != nil && !model.IsDuplicate(res.Error) {
+			return nil, fmt.Errorf("link patient by unionid: %w", res.Error)
+		}
+	}
+	np := model.Patient{OpenID: &openID, Gender: "unknown"}
+	if unionID != "" {
+		np.UnionID = &unionID
+	}
+	if err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&np).Error; err != nil && !model.IsDuplicate(err) {
+		return nil, fmt.Errorf("create patient: %w", err)
+	}
+	if err := db.Where("open_id = ?", openID).Take(&p).Error; err != nil {
+		return nil, fmt.Errorf("load patient: %w", err)
+	}
+	return &p, nil
+}
+
+// StaffLogin checks a staff member's password, with lock-out after repeated
+// failures on one account and a cap on attempts from one address.
+func (a *Auth) StaffLogin(ctx context.Context, username, password, ip string) (string, *model.Staff, error) {
+	username = strings.TrimSpace(username)
+	if ok, _, err := a.kv.Allow(ctx, "staff-login-ip:"+ip, a.cfg.IPAttemptsMin, time.Minute); err == nil && !ok {
+		return "", nil, model.ErrTooMany
+	}
+	account := strings.ToLower(username)
+	if _, locked, err := a.kv.Get(ctx, "staff-login-lock:"+account); err == nil && locked {
+		return "", nil, ErrAccountLocked
+	}
+	var st model.Staff
+	err := a.db.Conn(ctx).Where("username = ?", username).Take(&st).Error
+	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+		return "", nil, fmt.Errorf("find staff: %w", err)
+	}
+	hash := st.PasswordHash
+	if hash == "" {
+		hash = dummyHash // spend the same time on unknown users
+	}
+	if !CheckPassword(hash, password) || st.ID == 0 {
+		failKey := "staff-login-fail:" + account
+		if ok, _, _ := a.kv.Allow(ctx, failKey, a.cfg.MaxFailures-1, a.cfg.LockFor); !ok {
+			_ = a.kv.Set(ctx, "staff-login-lock:"+account, "1", a.cfg.LockFor)
+			_ = a.kv.Reset(ctx, failKey)
+			return "", nil, ErrAccountLocked
+		}
+		return "", nil, ErrBadLogin
+	}
+	_ = a.kv.Reset(ctx, "staff-login-fail:"+account)
+	if st.DisabledAt != nil {
+		return "", nil, ErrBlocked
+	}
+	tok, err := a.newSession(ctx, model.SubjectStaff, st.ID, a.cfg.StaffTTL)
+	if err != nil {
+		return "", nil, err
+	}
+	return tok, &st, nil
+}
+
+var dummyHash, _ = HashPassword("careloop-dummy-password")
+
+// EnsureStaff makes sure the staff account exists with this password and role.
+func (a *Auth) EnsureStaff(ctx context.Context, username, password, role string) error {
+	if !model.ValidRole(role) {
+		return fmt.Errorf("ensure staff: bad role %q", role)
+	}
+	hash, err := HashPassword(password)
+	if err != nil {
+		return err
+	}
+	st := model.Staff{Username: username, PasswordHash: hash, Role: role, Name: username}
+	return a.db.Conn(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "username"}},
+		DoUpdates: clause.AssignmentColumns([]string{"password_hash", "role", "updated_at"}),
+	}).Create(&st).Error
+}
+
+// Token layout: base64url(session id 16 bytes | expiry unix 8 bytes) "." base64url(HMAC-SHA256).
+func (a *Auth) sign(payload []byte) string {
+	m := hmac.New(sha256.New, a.cfg.Secret)
+	m.Write(payload)
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString(payload) + "." + enc.EncodeToString(m.Sum(nil))
+}
+
+func (a *Auth) newSession(ctx context.Context, subject string, id uint64, ttl time.Duration) (string, error) {
+	sid := make([]byte, 16)
+	if _, err := rand.Read(sid); err != nil {
+		return "", err
+	}
+	exp := a.now().Add(ttl).UTC().Truncate(time.Second)
+	s := model.Session{ID: hex.EncodeToString(sid), Subject: subject, SubjectID: id, ExpiresAt: exp}
+	if err := a.db.Conn(ctx).Create(&s).Error; err != nil {
+		return "", fmt.Errorf("create session: %w", err)
+	}
+	payload := make([]byte, 24)
+	copy(payload, sid)
+	binary.BigEndian.PutUint64(payload[16:], uint64(exp.Unix()))
+	return a.sign(payload), nil
+}
+
+// Authenticate checks a bearer token: signature, expiry, and that its session
+// has not been revoked.
+func (a *Auth) Authenticate(ctx context.Context, token string) (Principal, error) {
+	dot := strings.IndexByte(token, '.')
+	if dot <= 0 || len(token) > 200 {
+		return Principal{}, ErrBadToken
+	}
+	enc := base64.RawURLEncoding
+	payload, err1 := enc.DecodeString(token[:dot])
+	sig, err2 := enc.DecodeString(token[dot+1:])
+	if err1 != nil || err2 != nil || len(payload) != 24 {
+		return Principal{}, ErrBadToken
+	}
+	m := hmac.New(sha256.New, a.cfg.Secret)
+	m.Write(payload)
+	if !hmac.Equal(sig, m.Sum(nil)) {
+		return Principal{}, ErrBadToken
+	}
+	now := a.now()
+	if exp := time.Unix(int64(binary.BigEndian.Uint64(payload[16:])), 0); !now.Before(exp) {
+		return Principal{}, ErrTokenExpired
+	}
+	var s model.Session
+	if err := a.db.Conn(ctx).Where("id = ?", hex.EncodeToString(payload[:16])).Take(&s).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return Principal{}, ErrBadToken
+		}
+		return Principal{}, fmt.Errorf("load session: %w", err)
+	}
+	if !s.Active(now) {
+		return Principal{}, ErrTokenExpired
+	}
+	p := Principal{Kind: s.Subject, ID: s.SubjectID, SessionID: s.ID}
+	if s.Subject == model.SubjectStaff {
+		var st model.Staff
+		if err := a.db.Conn(ctx).Select("id", "role", "disabled_at").Where("id = ?", s.SubjectID).Take(&st).Error; err != nil {
+			return Principal{}, ErrBadToken
+		}
+		if st.DisabledAt != nil {
+			return Principal{}, ErrBlocked
+		}
+		p.Role = st.Role
+	}
+	return p, nil
+}
+
+// Logout revokes the caller's session.
+func (a *Auth) Logout(ctx context.Context, p Principal) error {
+	now := a.now()
+	return a.db.Conn(ctx).Model(&model.Session{}).Where("id = ? AND revoked_at IS NULL", p.SessionID).
+		Update("revoked_at", now).Error
+}

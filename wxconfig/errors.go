@@ -1,0 +1,144 @@
+package wxconfig
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+
+	"github.com/silenceper/wechat/v2/util"
+)
+
+// WeChat error codes careloop acts on.
+const (
+	CodeBusy              = -1
+	CodeInvalidCredential = 40001
+	CodeInvalidOpenID     = 40003
+	CodeInvalidToken      = 40014
+	CodeInvalidTemplate   = 40037
+	CodeTokenExpired      = 42001
+	CodeRequireSubscribe  = 43004
+	CodeSubscribeRefused  = 43101
+	CodeDailyQuota        = 45009
+	CodeMinuteQuota       = 45011
+	CodeWindowClosed      = 45015
+	CodeWindowCountUsed   = 45047
+	CodeArgumentInvalid   = 47003
+	CodeInvalidPage       = 41030
+	CodeInvalidCode       = 40029
+	CodeCodeUsed          = 40163
+)
+
+// Error is every failure of a WeChat call, whatever shape the SDK gave it:
+// WeChat's numeric errcode where there was one, the HTTP status where the
+// answer was not 200, or a transport failure. Its text never carries the
+// URL (which holds the access token or the app secret).
+type Error struct {
+	Op         string // what we were doing, e.g. "subscribe send"
+	Code       int    // WeChat errcode; 0 when WeChat gave none
+	Msg        string // WeChat's errmsg, or a scrubbed description
+	HTTPStatus int    // non-200 status, when that was the failure
+	// Unknown means the request may have reached WeChat and its outcome is
+	// not known (a timeout after sending): resend only where a duplicate is
+	// harmless.
+	Unknown bool
+	// Transport means the request failed before WeChat answered.
+	Transport bool
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Code != 0:
+		return fmt.Sprintf("wechat %s: errcode=%d errmsg=%s", e.Op, e.Code, e.Msg)
+	case e.HTTPStatus != 0:
+		return fmt.Sprintf("wechat %s: http status %d", e.Op, e.HTTPStatus)
+	default:
+		return fmt.Sprintf("wechat %s: %s", e.Op, e.Msg)
+	}
+}
+
+// TokenInvalid reports an access token WeChat refused (40001, 40014, 42001).
+func (e *Error) TokenInvalid() bool {
+	return e.Code == CodeInvalidCredential || e.Code == CodeInvalidToken || e.Code == CodeTokenExpired
+}
+
+// Retryable reports a failure worth trying again later with backoff: system
+// busy, a 5xx, or a transport failure. Unknown outcomes are retryable only
+// where the caller knows a duplicate is harmless.
+func (e *Error) Retryable() bool {
+	return e.Code == CodeBusy || e.HTTPStatus >= 500 || e.Transport
+}
+
+// CodeOf returns the WeChat errcode in err's chain, or 0.
+func CodeOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return 0
+}
+
+var (
+	errcodeRe = regexp.MustCompile(`errcode\s*[=:]\s*(-?\d+)`)
+	errmsgRe  = regexp.MustCompile(`(?:errmsg|errormsg)\s*[=:]\s*([^,]*)`)
+	statusRe  = regexp.MustCompile(`statusCode=(\d+)`)
+)
+
+// Classify turns any error from the SDK or our HTTP client into *Error.
+func Classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var we *Error
+	if errors.As(err, &we) {
+		return we
+	}
+	e := &Error{Op: op}
+	var ce *util.CommonError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		e.Code, e.Msg = int(ce.ErrCode), ce.ErrMsg
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		e.Unknown, e.Transport, e.Msg = true, true, "timeout"
+	case errors.Is(err, context.Canceled):
+		e.Unknown, e.Msg = true, "canceled"
+	default:
+		s := err.Error()
+		if m := errcodeRe.FindStringSubmatch(s); m != nil {
+			e.Code, _ = strconv.Atoi(m[1])
+			if mm := errmsgRe.FindStringSubmatch(s); mm != nil {
+				e.Msg = mm[1]
+			}
+		} else if m := statusRe.FindStringSubmatch(s); m != nil {
+			e.HTTPStatus, _ = strconv.Atoi(m[1])
+			e.Msg = "http status " + m[1]
+		} else {
+			var opErr *net.OpError
+			if errors.As(err, &opErr) {
+				e.Transport, e.Msg = true, "network: "+opErr.Op
+			} else {
+				// Unparsed SDK text (JSON decode and the like): keep it
+				// short and without URLs.
+				e.Transport, e.Msg = true, scrub(s)
+			}
+		}
+	}
+	return e
+}
+
+var urlRe = regexp.MustCompile(`https?://\S+`)
+
+func scrub(s string) string {
+	s = urlRe.ReplaceAllString(s, "<url>")
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// WeChatCode returns the errcode; services match on it through a small
+// interface without importing this package.
+func (e *Error) WeChatCode() int { return e.Code }
