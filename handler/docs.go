@@ -28,7 +28,7 @@ func (d docs) Register(r gin.IRoutes) {
 
 type docOp struct {
 	Method, Path, Summary, Description, Tag string
-	Auth                                   bool
+	Auth                                    bool
 }
 
 // specDoc is the part of an OpenAPI document the page shows.

@@ -61,11 +61,11 @@ type AuthConfig struct {
 
 // Auth logs patients and staff in and checks their bearer tokens.
 type Auth struct {
-	db      *model.DB
-	wx      WeChatIdentity
-	kv      KV
-	cfg     AuthConfig
-	now     func() time.Time
+	db  *model.DB
+	wx  WeChatIdentity
+	kv  KV
+	cfg AuthConfig
+	now func() time.Time
 }
 
 // NewAuth returns the identity use cases.

@@ -643,7 +643,7 @@ func (s *Sandbox) handleFreePublishGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"publish_id": req.PublishID.String(), "publish_status": 0, "article_id": "art_" + req.PublishID.String(),
 		"article_detail": map[string]any{"count": 1, "item": []map[string]any{{"idx": 1, "article_url": "https://mp.weixin.qq.com/s/sandbox-" + req.PublishID.String()}}},
-		"fail_idx": []int{},
+		"fail_idx":       []int{},
 	})
 }
 
