@@ -91,6 +91,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 
 	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret)}, nil)
 	patients := service.NewPatients(a.DB)
+	key, err := cfg.DataKeyBytes()
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := service.NewSealer(key)
+	if err != nil {
+		return nil, err
+	}
+	phones := service.NewPhones(a.DB, a.WX, sealer)
 
 	if cfg.AdminUser != "" {
 		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin); err != nil {
@@ -107,6 +116,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Log:          log,
 		Auth:         a.Auth,
 		Patients:     patients,
+		Phones:       phones,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Spec:         api.Spec,
 		Checks: []handler.Check{

@@ -34,6 +34,9 @@ func NewRedis(addr, prefix string) (*Redis, error) {
 // (the dispatcher's streams).
 func (r *Redis) Client() *redis.Client { return r.rdb }
 
+// Prefix is the prefix of every key of this store.
+func (r *Redis) Prefix() string { return r.prefix }
+
 // Key returns key under this store's prefix.
 func (r *Redis) Key(key string) string { return r.prefix + key }
 

@@ -17,6 +17,7 @@ type Deps struct {
 	Log          *slog.Logger
 	Auth         *service.Auth
 	Patients     *service.Patients
+	Phones       *service.Phones
 	Checks       []Check
 	MaxBodyBytes int64
 	// Spec is the OpenAPI document served at /api/openapi.yaml.
@@ -44,13 +45,14 @@ func NewRouter(d Deps) *gin.Engine {
 	docs{spec: d.Spec}.Register(r)
 
 	sess := sessionHandlers{auth: d.Auth}
-	prof := profileHandlers{patients: d.Patients}
+	prof := profileHandlers{patients: d.Patients, phones: d.Phones}
 
 	mp := r.Group("/api/mp")
 	mp.POST("/login", sess.mpLogin)
 	mpAuth := mp.Group("", authenticate(d.Auth, model.SubjectPatient))
 	mpAuth.POST("/logout", sess.logout)
 	mpAuth.GET("/me", prof.me)
+	mpAuth.POST("/phone", prof.bindPhone)
 
 	admin := r.Group("/api/admin")
 	admin.POST("/login", sess.adminLogin)
@@ -71,6 +73,24 @@ func NewRouter(d Deps) *gin.Engine {
 
 type profileHandlers struct {
 	patients *service.Patients
+	phones   *service.Phones
+}
+
+type bindPhoneRequest struct {
+	Code string `json:"code" binding:"required"`
+}
+
+func (h profileHandlers) bindPhone(c *gin.Context) {
+	var req bindPhoneRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	p, err := h.phones.Bind(c.Request.Context(), principal(c), req.Code)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, patientDTO(p))
 }
 
 func (h profileHandlers) me(c *gin.Context) {
