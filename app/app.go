@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"github.com/gin-gonic/gin"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,7 +37,7 @@ type App struct {
 	WX      *wxconfig.Clients
 	Sandbox *wxsandbox.Sandbox // in-process WeChat sandbox; nil otherwise
 	Auth    *service.Auth
-	Router  http.Handler
+	Router  *gin.Engine
 }
 
 // New connects and wires everything cfg describes. In sandbox mode it also

@@ -250,6 +250,13 @@ func UnionID(openID string) string { return "union-" + openID }
 // openid is mpOpenID (openids differ per app, as on WeChat).
 func OAOpenID(mpOpenID string) string { return "oa-" + mpOpenID }
 
+// SetClock replaces the sandbox's clock (tests move time with it).
+func (s *Sandbox) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
+}
+
 // FailNext makes the next n calls of api answer f.
 func (s *Sandbox) FailNext(api string, n int, f Fault) {
 	s.mu.Lock()

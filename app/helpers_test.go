@@ -1,0 +1,107 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"careloop/app"
+	"careloop/testenv"
+)
+
+// newApp wires careloop in sandbox mode on a fresh database of backend
+// ("sqlite" or "mysql"), with the in-process WeChat sandbox.
+func newApp(t *testing.T, backend string, mutate func(*app.Config)) *app.App {
+	t.Helper()
+	env := map[string]string{"CARELOOP_DATA_DIR": t.TempDir()}
+	if backend == "mysql" {
+		env["CARELOOP_MYSQL_DSN"] = testenv.NewMySQLDatabase(t)
+	}
+	cfg, err := app.Load("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	a, err := app.New(context.Background(), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	return a
+}
+
+// forEachBackend runs fn on SQLite and on MariaDB.
+func forEachBackend(t *testing.T, mutate func(*app.Config), fn func(t *testing.T, a *app.App)) {
+	for _, b := range testenv.Backends() {
+		t.Run(b, func(t *testing.T) {
+			a := newApp(t, b, mutate)
+			if a.DB.Dialect() != b {
+				t.Fatalf("wanted %s, runs on %s", b, a.DB.Dialect())
+			}
+			fn(t, a)
+		})
+	}
+}
+
+type response struct {
+	Status int
+	Body   map[string]any
+	Raw    []byte
+	Header http.Header
+}
+
+// ErrCode is the machine code of an error answer.
+func (r response) ErrCode() string {
+	e, _ := r.Body["error"].(map[string]any)
+	s, _ := e["code"].(string)
+	return s
+}
+
+func call(t *testing.T, h http.Handler, method, path, token string, body any) response {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = bytes.NewReader([]byte(b))
+	default:
+		raw, _ := json.Marshal(b)
+		rd = bytes.NewReader(raw)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	res := response{Status: rec.Code, Raw: rec.Body.Bytes(), Header: rec.Header()}
+	_ = json.Unmarshal(res.Raw, &res.Body)
+	return res
+}
+
+func login(t *testing.T, h http.Handler, code string) (string, uint64) {
+	t.Helper()
+	r := call(t, h, "POST", "/api/mp/login", "", map[string]string{"code": code})
+	if r.Status != 200 {
+		t.Fatalf("login %s: %d %s", code, r.Status, r.Raw)
+	}
+	p := r.Body["patient"].(map[string]any)
+	return r.Body["token"].(string), uint64(p["id"].(float64))
+}
+
+func staffLogin(t *testing.T, h http.Handler, user, pw string) string {
+	t.Helper()
+	r := call(t, h, "POST", "/api/admin/login", "", map[string]string{"username": user, "password": pw})
+	if r.Status != 200 {
+		t.Fatalf("staff login %s: %d %s", user, r.Status, r.Raw)
+	}
+	return r.Body["token"].(string)
+}

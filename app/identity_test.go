@@ -1,0 +1,232 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"careloop/app"
+	"careloop/model"
+	"careloop/service"
+)
+
+func TestMPLogin(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		tok, id := login(t, h, "dev:alice")
+		me := call(t, h, "GET", "/api/mp/me", tok, nil)
+		if me.Status != 200 || uint64(me.Body["id"].(float64)) != id {
+			t.Fatalf("me: %d %s", me.Status, me.Raw)
+		}
+		if _, again := login(t, h, "dev:alice"); again != id {
+			t.Fatalf("second login made patient %d, want %d", again, id)
+		}
+		if _, bob := login(t, h, "dev:bob"); bob == id {
+			t.Fatal("bob logged in as alice")
+		}
+
+		cases := []struct {
+			name, code, want string
+		}{
+			{"login401BadCode", "nonsense", "invalid_code"},
+			{"login401EmptyCode", " ", "invalid_code"},
+		}
+		for _, c := range cases {
+			r := call(t, h, "POST", "/api/mp/login", "", map[string]string{"code": c.code})
+			if r.Status != 401 || r.ErrCode() != c.want {
+				t.Errorf("%s: %d %s", c.name, r.Status, r.Raw)
+			}
+		}
+		// A real code is single-use.
+		code := a.Sandbox.IssueLoginCode("carol")
+		login(t, h, code)
+		if r := call(t, h, "POST", "/api/mp/login", "", map[string]string{"code": code}); r.Status != 401 || r.ErrCode() != "code_used" {
+			t.Errorf("login401UsedCode: %d %s", r.Status, r.Raw)
+		}
+		// And it expires after five minutes.
+		code = a.Sandbox.IssueLoginCode("dave")
+		a.Sandbox.SetClock(func() time.Time { return time.Now().Add(6 * time.Minute) })
+		defer a.Sandbox.SetClock(time.Now)
+		if r := call(t, h, "POST", "/api/mp/login", "", map[string]string{"code": code}); r.Status != 401 || r.ErrCode() != "invalid_code" {
+			t.Errorf("login401ExpiredCode: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", "/api/mp/login", "", `{"code":`); r.Status != 400 || r.ErrCode() != "invalid_request" {
+			t.Errorf("login400Malformed: %d %s", r.Status, r.Raw)
+		}
+		// WeChat busy: the patient is told to try again, not that the code is bad.
+		a.Sandbox.FailNext("jscode2session", 1, faultBusy)
+		if r := call(t, h, "POST", "/api/mp/login", "", map[string]string{"code": "dev:erin"}); r.Status != 503 || r.ErrCode() != "wechat_unavailable" {
+			t.Errorf("login503Busy: %d %s", r.Status, r.Raw)
+		}
+	})
+}
+
+func TestConcurrentLoginsMakeOnePatient(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		const n = 24
+		var wg sync.WaitGroup
+		ids := make(chan uint64, n)
+		start := make(chan struct{})
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				r := call(t, a.Router, "POST", "/api/mp/login", "", map[string]string{"code": "dev:racer"})
+				if r.Status != 200 {
+					t.Errorf("raced login: %d %s", r.Status, r.Raw)
+					return
+				}
+				ids <- uint64(r.Body["patient"].(map[string]any)["id"].(float64))
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(ids)
+		seen := map[uint64]bool{}
+		for id := range ids {
+			seen[id] = true
+		}
+		var count int64
+		a.DB.Gorm().Model(&model.Patient{}).Where("open_id = ?", "racer").Count(&count)
+		if len(seen) != 1 || count != 1 {
+			t.Fatalf("raced logins: %d distinct ids, %d rows; want 1 and 1", len(seen), count)
+		}
+	})
+}
+
+func TestTokensAndRoles(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		ptok, _ := login(t, h, "dev:alice")
+		stok := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		cases := []struct {
+			name, path, token string
+			status            int
+			code              string
+		}{
+			{"me200", "/api/mp/me", ptok, 200, ""},
+			{"adminMe200", "/api/admin/me", stok, 200, ""},
+			{"me401NoToken", "/api/mp/me", "", 401, "unauthorized"},
+			{"me401Garbage", "/api/mp/me", "abc.def", 401, "invalid_token"},
+			{"me401Forged", "/api/mp/me", ptok[:len(ptok)-2] + "AA", 401, "invalid_token"},
+			{"adminMe401PatientToken", "/api/admin/me", ptok, 401, "unauthorized"},
+			{"me401StaffToken", "/api/mp/me", stok, 401, "unauthorized"},
+		}
+		for _, c := range cases {
+			r := call(t, h, "GET", c.path, c.token, nil)
+			if r.Status != c.status || (c.code != "" && r.ErrCode() != c.code) {
+				t.Errorf("%s: %d %s", c.name, r.Status, r.Raw)
+			}
+		}
+		if r := call(t, h, "POST", "/api/mp/logout", ptok, nil); r.Status != 204 {
+			t.Fatalf("logout: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "GET", "/api/mp/me", ptok, nil); r.Status != 401 || r.ErrCode() != "token_expired" {
+			t.Errorf("me401AfterLogout: %d %s", r.Status, r.Raw)
+		}
+	})
+}
+
+func TestStaffLoginLockout(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	h := a.Router
+	for i := 1; i <= 4; i++ {
+		r := call(t, h, "POST", "/api/admin/login", "", map[string]string{"username": "admin", "password": "wrong-password"})
+		if r.Status != 401 || r.ErrCode() != "invalid_credentials" {
+			t.Fatalf("failure %d: %d %s", i, r.Status, r.Raw)
+		}
+	}
+	r := call(t, h, "POST", "/api/admin/login", "", map[string]string{"username": "admin", "password": "wrong-password"})
+	if r.Status != 429 || r.ErrCode() != "account_locked" {
+		t.Fatalf("fifth failure: %d %s", r.Status, r.Raw)
+	}
+	r = call(t, h, "POST", "/api/admin/login", "", map[string]string{"username": "admin", "password": app.DemoAdminPassword})
+	if r.Status != 429 || r.ErrCode() != "account_locked" {
+		t.Fatalf("right password while locked: %d %s", r.Status, r.Raw)
+	}
+	// Unknown users are answered like wrong passwords.
+	r = call(t, h, "POST", "/api/admin/login", "", map[string]string{"username": "nobody", "password": "x"})
+	if r.Status != 401 || r.ErrCode() != "invalid_credentials" {
+		t.Fatalf("unknown user: %d %s", r.Status, r.Raw)
+	}
+}
+
+func TestConfiguredAdminExists(t *testing.T) {
+	a := newApp(t, "sqlite", func(c *app.Config) { c.AdminUser, c.AdminPassword = "chief", "s3cret-pass" })
+	staffLogin(t, a.Router, "chief", "s3cret-pass")
+	if r := call(t, a.Router, "POST", "/api/admin/login", "", map[string]string{"username": app.DemoAdminUser, "password": app.DemoAdminPassword}); r.Status != 401 {
+		t.Fatalf("demo admin must not exist when an admin is configured: %d", r.Status)
+	}
+}
+
+func TestPhoneBindingMergesImportedPatient(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		key, _ := a.Cfg.DataKeyBytes()
+		sealer, _ := service.NewSealer(key)
+		his, hash := "HIS-0001", sealer.Hash("13800138001")
+		imported := model.Patient{HISID: &his, Name: "王芳", PhoneHash: &hash, PhoneEnc: sealer.Seal([]byte("13800138001")), Gender: "female"}
+		if err := a.DB.Gorm().Create(&imported).Error; err != nil {
+			t.Fatal(err)
+		}
+		tok, selfID := login(t, h, "dev:wangfang")
+		r := call(t, h, "POST", "/api/mp/phone", tok, map[string]string{"code": "dev:13800138001"})
+		if r.Status != 200 || uint64(r.Body["id"].(float64)) != imported.ID || r.Body["name"] != "王芳" {
+			t.Fatalf("bind imported phone: %d %s", r.Status, r.Raw)
+		}
+		// The same token now speaks for the merged patient; the empty one is gone.
+		if me := call(t, h, "GET", "/api/mp/me", tok, nil); uint64(me.Body["id"].(float64)) != imported.ID {
+			t.Fatalf("me after merge: %s", me.Raw)
+		}
+		var n int64
+		a.DB.Gorm().Model(&model.Patient{}).Where("id = ?", selfID).Count(&n)
+		if n != 0 {
+			t.Fatal("the self-registered record was kept beside the imported one")
+		}
+		if _, again := login(t, h, "dev:wangfang"); again != imported.ID {
+			t.Fatalf("next login lands on %d, want %d", again, imported.ID)
+		}
+		// A phone bound to another WeChat user is refused.
+		tok2, _ := login(t, h, "dev:other")
+		if r := call(t, h, "POST", "/api/mp/phone", tok2, map[string]string{"code": "dev:13800138001"}); r.Status != 409 || r.ErrCode() != "phone_taken" {
+			t.Fatalf("phone of another: %d %s", r.Status, r.Raw)
+		}
+		// A fresh phone binds to the caller; the raw row does not show it.
+		if r := call(t, h, "POST", "/api/mp/phone", tok2, map[string]string{"code": "dev:13900139000"}); r.Status != 200 || r.Body["phone_bound"] != true {
+			t.Fatalf("bind fresh phone: %d %s", r.Status, r.Raw)
+		}
+		rows, err := a.DB.Gorm().Raw("SELECT * FROM patients").Rows()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			_ = rows.Scan(ptrs...)
+			for i, v := range vals {
+				var b []byte
+				switch x := v.(type) {
+				case []byte:
+					b = x
+				case string:
+					b = []byte(x)
+				}
+				if bytes.Contains(b, []byte("13900139000")) || bytes.Contains(b, []byte("13800138001")) {
+					t.Fatalf("column %s holds a phone in clear", cols[i])
+				}
+			}
+		}
+		if r := call(t, h, "POST", "/api/mp/phone", tok2, map[string]string{"code": "bogus"}); r.Status != 401 || r.ErrCode() != "invalid_code" {
+			t.Fatalf("bad phone code: %d %s", r.Status, r.Raw)
+		}
+		_ = context.Background()
+	})
+}
