@@ -4,6 +4,7 @@
 //	careloop [-config FILE] [serve]   API, WeChat callbacks and workers in one process (default)
 //	careloop [-config FILE] worker    background workers only
 //	careloop [-config FILE] migrate   apply the database schema and exit
+//	careloop healthcheck              GET /healthz on CARELOOP_ADDR (for container health checks)
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -36,6 +38,7 @@ const usage = `usage: careloop [-config FILE] [serve|worker|migrate]
   serve    API, WeChat callbacks and background workers in one process (default)
   worker   background workers only (scale these out beside the API servers)
   migrate  apply the database schema and exit
+  healthcheck  exit 0 when this host's careloop answers /healthz
 
 Configuration comes from CARELOOP_* environment variables (see README.md)
 and optionally a YAML file; with none, careloop runs in sandbox mode on an
@@ -54,6 +57,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cmd := "serve"
 	if fs.NArg() > 0 {
 		cmd = fs.Arg(0)
+	}
+	if cmd == "healthcheck" {
+		return healthcheck(ctx, getenv("CARELOOP_ADDR"))
 	}
 	cfg, err := app.Load(*configPath, getenv)
 	if err != nil {
@@ -88,22 +94,48 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer a.Close()
 
+	// A worker answers only health and metrics; serve answers everything.
+	h := a.Router
 	if cmd == "worker" {
-		log.Info("worker running", "startup", time.Since(started).String())
-		<-ctx.Done()
-		log.Info("worker stopped")
-		return nil
+		h = a.Ops
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "mode", cfg.Mode, "database", a.DB.Dialect(),
+	log.Info("listening", "command", cmd, "addr", ln.Addr().String(), "mode", cfg.Mode, "database", a.DB.Dialect(),
 		"coord", a.Store.Kind(), "startup", time.Since(started).String())
-	if err := a.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
+	if err := a.Serve(ctx, ln, h); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// healthcheck asks the local server for /healthz; the image has no shell or
+// curl, so the binary checks itself.
+func healthcheck(ctx context.Context, addr string) error {
+	if addr == "" {
+		addr = ":8080"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthz answered %d", res.StatusCode)
+	}
 	return nil
 }
 

@@ -38,6 +38,8 @@ type App struct {
 	Sandbox *wxsandbox.Sandbox // in-process WeChat sandbox; nil otherwise
 	Auth    *service.Auth
 	Router  *gin.Engine
+	// Ops serves only health and metrics: what a worker process listens with.
+	Ops *gin.Engine
 }
 
 // New connects and wires everything cfg describes. In sandbox mode it also
@@ -132,6 +134,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		deps.Sandbox = a.Sandbox.ControlHandler(cfg.OAAppID, cfg.MPAppID)
 	}
 	a.Router = handler.NewRouter(deps)
+	a.Ops = handler.NewOpsRouter(deps)
 	ok = true
 	return a, nil
 }
@@ -164,9 +167,9 @@ func (a *App) Close() {
 
 // Serve answers HTTP on ln until ctx ends, then stops accepting, lets
 // in-flight requests finish within the grace period, and returns.
-func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+func (a *App) Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{
-		Handler:           a.Router,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,

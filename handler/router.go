@@ -71,6 +71,19 @@ func NewRouter(d Deps) *gin.Engine {
 	return r
 }
 
+// NewOpsRouter serves only /healthz, /readyz and /metrics, for worker
+// processes, so that they can be probed and scraped like the API.
+func NewOpsRouter(d Deps) *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	m := newMetrics()
+	r.Use(requestID(), recovery(d.Log), m.middleware(), errorMiddleware(d.Log))
+	r.NoRoute(func(c *gin.Context) { fail(c, model.ErrNotFound.WithMessage("接口不存在")) })
+	health{checks: d.Checks, log: d.Log}.Register(r)
+	r.GET("/metrics", metricsHandler(m))
+	return r
+}
+
 type profileHandlers struct {
 	patients *service.Patients
 	phones   *service.Phones
