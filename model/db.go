@@ -151,14 +151,36 @@ func (d *DB) Conn(ctx context.Context) *gorm.DB {
 }
 
 // InTx runs fn in a transaction; queries made through Conn(ctx) inside fn join
-// it. A nested InTx joins the outer transaction.
+// it. A nested InTx joins the outer transaction. When MySQL picks the
+// transaction as a deadlock victim, InTx runs fn again (up to three times):
+// fn must therefore touch nothing but the database, which is the rule anyway
+// (nothing calls WeChat inside a transaction).
 func (d *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
 	if _, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
 		return fn(ctx)
 	}
-	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		return fn(context.WithValue(ctx, txKey{}, tx))
-	})
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			return fn(context.WithValue(ctx, txKey{}, tx))
+		})
+		if !isDeadlock(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// isDeadlock reports MySQL's "deadlock found" (1213), after which the whole
+// transaction may simply run again.
+func isDeadlock(err error) bool {
+	var me *gomysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1213
 }
 
 // IsDuplicate reports whether err is a unique-key violation.

@@ -61,46 +61,73 @@ func (s *Phones) Bind(ctx context.Context, p Principal, code string) (*model.Pat
 		return nil, ErrInvalidPhone
 	}
 	hash := s.sealer.Hash(phone)
-	var out model.Patient
-	err = s.db.InTx(ctx, func(ctx context.Context) error {
-		db := s.db.Conn(ctx)
-		var me model.Patient
-		if err := db.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", p.ID).Take(&me).Error; err != nil {
-			return model.NotFound(err)
-		}
+	// No locking read on the phone hash: on MySQL a locking read of a row
+	// that does not exist takes gap locks, and two binds of different phones
+	// then deadlock. The unique index on phone_hash is the arbiter instead.
+	for attempt := 0; attempt < 2; attempt++ {
 		var owner model.Patient
-		err := db.Clauses(clause.Locking{Strength: "UPDATE"}).Where("phone_hash = ?", hash).Take(&owner).Error
+		err := s.db.Conn(ctx).Where("phone_hash = ?", hash).Take(&owner).Error
 		switch {
 		case errors.Is(err, gorm.ErrRecordNotFound):
-			me.PhoneHash, me.PhoneEnc = &hash, s.sealer.Seal([]byte(phone))
-			if err := db.Model(&me).Select("phone_hash", "phone_enc").Updates(&me).Error; err != nil {
-				if model.IsDuplicate(err) {
-					return ErrPhoneTaken
-				}
-				return err
+			res := s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ?", p.ID).
+				Updates(map[string]any{"phone_hash": hash, "phone_enc": s.sealer.Seal([]byte(phone))})
+			if model.IsDuplicate(res.Error) {
+				continue // bound by someone else meanwhile: look again
 			}
-			out = me
-			return nil
+			if res.Error != nil {
+				return nil, fmt.Errorf("bind phone: %w", res.Error)
+			}
+			return s.load(ctx, p.ID)
 		case err != nil:
-			return err
-		case owner.ID == me.ID:
-			out = me
-			return nil
+			return nil, fmt.Errorf("find phone owner: %w", err)
+		case owner.ID == p.ID:
+			return &owner, nil
 		case owner.OpenID != nil:
-			return ErrPhoneTaken
+			return nil, ErrPhoneTaken
 		}
-		return s.mergeInto(ctx, &me, &owner, &out)
-	})
-	if err != nil {
-		return nil, err
+		var out model.Patient
+		if err := s.db.InTx(ctx, func(ctx context.Context) error { return s.mergeInto(ctx, p.ID, owner.ID, &out) }); err != nil {
+			return nil, err
+		}
+		return &out, nil
 	}
-	return &out, nil
+	return nil, ErrPhoneTaken
 }
 
-// mergeInto moves the WeChat identity of self into the imported patient
-// owner, re-points self's sessions, and removes self.
-func (s *Phones) mergeInto(ctx context.Context, self, owner, out *model.Patient) error {
+func (s *Phones) load(ctx context.Context, id uint64) (*model.Patient, error) {
+	var pt model.Patient
+	if err := s.db.Conn(ctx).Where("id = ?", id).Take(&pt).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
+	return &pt, nil
+}
+
+// mergeInto moves the WeChat identity of patient selfID into the imported
+// patient ownerID, re-points selfID's sessions, and removes selfID. Both rows
+// are locked by primary key, in id order, so concurrent merges cannot
+// deadlock.
+func (s *Phones) mergeInto(ctx context.Context, selfID, ownerID uint64, out *model.Patient) error {
 	db := s.db.Conn(ctx)
+	var rows []model.Patient
+	if err := db.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id IN ?", []uint64{selfID, ownerID}).
+		Order("id").Find(&rows).Error; err != nil {
+		return err
+	}
+	var self, owner *model.Patient
+	for i := range rows {
+		switch rows[i].ID {
+		case selfID:
+			self = &rows[i]
+		case ownerID:
+			owner = &rows[i]
+		}
+	}
+	if self == nil {
+		return model.ErrNotFound
+	}
+	if owner == nil || owner.OpenID != nil {
+		return ErrPhoneTaken // claimed by another WeChat user meanwhile
+	}
 	openID, unionID := self.OpenID, self.UnionID
 	// Free the unique openid first, then give it to owner.
 	if err := db.Model(&model.Patient{}).Where("id = ?", self.ID).Updates(map[string]any{"open_id": nil, "union_id": nil}).Error; err != nil {

@@ -1,0 +1,123 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"careloop/app"
+	"careloop/testenv"
+)
+
+// SIGTERM (ctx cancelled) lets a request already in flight finish.
+func TestServeFinishesInFlightRequests(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		time.Sleep(300 * time.Millisecond)
+		fmt.Fprint(w, "done")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx, ln, slow) }()
+	got := make(chan int, 1)
+	go func() {
+		res, err := http.Get("http://" + ln.Addr().String() + "/")
+		if err != nil {
+			got <- -1
+			return
+		}
+		res.Body.Close()
+		got <- res.StatusCode
+	}()
+	<-entered
+	cancel()
+	if code := <-got; code != 200 {
+		t.Fatalf("in-flight request got %d during shutdown", code)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if _, err := http.Get("http://" + ln.Addr().String() + "/"); err == nil {
+		t.Fatal("still accepting after shutdown")
+	}
+}
+
+// startRedis runs a private redis-server on a free port so that the test can
+// stop and start it.
+func startRedis(t *testing.T, port int) *exec.Cmd {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if testenv.InCI() {
+			t.Fatalf("redis-server is required under CI=true: %v", err)
+		}
+		t.Skipf("skipping: redis-server not installed")
+	}
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			c.Close()
+			return cmd
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("redis-server did not start")
+	return nil
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Redis stops: /readyz says 503 within 5 s; it starts again: 200 without a restart.
+func TestReadyzFollowsRedis(t *testing.T) {
+	port := freePort(t)
+	redis := startRedis(t, port)
+	a := newApp(t, "mysql", func(c *app.Config) { c.RedisAddr = "127.0.0.1:" + strconv.Itoa(port) })
+	if r := call(t, a.Router, "GET", "/readyz", "", nil); r.Status != 200 {
+		t.Fatalf("ready with redis up: %d %s", r.Status, r.Raw)
+	}
+	_ = redis.Process.Signal(os.Kill)
+	_, _ = redis.Process.Wait()
+	waitStatus(t, a, 503, 5*time.Second)
+	if r := call(t, a.Router, "GET", "/readyz", "", nil); r.Body["checks"].(map[string]any)["database"] != "ok" {
+		t.Fatalf("the database is still fine: %s", r.Raw)
+	}
+	startRedis(t, port)
+	waitStatus(t, a, 200, 5*time.Second)
+}
+
+func waitStatus(t *testing.T, a *app.App, want int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	last := 0
+	for time.Now().Before(deadline) {
+		if last = call(t, a.Router, "GET", "/readyz", "", nil).Status; last == want {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("/readyz stayed %d for %s, want %d", last, within, want)
+}
