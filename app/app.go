@@ -37,6 +37,7 @@ type App struct {
 	WX      *wxconfig.Clients
 	Sandbox *wxsandbox.Sandbox // in-process WeChat sandbox; nil otherwise
 	Auth    *service.Auth
+	Sealer  *service.Sealer
 	Router  *gin.Engine
 	// Ops serves only health and metrics: what a worker process listens with.
 	Ops *gin.Engine
@@ -94,7 +95,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}, a.Store, hc, log)
 
 	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret)}, nil)
-	patients := service.NewPatients(a.DB)
 	key, err := cfg.DataKeyBytes()
 	if err != nil {
 		return nil, err
@@ -104,6 +104,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	phones := service.NewPhones(a.DB, a.WX, sealer)
+	audit := service.NewAudit(a.DB)
+	profile := service.NewProfile(a.DB, sealer, nil)
+	family := service.NewFamily(a.DB, sealer, nil)
+	tags := service.NewTags(a.DB, audit, nil)
+	a.Sealer = sealer
 
 	if cfg.AdminUser != "" {
 		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin); err != nil {
@@ -119,8 +124,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	deps := handler.Deps{
 		Log:          log,
 		Auth:         a.Auth,
-		Patients:     patients,
+		Profile:      profile,
 		Phones:       phones,
+		Family:       family,
+		PatientAdmin: service.NewPatientAdmin(a.DB, profile, family, tags, audit, nil),
+		Tags:         tags,
+		Staff:        service.NewStaff(a.DB, audit, nil),
+		Audit:        audit,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Spec:         api.Spec,
 		Checks: []handler.Check{

@@ -14,6 +14,16 @@ type Redis struct {
 	prefix string
 }
 
+func init() {
+	// go-redis logs dial failures on its own; careloop reports Redis health
+	// through /readyz and its own logs instead.
+	redis.SetLogger(quietLogger{})
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...interface{}) {}
+
 // NewRedis connects to addr (host:port or a redis:// URL). Every key is put
 // under prefix, so tests and tenants can share one server.
 func NewRedis(addr, prefix string) (*Redis, error) {

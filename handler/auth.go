@@ -32,6 +32,7 @@ func authenticate(auth *service.Auth, kind string) gin.HandlerFunc {
 			fail(c, model.ErrUnauthorized)
 			return
 		}
+		p.IP = c.ClientIP()
 		c.Request = c.Request.WithContext(service.WithPrincipal(c.Request.Context(), p))
 		c.Next()
 	}
@@ -96,11 +97,15 @@ func staffDTO(s *model.Staff) StaffDTO {
 
 // sessionHandlers serves login and logout for patients and staff.
 type sessionHandlers struct {
-	auth *service.Auth
+	auth    *service.Auth
+	profile *service.Profile
 }
 
 type mpLoginRequest struct {
 	Code string `json:"code" binding:"required"`
+	// Source is the first touch (a QR scene, a campaign, a referral code);
+	// it is kept only the first time.
+	Source string `json:"source"`
 }
 
 type mpLoginResponse struct {
@@ -117,6 +122,12 @@ func (h sessionHandlers) mpLogin(c *gin.Context) {
 	if err != nil {
 		fail(c, err)
 		return
+	}
+	if req.Source != "" && p.Source == "" {
+		pr := service.Principal{Kind: model.SubjectPatient, ID: p.ID}
+		if updated, err := h.profile.UpdateMe(c.Request.Context(), pr, service.ProfileUpdate{Source: &req.Source}); err == nil {
+			p = updated
+		}
 	}
 	c.JSON(http.StatusOK, mpLoginResponse{Token: tok, Patient: patientDTO(p)})
 }

@@ -38,12 +38,14 @@ type specDoc struct {
 		Version     string `yaml:"version"`
 		Description string `yaml:"description"`
 	} `yaml:"info"`
-	Paths map[string]map[string]struct {
-		Summary     string           `yaml:"summary"`
-		Description string           `yaml:"description"`
-		Tags        []string         `yaml:"tags"`
-		Security    []map[string]any `yaml:"security"`
-	} `yaml:"paths"`
+	Paths map[string]map[string]yaml.Node `yaml:"paths"`
+}
+
+type specOp struct {
+	Summary     string           `yaml:"summary"`
+	Description string           `yaml:"description"`
+	Tags        []string         `yaml:"tags"`
+	Security    []map[string]any `yaml:"security"`
 }
 
 var docsTmpl = template.Must(template.New("docs").Parse(`<!doctype html>
@@ -73,7 +75,16 @@ func renderDocs(spec []byte) []byte {
 	}
 	byTag := map[string][]docOp{}
 	for path, ops := range s.Paths {
-		for method, op := range ops {
+		for method, node := range ops {
+			switch method {
+			case "get", "put", "post", "delete", "patch":
+			default:
+				continue // path-level parameters and the like
+			}
+			var op specOp
+			if err := node.Decode(&op); err != nil {
+				continue
+			}
 			tag := "other"
 			if len(op.Tags) > 0 {
 				tag = op.Tags[0]

@@ -16,8 +16,13 @@ import (
 type Deps struct {
 	Log          *slog.Logger
 	Auth         *service.Auth
-	Patients     *service.Patients
+	Profile      *service.Profile
 	Phones       *service.Phones
+	Family       *service.Family
+	PatientAdmin *service.PatientAdmin
+	Tags         *service.Tags
+	Staff        *service.Staff
+	Audit        *service.Audit
 	Checks       []Check
 	MaxBodyBytes int64
 	// Spec is the OpenAPI document served at /api/openapi.yaml.
@@ -44,21 +49,21 @@ func NewRouter(d Deps) *gin.Engine {
 	r.GET("/metrics", metricsHandler(m))
 	docs{spec: d.Spec}.Register(r)
 
-	sess := sessionHandlers{auth: d.Auth}
-	prof := profileHandlers{patients: d.Patients, phones: d.Phones}
+	sess := sessionHandlers{auth: d.Auth, profile: d.Profile}
 
 	mp := r.Group("/api/mp")
 	mp.POST("/login", sess.mpLogin)
 	mpAuth := mp.Group("", authenticate(d.Auth, model.SubjectPatient))
 	mpAuth.POST("/logout", sess.logout)
-	mpAuth.GET("/me", prof.me)
-	mpAuth.POST("/phone", prof.bindPhone)
+	mpProfile{profile: d.Profile, phones: d.Phones, family: d.Family}.Register(mpAuth)
 
 	admin := r.Group("/api/admin")
 	admin.POST("/login", sess.adminLogin)
 	staff := admin.Group("", authenticate(d.Auth, model.SubjectStaff))
 	staff.POST("/logout", sess.logout)
-	staff.GET("/me", prof.staffMe)
+	adminStaff{staff: d.Staff, audit: d.Audit}.Register(staff)
+	adminPatients{admin: d.PatientAdmin, tags: d.Tags, profile: d.Profile}.Register(staff)
+	adminTags{tags: d.Tags}.Register(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))
@@ -82,44 +87,4 @@ func NewOpsRouter(d Deps) *gin.Engine {
 	health{checks: d.Checks, log: d.Log}.Register(r)
 	r.GET("/metrics", metricsHandler(m))
 	return r
-}
-
-type profileHandlers struct {
-	patients *service.Patients
-	phones   *service.Phones
-}
-
-type bindPhoneRequest struct {
-	Code string `json:"code" binding:"required"`
-}
-
-func (h profileHandlers) bindPhone(c *gin.Context) {
-	var req bindPhoneRequest
-	if !bindJSON(c, &req) {
-		return
-	}
-	p, err := h.phones.Bind(c.Request.Context(), principal(c), req.Code)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, patientDTO(p))
-}
-
-func (h profileHandlers) me(c *gin.Context) {
-	p, err := h.patients.Me(c.Request.Context(), principal(c))
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, patientDTO(p))
-}
-
-func (h profileHandlers) staffMe(c *gin.Context) {
-	st, err := h.patients.Staff(c.Request.Context(), principal(c))
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, staffDTO(st))
 }

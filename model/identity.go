@@ -19,6 +19,9 @@ type Patient struct {
 	// Source is the first touch: a QR scene, a campaign, a referral.
 	Source    string `gorm:"size:128"`
 	BlockedAt *time.Time
+	// ErasedAt is set when the patient asked for deletion: personal data is
+	// gone and the row stays only so that ledgers keep their reference.
+	ErasedAt  *time.Time
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
@@ -76,5 +79,5 @@ func (s *Session) Active(now time.Time) bool {
 
 // AllModels lists every table, for migrations.
 func AllModels() []any {
-	return []any{&Patient{}, &Staff{}, &Session{}}
+	return []any{&Patient{}, &Staff{}, &Session{}, &HealthArchive{}, &FamilyMember{}, &Consent{}, &Tag{}, &PatientTag{}, &AuditLog{}}
 }

@@ -16,6 +16,7 @@ type Principal struct {
 	ID        uint64
 	Role      string // staff role; empty for patients
 	SessionID string
+	IP        string // where the request came from, for the audit log
 }
 
 // IsPatient reports whether p is a patient.

@@ -1,0 +1,375 @@
+package handler
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"careloop/model"
+	"careloop/service"
+)
+
+// adminPatients serves staff work on patients: search, the 360 view,
+// tagging and blocking.
+type adminPatients struct {
+	admin   *service.PatientAdmin
+	tags    *service.Tags
+	profile *service.Profile
+}
+
+// Register mounts the routes; every staff role may search and view,
+// tagging needs marketing or doctor, blocking needs admin.
+func (h adminPatients) Register(rg *gin.RouterGroup) {
+	anyStaff := requireRole(model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk)
+	rg.GET("/patients", anyStaff, h.search)
+	rg.GET("/patients/:id", anyStaff, h.view)
+	rg.POST("/patients/:id/tags", requireRole(model.RoleMarketing, model.RoleDoctor), h.addTag)
+	rg.DELETE("/patients/:id/tags/:tag_id", requireRole(model.RoleMarketing, model.RoleDoctor), h.removeTag)
+	rg.POST("/patients/:id/block", requireRole(model.RoleAdmin), h.block)
+	rg.POST("/patients/:id/unblock", requireRole(model.RoleAdmin), h.unblock)
+}
+
+// PatientSummaryDTO is a patient in a staff list.
+type PatientSummaryDTO struct {
+	PatientDTO
+	Phone   string `json:"phone"`
+	HISID   string `json:"his_id,omitempty"`
+	Blocked bool   `json:"blocked"`
+}
+
+func (h adminPatients) summary(p *model.Patient, role string) PatientSummaryDTO {
+	phone := h.profile.Phone(p)
+	if !service.SeesFullPhone(role) {
+		phone = service.MaskPhone(phone)
+	}
+	d := PatientSummaryDTO{PatientDTO: patientDTO(p), Phone: phone, Blocked: p.BlockedAt != nil}
+	if p.HISID != nil {
+		d.HISID = *p.HISID
+	}
+	return d
+}
+
+func (h adminPatients) search(c *gin.Context) {
+	q := service.PatientQuery{Name: c.Query("name"), Phone: c.Query("phone"), Cursor: c.Query("cursor")}
+	q.Limit, _ = strconv.Atoi(c.Query("limit"))
+	if t := c.Query("tags"); t != "" {
+		for _, part := range strings.Split(t, ",") {
+			id, err := strconv.ParseUint(strings.TrimSpace(part), 10, 64)
+			if err != nil {
+				fail(c, model.ErrInvalid.WithMessage("tags 应为逗号分隔的标签编号"))
+				return
+			}
+			q.TagIDs = append(q.TagIDs, id)
+		}
+	}
+	p := principal(c)
+	rows, next, err := h.admin.Search(c.Request.Context(), p, q)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]PatientSummaryDTO, 0, len(rows))
+	for i := range rows {
+		items = append(items, h.summary(&rows[i], p.Role))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+}
+
+// AssignedTagDTO is a tag on a patient.
+type AssignedTagDTO struct {
+	TagDTO
+	AssignedBy uint64 `json:"assigned_by"` // staff id; 0 = the system
+	AssignedAt string `json:"assigned_at"`
+}
+
+// Patient360DTO is the staff's one view of a patient.
+type Patient360DTO struct {
+	PatientSummaryDTO
+	Tags     []AssignedTagDTO `json:"tags"`
+	Family   []FamilyDTO      `json:"family_members"`
+	Consents []ConsentDTO     `json:"consents"`
+	// Health is present only for roles that may read it (admin, doctor).
+	Health *service.HealthData `json:"health_archive,omitempty"`
+}
+
+func (h adminPatients) view(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	p := principal(c)
+	v, err := h.admin.View(c.Request.Context(), p, id)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	out := Patient360DTO{PatientSummaryDTO: h.summary(&v.Patient, p.Role), Consents: consentDTOs(v.Consents), Health: v.Health}
+	out.Phone = v.Phone
+	out.Tags = []AssignedTagDTO{}
+	for _, t := range v.Tags {
+		out.Tags = append(out.Tags, AssignedTagDTO{TagDTO: tagDTO(&t.Tag), AssignedBy: t.AssignedBy, AssignedAt: model.LocalTime(t.AssignedAt)})
+	}
+	out.Family = []FamilyDTO{}
+	for _, m := range v.Family {
+		d := FamilyDTO{ID: m.ID, Name: m.Name, Relation: m.Relation, Gender: m.Gender}
+		if m.BirthDate != nil {
+			d.BirthDate = m.BirthDate.In(model.Shanghai).Format(time.DateOnly)
+		}
+		out.Family = append(out.Family, d)
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+type tagRefRequest struct {
+	TagID uint64 `json:"tag_id" binding:"required"`
+}
+
+func (h adminPatients) addTag(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	var req tagRefRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if err := h.tags.Assign(c.Request.Context(), principal(c), id, req.TagID); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (h adminPatients) removeTag(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	tagID, err := strconv.ParseUint(c.Param("tag_id"), 10, 64)
+	if err != nil {
+		fail(c, model.ErrNotFound)
+		return
+	}
+	if err := h.tags.Unassign(c.Request.Context(), principal(c), id, tagID); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (h adminPatients) block(c *gin.Context)   { h.setBlocked(c, true) }
+func (h adminPatients) unblock(c *gin.Context) { h.setBlocked(c, false) }
+
+func (h adminPatients) setBlocked(c *gin.Context, blocked bool) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	if err := h.admin.SetBlocked(c.Request.Context(), principal(c), id, blocked); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+// adminTags serves the tag catalogue.
+type adminTags struct {
+	tags *service.Tags
+}
+
+// Register mounts the catalogue: every staff role reads it, marketing edits.
+func (h adminTags) Register(rg *gin.RouterGroup) {
+	rg.GET("/tags", requireRole(model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk), h.list)
+	rg.POST("/tags", requireRole(model.RoleMarketing), h.create)
+	rg.DELETE("/tags/:id", requireRole(model.RoleMarketing), h.delete)
+}
+
+// TagDTO is a catalogue entry.
+type TagDTO struct {
+	ID          uint64 `json:"id"`
+	Name        string `json:"name"`
+	Category    string `json:"category"`
+	Kind        string `json:"kind"`
+	Description string `json:"description"`
+}
+
+func tagDTO(t *model.Tag) TagDTO {
+	return TagDTO{ID: t.ID, Name: t.Name, Category: t.Category, Kind: t.Kind, Description: t.Description}
+}
+
+func (h adminTags) list(c *gin.Context) {
+	ts, err := h.tags.List(c.Request.Context(), c.Query("category"))
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]TagDTO, 0, len(ts))
+	for i := range ts {
+		items = append(items, tagDTO(&ts[i]))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+type tagRequest struct {
+	Name        string `json:"name" binding:"required"`
+	Category    string `json:"category" binding:"required"`
+	Kind        string `json:"kind"`
+	Description string `json:"description"`
+}
+
+func (h adminTags) create(c *gin.Context) {
+	var req tagRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	t, err := h.tags.Create(c.Request.Context(), service.TagInput{Name: req.Name, Category: req.Category, Kind: req.Kind, Description: req.Description})
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, tagDTO(t))
+}
+
+func (h adminTags) delete(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	if err := h.tags.Delete(c.Request.Context(), id); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+// adminStaff serves staff accounts (admin only) and the audit log.
+type adminStaff struct {
+	staff *service.Staff
+	audit *service.Audit
+}
+
+// Register mounts the routes; "me" is for every staff member.
+func (h adminStaff) Register(rg *gin.RouterGroup) {
+	rg.GET("/me", h.me)
+	admin := requireRole(model.RoleAdmin)
+	rg.GET("/staff", admin, h.list)
+	rg.POST("/staff", admin, h.create)
+	rg.PUT("/staff/:id", admin, h.update)
+	rg.GET("/audit", admin, h.auditLog)
+}
+
+func (h adminStaff) me(c *gin.Context) {
+	st, err := h.staff.Me(c.Request.Context(), principal(c))
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, staffDTO(st))
+}
+
+// StaffAccountDTO is a staff account in the admin list.
+type StaffAccountDTO struct {
+	StaffDTO
+	Disabled bool `json:"disabled"`
+}
+
+func (h adminStaff) list(c *gin.Context) {
+	ss, err := h.staff.List(c.Request.Context())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]StaffAccountDTO, 0, len(ss))
+	for i := range ss {
+		items = append(items, StaffAccountDTO{StaffDTO: staffDTO(&ss[i]), Disabled: ss[i].DisabledAt != nil})
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+type staffRequest struct {
+	Username string `json:"username"`
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	Password string `json:"password"`
+	Disabled *bool  `json:"disabled"`
+}
+
+func (r staffRequest) input() service.StaffInput {
+	return service.StaffInput{Username: r.Username, Name: r.Name, Role: r.Role, Password: r.Password, Disabled: r.Disabled}
+}
+
+func (h adminStaff) create(c *gin.Context) {
+	var req staffRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	st, err := h.staff.Create(c.Request.Context(), principal(c), req.input())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, StaffAccountDTO{StaffDTO: staffDTO(st)})
+}
+
+func (h adminStaff) update(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	var req staffRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	st, err := h.staff.Update(c.Request.Context(), principal(c), id, req.input())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, StaffAccountDTO{StaffDTO: staffDTO(st), Disabled: st.DisabledAt != nil})
+}
+
+// AuditDTO is one audit-log entry.
+type AuditDTO struct {
+	ID        uint64  `json:"id"`
+	StaffID   uint64  `json:"staff_id"`
+	Role      string  `json:"role"`
+	Action    string  `json:"action"`
+	PatientID *uint64 `json:"patient_id"`
+	Detail    string  `json:"detail"`
+	IP        string  `json:"ip"`
+	At        string  `json:"at"`
+}
+
+func (h adminStaff) auditLog(c *gin.Context) {
+	f := service.AuditFilter{Action: c.Query("action"), Cursor: c.Query("cursor")}
+	f.Limit, _ = strconv.Atoi(c.Query("limit"))
+	f.StaffID, _ = strconv.ParseUint(c.Query("staff_id"), 10, 64)
+	f.PatientID, _ = strconv.ParseUint(c.Query("patient_id"), 10, 64)
+	for _, b := range []struct {
+		key string
+		dst *time.Time
+	}{{"from", &f.From}, {"to", &f.To}} {
+		if v := c.Query(b.key); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				fail(c, model.ErrInvalid.WithMessage("%s 应为 RFC 3339 时间，例如 2026-11-24T00:00:00+08:00", b.key))
+				return
+			}
+			*b.dst = t
+		}
+	}
+	rows, next, err := h.audit.List(c.Request.Context(), f)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]AuditDTO, 0, len(rows))
+	for _, l := range rows {
+		items = append(items, AuditDTO{ID: l.ID, StaffID: l.StaffID, Role: l.Role, Action: l.Action, PatientID: l.PatientID,
+			Detail: l.Detail, IP: l.IP, At: model.LocalTime(l.CreatedAt)})
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+}

@@ -1,0 +1,95 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"careloop/model"
+)
+
+// Export is everything careloop holds about a patient, for the patient.
+type Export struct {
+	ExportedAt string           `json:"exported_at"`
+	Profile    map[string]any   `json:"profile"`
+	Health     HealthData       `json:"health_archive"`
+	Consents   []map[string]any `json:"consents"`
+	Family     []map[string]any `json:"family_members"`
+	Tags       []string         `json:"tags"`
+}
+
+// Export gathers the caller's data (PIPL: the right to a copy).
+func (s *Profile) Export(ctx context.Context, p Principal) (*Export, error) {
+	pt, err := s.Me(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	out := &Export{ExportedAt: model.LocalTime(s.now())}
+	out.Profile = map[string]any{
+		"id": pt.ID, "name": pt.Name, "gender": pt.Gender, "region": pt.Region, "source": pt.Source,
+		"phone": s.Phone(pt), "created_at": model.LocalTime(pt.CreatedAt),
+	}
+	if pt.BirthDate != nil {
+		out.Profile["birth_date"] = pt.BirthDate.In(model.Shanghai).Format(time.DateOnly)
+	}
+	if out.Health, _, err = s.LoadHealth(ctx, pt.ID); err != nil {
+		return nil, err
+	}
+	var consents []model.Consent
+	s.db.Conn(ctx).Where("patient_id = ?", pt.ID).Order("id").Find(&consents)
+	out.Consents = []map[string]any{}
+	for _, c := range consents {
+		out.Consents = append(out.Consents, map[string]any{"kind": c.Kind, "version": c.Version, "granted": c.Granted, "at": model.LocalTime(c.CreatedAt)})
+	}
+	var fam []model.FamilyMember
+	s.db.Conn(ctx).Where("owner_id = ?", pt.ID).Order("id").Find(&fam)
+	out.Family = []map[string]any{}
+	for _, m := range fam {
+		phone := ""
+		if len(m.PhoneEnc) > 0 {
+			if b, err := s.sealer.Open(m.PhoneEnc); err == nil {
+				phone = string(b)
+			}
+		}
+		out.Family = append(out.Family, map[string]any{"name": m.Name, "relation": m.Relation, "gender": m.Gender, "phone": phone})
+	}
+	out.Tags = []string{}
+	s.db.Conn(ctx).Model(&model.Tag{}).Joins("JOIN patient_tags ON patient_tags.tag_id = tags.id").
+		Where("patient_tags.patient_id = ?", pt.ID).Order("tags.name").Pluck("tags.name", &out.Tags)
+	return out, nil
+}
+
+// Erase carries out a deletion request: personal data is erased, the row is
+// kept anonymised so that ledgers (points, bookings) keep their reference,
+// every session ends. It cannot be undone.
+func (s *Profile) Erase(ctx context.Context, p Principal) error {
+	if !p.IsPatient() {
+		return model.ErrForbidden
+	}
+	now := s.now()
+	return s.db.InTx(ctx, func(ctx context.Context) error {
+		db := s.db.Conn(ctx)
+		if err := db.Model(&model.Patient{}).Where("id = ?", p.ID).Updates(map[string]any{
+			"open_id": nil, "union_id": nil, "his_id": nil, "phone_hash": nil, "phone_enc": nil,
+			"name": "已注销用户", "gender": "unknown", "birth_date": nil, "region": "", "source": "",
+			"erased_at": now,
+		}).Error; err != nil {
+			return fmt.Errorf("anonymise patient: %w", err)
+		}
+		for _, del := range []struct {
+			m     any
+			where string
+		}{
+			{&model.HealthArchive{}, "patient_id = ?"},
+			{&model.FamilyMember{}, "owner_id = ?"},
+			{&model.PatientTag{}, "patient_id = ?"},
+		} {
+			if err := db.Where(del.where, p.ID).Delete(del.m).Error; err != nil {
+				return err
+			}
+		}
+		// Consents are kept: they prove what the patient had agreed to.
+		return db.Model(&model.Session{}).Where("subject = ? AND subject_id = ? AND revoked_at IS NULL", model.SubjectPatient, p.ID).
+			Update("revoked_at", now).Error
+	})
+}

@@ -1,0 +1,158 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"careloop/model"
+)
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// PatientAdmin is what staff do with patients: search, the 360 view,
+// blocking. Every read of health data and every change is audited.
+type PatientAdmin struct {
+	db      *model.DB
+	profile *Profile
+	family  *Family
+	tags    *Tags
+	audit   *Audit
+	now     func() time.Time
+}
+
+// NewPatientAdmin returns the staff-side patient use cases.
+func NewPatientAdmin(db *model.DB, profile *Profile, family *Family, tags *Tags, audit *Audit, now func() time.Time) *PatientAdmin {
+	if now == nil {
+		now = time.Now
+	}
+	return &PatientAdmin{db: db, profile: profile, family: family, tags: tags, audit: audit, now: now}
+}
+
+// SeesFullPhone reports whether a role is shown phone numbers unmasked: the
+// front desk calls patients, admins administer; others see them masked.
+func SeesFullPhone(role string) bool { return role == model.RoleAdmin || role == model.RoleFrontDesk }
+
+// SeesHealth reports whether a role may read health archives.
+func SeesHealth(role string) bool { return role == model.RoleAdmin || role == model.RoleDoctor }
+
+// MaskPhone shows 138****8000.
+func MaskPhone(p string) string {
+	if len(p) < 7 {
+		return p
+	}
+	return p[:3] + "****" + p[len(p)-4:]
+}
+
+// PatientQuery searches patients.
+type PatientQuery struct {
+	Name   string
+	Phone  string
+	TagIDs []uint64 // patients carrying every one of these
+	Cursor string
+	Limit  int
+}
+
+// Search finds patients by name (part), phone (exact) and tags.
+func (s *PatientAdmin) Search(ctx context.Context, by Principal, q PatientQuery) ([]model.Patient, string, error) {
+	db := s.db.Conn(ctx).Model(&model.Patient{}).Where("patients.erased_at IS NULL")
+	if n := strings.TrimSpace(q.Name); n != "" {
+		n = strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(n)
+		db = db.Where("patients.name LIKE ?", "%"+n+"%")
+	}
+	if ph := strings.TrimSpace(q.Phone); ph != "" {
+		db = db.Where("patients.phone_hash = ?", s.profile.sealer.Hash(ph))
+	}
+	if len(q.TagIDs) > 0 {
+		db = db.Where("patients.id IN (?)", s.db.Conn(ctx).Model(&model.PatientTag{}).Select("patient_id").
+			Where("tag_id IN ?", q.TagIDs).Group("patient_id").Having("COUNT(*) = ?", len(q.TagIDs)))
+	}
+	rows, next, err := page(db, "patients.id", q.Cursor, q.Limit, func(p model.Patient) uint64 { return p.ID })
+	if err != nil {
+		return nil, "", err
+	}
+	if q.Phone != "" {
+		// A search by phone reveals who owns a number: audit it.
+		_ = s.audit.Record(ctx, by, AuditPatientSearch, nil, "by phone "+MaskPhone(q.Phone))
+	}
+	return rows, next, nil
+}
+
+// Patient360 is one view of a patient for staff. Later issues add
+// bookings, reports, points, surveys, chats and notifications.
+type Patient360 struct {
+	Patient  model.Patient
+	Phone    string // masked unless the role sees full numbers
+	Tags     []AssignedTag
+	Family   []model.FamilyMember
+	Health   *HealthData // nil when the role may not read it
+	Consents []ConsentState
+}
+
+// View loads the 360 of patient id, auditing the read (and, separately, the
+// read of the health archive).
+func (s *PatientAdmin) View(ctx context.Context, by Principal, id uint64) (*Patient360, error) {
+	var out Patient360
+	if err := s.db.Conn(ctx).Where("id = ?", id).Take(&out.Patient).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
+	phone := s.profile.Phone(&out.Patient)
+	if SeesFullPhone(by.Role) {
+		out.Phone = phone
+	} else {
+		out.Phone = MaskPhone(phone)
+	}
+	var err error
+	if out.Tags, err = s.tags.OfPatient(ctx, id); err != nil {
+		return nil, err
+	}
+	if err = s.db.Conn(ctx).Where("owner_id = ?", id).Order("id").Find(&out.Family).Error; err != nil {
+		return nil, err
+	}
+	if out.Consents, err = s.profile.Consents(ctx, id); err != nil {
+		return nil, err
+	}
+	if err := s.audit.Record(ctx, by, AuditPatientView, &id, ""); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if SeesHealth(by.Role) {
+		h, _, err := s.profile.LoadHealth(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out.Health = &h
+		if err := s.audit.Record(ctx, by, AuditHealthRead, &id, ""); err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+	}
+	return &out, nil
+}
+
+// SetBlocked blocks (or unblocks) a patient; blocking ends every session.
+func (s *PatientAdmin) SetBlocked(ctx context.Context, by Principal, id uint64, blocked bool) error {
+	now := s.now()
+	return s.db.InTx(ctx, func(ctx context.Context) error {
+		db := s.db.Conn(ctx)
+		var val any
+		action := AuditPatientUnblock
+		if blocked {
+			val, action = now, AuditPatientBlock
+		}
+		res := db.Model(&model.Patient{}).Where("id = ?", id).Update("blocked_at", val)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return model.ErrNotFound
+		}
+		if blocked {
+			if err := db.Model(&model.Session{}).Where("subject = ? AND subject_id = ? AND revoked_at IS NULL", model.SubjectPatient, id).
+				Update("revoked_at", now).Error; err != nil {
+				return err
+			}
+		}
+		return s.audit.Record(ctx, by, action, &id, "")
+	})
+}
