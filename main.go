@@ -4,11 +4,13 @@
 //	careloop [-config FILE] [serve]   API, WeChat callbacks and workers in one process (default)
 //	careloop [-config FILE] worker    background workers only
 //	careloop [-config FILE] migrate   apply the database schema and exit
+//	careloop [-config FILE] import-patients FILE   import a HIS export (CSV or XLSX)
 //	careloop healthcheck              GET /healthz on CARELOOP_ADDR (for container health checks)
 package main
 
 import (
 	"context"
+	"encoding/csv"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,12 +20,16 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"careloop/app"
+	"careloop/importfile"
 	"careloop/model"
+	"careloop/service"
 )
 
 func main() {
@@ -38,6 +44,8 @@ const usage = `usage: careloop [-config FILE] [serve|worker|migrate]
   serve    API, WeChat callbacks and background workers in one process (default)
   worker   background workers only (scale these out beside the API servers)
   migrate  apply the database schema and exit
+  import-patients FILE  import patients from a HIS export (.csv or .xlsx); idempotent;
+           refused rows go to FILE.errors.csv
   healthcheck  exit 0 when this host's careloop answers /healthz
 
 Configuration comes from CARELOOP_* environment variables (see README.md)
@@ -81,6 +89,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		log.Info("schema is up to date", "database", db.Dialect())
 		return nil
+	case "import-patients":
+		if fs.NArg() < 2 {
+			return errors.New("usage: careloop import-patients FILE")
+		}
+		return importPatients(ctx, cfg, fs.Arg(1), stdout, stderr)
 	case "serve", "worker":
 	default:
 		fs.Usage()
@@ -109,6 +122,72 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// importPatients runs the HIS import with a progress bar on stderr and the
+// refused rows in FILE.errors.csv.
+func importPatients(ctx context.Context, cfg app.Config, path string, stdout, stderr io.Writer) error {
+	rows, err := importfile.Read(path)
+	if err != nil {
+		return err
+	}
+	db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath()})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if cfg.Sandbox() {
+		if err := db.Migrate(ctx); err != nil {
+			return err
+		}
+	}
+	key, err := cfg.DataKeyBytes()
+	if err != nil {
+		return err
+	}
+	sealer, err := service.NewSealer(key)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	rep, err := service.NewImporter(db, sealer, nil).Import(ctx, rows, func(done, total int) {
+		const width = 30
+		filled := width
+		if total > 0 {
+			filled = done * width / total
+		}
+		fmt.Fprintf(stderr, "\r导入中 [%s%s] %3d%% %d/%d", strings.Repeat("#", filled), strings.Repeat("-", width-filled),
+			done*100/max(total, 1), done, total)
+	})
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rows: %d, created: %d, updated: %d, unchanged: %d, refused: %d (%.1fs)\n",
+		rep.Rows, rep.Created, rep.Updated, rep.Unchanged, len(rep.Errors), time.Since(started).Seconds())
+	_ = service.NewAudit(db).Record(ctx, service.Principal{Role: "system"}, service.AuditImport, nil,
+		fmt.Sprintf("%s: %d created, %d updated, %d refused", filepath.Base(path), rep.Created, rep.Updated, len(rep.Errors)))
+	if len(rep.Errors) == 0 {
+		return nil
+	}
+	reportPath := path + ".errors.csv"
+	f, err := os.Create(reportPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, _ = f.Write([]byte{0xEF, 0xBB, 0xBF}) // so that Excel reads it as UTF-8
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"行号", "字段", "原因"})
+	for _, e := range rep.Errors {
+		_ = w.Write([]string{strconv.Itoa(e.Row), e.Field, e.Reason})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "refused rows are listed in %s\n", reportPath)
 	return nil
 }
 

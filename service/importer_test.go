@@ -1,0 +1,153 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"careloop/importfile"
+	"careloop/model"
+	"careloop/service"
+	"careloop/testenv"
+)
+
+func sealer(t testing.TB) *service.Sealer {
+	s, err := service.NewSealer(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var importFixture = [][]string{
+	{"姓名", "手机号", "性别", "出生日期", "HIS号", "来源渠道"},
+	{"张三", "13800000001", "男", "1980-01-02", "H001", "体检中心"},
+	{"李四", "bad", "女", "1990-02-03", "H002", ""},
+	{"", "13800000003", "男", "", "H003", ""},
+	{"王五", "13800000004", "女", "2999-01-01", "H004", ""},
+	{"赵六", "13800000001", "男", "", "H005", ""},
+	{"钱七", "", "female", "29221", "H006", "社区义诊"}, // an Excel date serial: 1980-01-01
+	{"孙八", "13800000008", "", "1975/5/6", "", ""},
+	{"", "", "", "", "", ""},
+}
+
+func TestImportPatients(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, db *model.DB) {
+		ctx := context.Background()
+		im := service.NewImporter(db, sealer(t), nil)
+		im.BatchSize = 3 // several batches even in a small file
+		rep, err := im.Import(ctx, importFixture, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Rows != 7 || rep.Created != 3 || rep.Updated != 0 || len(rep.Errors) != 4 {
+			t.Fatalf("first import: %+v", rep)
+		}
+		want := map[int]string{3: "phone", 4: "name", 5: "birth_date", 6: "phone"}
+		for _, e := range rep.Errors {
+			if want[e.Row] != e.Field || e.Reason == "" {
+				t.Errorf("row %d: %s %s", e.Row, e.Field, e.Reason)
+			}
+		}
+		var qian model.Patient
+		db.Gorm().Where("his_id = ?", "H006").Take(&qian)
+		if qian.BirthDate == nil || qian.BirthDate.In(model.Shanghai).Format("2006-01-02") != "1980-01-01" || qian.Gender != "female" || qian.Source != "社区义诊" {
+			t.Fatalf("excel date / gender / source: %+v", qian)
+		}
+		// Importing the same file again changes nothing.
+		var before []model.Patient
+		db.Gorm().Order("id").Find(&before)
+		rep, err = im.Import(ctx, importFixture, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Created != 0 || rep.Updated != 0 || rep.Unchanged != 3 {
+			t.Fatalf("re-import: %+v", rep)
+		}
+		var after []model.Patient
+		db.Gorm().Order("id").Find(&after)
+		if len(after) != len(before) {
+			t.Fatalf("re-import changed the row count: %d -> %d", len(before), len(after))
+		}
+		for i := range after {
+			if !after[i].UpdatedAt.Equal(before[i].UpdatedAt) {
+				t.Fatalf("re-import touched patient %d", after[i].ID)
+			}
+		}
+		// A corrected export updates by HIS id and fills a missing phone.
+		rep, _ = im.Import(ctx, [][]string{{"姓名", "HIS号", "手机号"}, {"张三丰", "H001", ""}, {"钱七", "H006", "13900000006"}}, nil)
+		if rep.Updated != 2 || len(rep.Errors) != 0 {
+			t.Fatalf("corrections: %+v", rep)
+		}
+		var zhang model.Patient
+		db.Gorm().Where("his_id = ?", "H001").Take(&zhang)
+		if zhang.Name != "张三丰" || zhang.PhoneHash == nil {
+			t.Fatalf("correction: %+v", zhang)
+		}
+		// A phone that belongs to another HIS id is refused, not merged.
+		rep, _ = im.Import(ctx, [][]string{{"姓名", "HIS号", "手机号"}, {"冒名", "H999", "13800000001"}}, nil)
+		if len(rep.Errors) != 1 || rep.Created != 0 {
+			t.Fatalf("phone of another HIS id: %+v", rep)
+		}
+		// Headers that cannot work are reported as such.
+		rep, _ = im.Import(ctx, [][]string{{"备注"}, {"x"}}, nil)
+		if len(rep.Errors) != 1 || rep.Errors[0].Row != 1 {
+			t.Fatalf("bad header: %+v", rep)
+		}
+	})
+}
+
+func TestReadXLSX(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "his.xlsx")
+	var buf bytes.Buffer
+	if err := importfile.WriteXLSX(&buf, importFixture[:3]); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, buf.Bytes(), 0o600)
+	rows, err := importfile.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 || rows[1][0] != "张三" || rows[1][4] != "H001" || rows[2][1] != "bad" {
+		t.Fatalf("xlsx rows: %q", rows)
+	}
+	if _, err := importfile.Read(filepath.Join(t.TempDir(), "x.pdf")); err == nil {
+		t.Fatal("a pdf was accepted")
+	}
+}
+
+// BenchmarkImport100k imports 100,000 new patients into a fresh database,
+// then the same file again (which must change nothing).
+//
+//	go test -run '^$' -bench Import100k -benchtime 1x ./service
+func BenchmarkImport100k(b *testing.B) {
+	for _, backend := range testenv.Backends() {
+		b.Run(backend, func(b *testing.B) {
+			rows := [][]string{{"姓名", "手机号", "性别", "出生日期", "HIS号", "来源渠道"}}
+			for i := 0; i < 100000; i++ {
+				rows = append(rows, []string{fmt.Sprintf("患者%d", i), fmt.Sprintf("139%08d", i), "女", "1970-01-01", fmt.Sprintf("H%07d", i), "HIS"})
+			}
+			for n := 0; n < b.N; n++ {
+				db := testenv.OpenDB(b, backend)
+				im := service.NewImporter(db, sealer(b), nil)
+				start := time.Now()
+				rep, err := im.Import(context.Background(), rows, nil)
+				if err != nil || rep.Created != 100000 {
+					b.Fatalf("%+v %v", rep, err)
+				}
+				first := time.Since(start)
+				start = time.Now()
+				rep, err = im.Import(context.Background(), rows, nil)
+				if err != nil || rep.Unchanged != 100000 {
+					b.Fatalf("re-import: %+v %v", rep, err)
+				}
+				b.ReportMetric(first.Seconds(), "s/first-import")
+				b.ReportMetric(time.Since(start).Seconds(), "s/re-import")
+			}
+		})
+	}
+}
