@@ -298,3 +298,10 @@ func (a *Auth) Logout(ctx context.Context, p Principal) error {
 	return a.db.Conn(ctx).Model(&model.Session{}).Where("id = ? AND revoked_at IS NULL", p.SessionID).
 		Update("revoked_at", now).Error
 }
+
+// revokeSessions ends every live session of a subject (inside the caller's
+// transaction, if any).
+func revokeSessions(ctx context.Context, db *model.DB, subject string, id uint64, now time.Time) error {
+	return db.Conn(ctx).Model(&model.Session{}).Where("subject = ? AND subject_id = ? AND revoked_at IS NULL", subject, id).
+		Update("revoked_at", now).Error
+}

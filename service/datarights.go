@@ -45,13 +45,7 @@ func (s *Profile) Export(ctx context.Context, p Principal) (*Export, error) {
 	s.db.Conn(ctx).Where("owner_id = ?", pt.ID).Order("id").Find(&fam)
 	out.Family = []map[string]any{}
 	for _, m := range fam {
-		phone := ""
-		if len(m.PhoneEnc) > 0 {
-			if b, err := s.sealer.Open(m.PhoneEnc); err == nil {
-				phone = string(b)
-			}
-		}
-		out.Family = append(out.Family, map[string]any{"name": m.Name, "relation": m.Relation, "gender": m.Gender, "phone": phone})
+		out.Family = append(out.Family, map[string]any{"name": m.Name, "relation": m.Relation, "gender": m.Gender, "phone": s.sealer.OpenString(m.PhoneEnc)})
 	}
 	out.Tags = []string{}
 	s.db.Conn(ctx).Model(&model.Tag{}).Joins("JOIN patient_tags ON patient_tags.tag_id = tags.id").
@@ -89,7 +83,6 @@ func (s *Profile) Erase(ctx context.Context, p Principal) error {
 			}
 		}
 		// Consents are kept: they prove what the patient had agreed to.
-		return db.Model(&model.Session{}).Where("subject = ? AND subject_id = ? AND revoked_at IS NULL", model.SubjectPatient, p.ID).
-			Update("revoked_at", now).Error
+		return revokeSessions(ctx, s.db, model.SubjectPatient, p.ID, now)
 	})
 }

@@ -134,13 +134,4 @@ func (s *Family) Delete(ctx context.Context, p Principal, id uint64) error {
 }
 
 // Phone returns a relative's phone in clear, or "".
-func (s *Family) Phone(m *model.FamilyMember) string {
-	if len(m.PhoneEnc) == 0 {
-		return ""
-	}
-	b, err := s.sealer.Open(m.PhoneEnc)
-	if err != nil {
-		return ""
-	}
-	return string(b)
-}
+func (s *Family) Phone(m *model.FamilyMember) string { return s.sealer.OpenString(m.PhoneEnc) }

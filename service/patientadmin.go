@@ -148,8 +148,7 @@ func (s *PatientAdmin) SetBlocked(ctx context.Context, by Principal, id uint64, 
 			return model.ErrNotFound
 		}
 		if blocked {
-			if err := db.Model(&model.Session{}).Where("subject = ? AND subject_id = ? AND revoked_at IS NULL", model.SubjectPatient, id).
-				Update("revoked_at", now).Error; err != nil {
+			if err := revokeSessions(ctx, s.db, model.SubjectPatient, id, now); err != nil {
 				return err
 			}
 		}

@@ -53,16 +53,7 @@ func (s *Profile) Me(ctx context.Context, p Principal) (*model.Patient, error) {
 }
 
 // Phone returns the patient's phone in clear, or "".
-func (s *Profile) Phone(pt *model.Patient) string {
-	if len(pt.PhoneEnc) == 0 {
-		return ""
-	}
-	b, err := s.sealer.Open(pt.PhoneEnc)
-	if err != nil {
-		return ""
-	}
-	return string(b)
-}
+func (s *Profile) Phone(pt *model.Patient) string { return s.sealer.OpenString(pt.PhoneEnc) }
 
 // ProfileUpdate is what a patient may change about themself; nil leaves a
 // field as it is.

@@ -67,3 +67,16 @@ func (s *Sealer) Hash(v string) string {
 	m.Write([]byte(v))
 	return hex.EncodeToString(m.Sum(nil))
 }
+
+// OpenString decrypts a sealed text field; an empty or unreadable field
+// yields "".
+func (s *Sealer) OpenString(sealed []byte) string {
+	if len(sealed) == 0 {
+		return ""
+	}
+	b, err := s.Open(sealed)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}

@@ -124,8 +124,7 @@ func (s *Staff) Update(ctx context.Context, by Principal, id uint64, in StaffInp
 			return model.NotFound(err)
 		}
 		if in.Disabled != nil && *in.Disabled {
-			if err := db.Model(&model.Session{}).Where("subject = ? AND subject_id = ? AND revoked_at IS NULL", model.SubjectStaff, id).
-				Update("revoked_at", now).Error; err != nil {
+			if err := revokeSessions(ctx, s.db, model.SubjectStaff, id, now); err != nil {
 				return err
 			}
 		}
