@@ -112,6 +112,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cmd == "worker" {
 		h = a.Ops
 	}
+	workers := make(chan error, 1)
+	if cmd == "worker" || cfg.ServeWorkers {
+		go func() { workers <- a.Dispatcher.Run(ctx) }()
+	} else {
+		workers <- nil
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
@@ -119,6 +125,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("listening", "command", cmd, "addr", ln.Addr().String(), "mode", cfg.Mode, "database", a.DB.Dialect(),
 		"coord", a.Store.Kind(), "startup", time.Since(started).String())
 	if err := a.Serve(ctx, ln, h); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	stop() // the server may have stopped on its own: stop the workers too
+	if err := <-workers; err != nil {
 		return err
 	}
 	log.Info("stopped")

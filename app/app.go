@@ -15,6 +15,7 @@ import (
 	"careloop/coord"
 	"careloop/handler"
 	"careloop/model"
+	"careloop/notify"
 	"careloop/service"
 	"careloop/wxconfig"
 	"careloop/wxsandbox"
@@ -38,7 +39,10 @@ type App struct {
 	Sandbox *wxsandbox.Sandbox // in-process WeChat sandbox; nil otherwise
 	Auth    *service.Auth
 	Sealer  *service.Sealer
-	Router  *gin.Engine
+	Outbox  *notify.Outbox
+	// Dispatcher delivers notifications; Run it (serve and worker do).
+	Dispatcher *notify.Dispatcher
+	Router     *gin.Engine
 	// Ops serves only health and metrics: what a worker process listens with.
 	Ops *gin.Engine
 }
@@ -104,6 +108,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	phones := service.NewPhones(a.DB, a.WX, sealer)
+	nc := cfg.NotifyConfig()
+	a.Dispatcher = notify.New(a.DB, a.Store, a.WX, nc, nil, log)
+	a.Outbox = notify.NewOutbox(a.DB, nc, nil, a.Dispatcher.Wake)
 	audit := service.NewAudit(a.DB)
 	profile := service.NewProfile(a.DB, sealer, nil)
 	family := service.NewFamily(a.DB, sealer, nil)
@@ -133,6 +140,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Audit:        audit,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Spec:         api.Spec,
+		Collectors:   a.Dispatcher.Collectors(),
 		Checks: []handler.Check{
 			{Name: "database", Ping: a.DB.Ping},
 		},

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"careloop/notify"
 )
 
 // Modes careloop runs in.
@@ -61,6 +63,15 @@ type Config struct {
 	MaxBodyBytes  int64         `env:"CARELOOP_MAX_BODY_BYTES" yaml:"max_body_bytes"`
 	ShutdownGrace time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
 	LogLevel      string        `env:"CARELOOP_LOG_LEVEL" yaml:"log_level"`
+	// The dispatcher.
+	ServeWorkers      bool          `env:"CARELOOP_SERVE_WORKERS" yaml:"serve_workers"`
+	NotifyRate        int64         `env:"CARELOOP_NOTIFY_RATE" yaml:"notify_rate"`
+	NotifyConcurrency int64         `env:"CARELOOP_NOTIFY_CONCURRENCY" yaml:"notify_concurrency"`
+	NotifyLease       time.Duration `env:"CARELOOP_NOTIFY_LEASE" yaml:"notify_lease"`
+	QuietHours        string        `env:"CARELOOP_QUIET_HOURS" yaml:"quiet_hours"`
+	// NotifyReasons maps each notice reason to WeChat templates (file only;
+	// sandbox templates by default).
+	NotifyReasons []notify.Reason `yaml:"notify_reasons"`
 }
 
 // Defaults returns the configuration with nothing set.
@@ -74,6 +85,9 @@ func Defaults() Config {
 		MaxBodyBytes:  1 << 20,
 		ShutdownGrace: 20 * time.Second,
 		LogLevel:      "info",
+		ServeWorkers:  true,
+		NotifyRate:    200, NotifyConcurrency: 16, NotifyLease: time.Minute,
+		QuietHours: "21:00-08:00",
 	}
 }
 
@@ -125,6 +139,12 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 				return fmt.Errorf("%s: %q is not a number", name, raw)
 			}
 			f.SetInt(n)
+		case bool:
+			b, err := strconv.ParseBool(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not true or false", name, raw)
+			}
+			f.SetBool(b)
 		}
 	}
 	return nil
@@ -187,6 +207,12 @@ func (c Config) Validate() error {
 			problems = append(problems, "CARELOOP_WECHAT_API_BASE points WeChat elsewhere; it is for sandbox mode only")
 		}
 	}
+	if _, _, err := c.QuietWindow(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if c.NotifyRate <= 0 || c.NotifyConcurrency <= 0 || c.NotifyLease < 5*time.Second {
+		problems = append(problems, "CARELOOP_NOTIFY_RATE and CARELOOP_NOTIFY_CONCURRENCY must be positive and CARELOOP_NOTIFY_LEASE at least 5s")
+	}
 	if (c.AdminUser == "") != (c.AdminPassword == "") {
 		problems = append(problems, "CARELOOP_ADMIN_USER and CARELOOP_ADMIN_PASSWORD go together")
 	}
@@ -209,6 +235,40 @@ func (c Config) DataKeyBytes() ([]byte, error) {
 		return nil, errors.New("CARELOOP_DATA_KEY must be base64 of 32 bytes (e.g. `openssl rand -base64 32`)")
 	}
 	return k, nil
+}
+
+// QuietWindow parses CARELOOP_QUIET_HOURS ("21:00-08:00"; empty: none)
+// into minutes after midnight.
+func (c Config) QuietWindow() (int, int, error) {
+	if strings.TrimSpace(c.QuietHours) == "" {
+		return 0, 0, nil
+	}
+	parts := strings.Split(c.QuietHours, "-")
+	var mins [2]int
+	for i := 0; i < 2 && len(parts) == 2; i++ {
+		t, err := time.Parse("15:04", strings.TrimSpace(parts[i]))
+		if err != nil {
+			break
+		}
+		mins[i] = t.Hour()*60 + t.Minute()
+		if i == 1 {
+			return mins[0], mins[1], nil
+		}
+	}
+	return 0, 0, fmt.Errorf("CARELOOP_QUIET_HOURS must look like 21:00-08:00, not %q", c.QuietHours)
+}
+
+// NotifyConfig is the dispatcher's configuration.
+func (c Config) NotifyConfig() notify.Config {
+	nc := notify.DefaultConfig()
+	nc.QuietStart, nc.QuietEnd, _ = c.QuietWindow()
+	nc.RatePerSecond = int(c.NotifyRate)
+	nc.Concurrency = int(c.NotifyConcurrency)
+	nc.Lease = c.NotifyLease
+	if len(c.NotifyReasons) > 0 {
+		nc.Reasons = c.NotifyReasons
+	}
+	return nc
 }
 
 // SQLitePath is where the embedded database lives.

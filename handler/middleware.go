@@ -92,7 +92,7 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 }
 
-func newMetrics() *metrics {
+func newMetrics(extra ...prometheus.Collector) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -105,6 +105,9 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.latency,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	for _, c := range extra {
+		_ = m.reg.Register(c) // the API and ops routers of one process share them
+	}
 	return m
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"careloop/model"
 	"careloop/service"
@@ -25,6 +26,8 @@ type Deps struct {
 	Audit        *service.Audit
 	Checks       []Check
 	MaxBodyBytes int64
+	// Collectors are extra Prometheus metrics (the dispatcher's).
+	Collectors []prometheus.Collector
 	// Spec is the OpenAPI document served at /api/openapi.yaml.
 	Spec []byte
 	// Sandbox, when set, is the WeChat sandbox's control API, mounted under
@@ -38,7 +41,7 @@ func NewRouter(d Deps) *gin.Engine {
 	r := gin.New()
 	r.ContextWithFallback = true
 	r.HandleMethodNotAllowed = true
-	m := newMetrics()
+	m := newMetrics(d.Collectors...)
 	r.Use(requestID(), recovery(d.Log), m.middleware(), accessLog(d.Log), errorMiddleware(d.Log), bodyLimit(d.MaxBodyBytes))
 	r.NoRoute(func(c *gin.Context) { fail(c, model.ErrNotFound.WithMessage("接口不存在")) })
 	r.NoMethod(func(c *gin.Context) {
@@ -81,7 +84,7 @@ func NewRouter(d Deps) *gin.Engine {
 func NewOpsRouter(d Deps) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	m := newMetrics()
+	m := newMetrics(d.Collectors...)
 	r.Use(requestID(), recovery(d.Log), m.middleware(), errorMiddleware(d.Log))
 	r.NoRoute(func(c *gin.Context) { fail(c, model.ErrNotFound.WithMessage("接口不存在")) })
 	health{checks: d.Checks, log: d.Log}.Register(r)

@@ -1,0 +1,154 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm/clause"
+
+	"careloop/model"
+)
+
+// Config tunes the dispatcher.
+type Config struct {
+	Reasons []Reason
+	// QuietStart and QuietEnd bound the quiet hours (Asia/Shanghai, minutes
+	// after midnight): care and marketing notices due inside wait for the end.
+	QuietStart, QuietEnd int
+	// RatePerSecond caps sends per WeChat API across every worker.
+	RatePerSecond int
+	// Concurrency is the number of sends in flight per worker process.
+	Concurrency int
+	// Batch is how many rows a worker claims at once.
+	Batch int
+	// Lease is how long a claim holds before another worker may take over.
+	Lease time.Duration
+	// MaxAttempts before a retryable failure becomes dead.
+	MaxAttempts int
+	// BackoffBase is the first retry delay; it doubles per attempt, with jitter.
+	BackoffBase time.Duration
+	// BackoffMax caps the retry delay.
+	BackoffMax time.Duration
+	// Poll is how often an idle worker looks for due rows without a wake-up.
+	Poll time.Duration
+}
+
+// DefaultConfig is 21:00–08:00 quiet hours, 200 sends/s per API, 16 in
+// flight per worker, eight attempts from 5 s to 30 min apart.
+func DefaultConfig() Config {
+	return Config{
+		Reasons: DefaultReasons(), QuietStart: 21 * 60, QuietEnd: 8 * 60, RatePerSecond: 200,
+		Concurrency: 16, Batch: 64, Lease: time.Minute, MaxAttempts: 8,
+		BackoffBase: 5 * time.Second, BackoffMax: 30 * time.Minute, Poll: 500 * time.Millisecond,
+	}
+}
+
+func (c *Config) reason(name string) (Reason, bool) {
+	for _, r := range c.Reasons {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Reason{}, false
+}
+
+// Notice is what business code asks to tell a patient.
+type Notice struct {
+	PatientID uint64
+	Reason    string
+	// Occurrence names the event, so that each occurrence yields one notice:
+	// a booking id, a report id, a year for a birthday.
+	Occurrence string
+	Params     map[string]string
+	// DueAt is when to send; zero means now.
+	DueAt time.Time
+	// Page overrides the reason's mini-program page (e.g. with an id).
+	Page string
+}
+
+// Outbox writes notices as rows. Enqueue joins the caller's transaction.
+type Outbox struct {
+	db  *model.DB
+	cfg Config
+	now func() time.Time
+	// wake is called after Wake to nudge idle workers.
+	wake func(ctx context.Context)
+}
+
+// NewOutbox returns the writer of notification rows.
+func NewOutbox(db *model.DB, cfg Config, now func() time.Time, wake func(ctx context.Context)) *Outbox {
+	if now == nil {
+		now = time.Now
+	}
+	return &Outbox{db: db, cfg: cfg, now: now, wake: wake}
+}
+
+// ErrUnknownReason is a programming error: a reason missing from the config.
+var ErrUnknownReason = fmt.Errorf("notify: unknown reason")
+
+// Enqueue writes n inside the caller's transaction (if ctx carries one). A
+// second notice with the same reason, patient and occurrence is ignored. It
+// returns whether a row was written.
+func (o *Outbox) Enqueue(ctx context.Context, n Notice) (bool, error) {
+	r, ok := o.cfg.reason(n.Reason)
+	if !ok {
+		return false, fmt.Errorf("%w %q", ErrUnknownReason, n.Reason)
+	}
+	params, _ := json.Marshal(n.Params)
+	due := n.DueAt
+	if due.IsZero() {
+		due = o.now()
+	}
+	due = o.cfg.afterQuiet(r.Category, due)
+	page := n.Page
+	if page == "" {
+		page = r.Page
+	}
+	row := model.Notification{
+		PatientID: n.PatientID, Reason: n.Reason, Category: r.Category,
+		DedupeKey: fmt.Sprintf("%s:%d:%s", n.Reason, n.PatientID, n.Occurrence),
+		Params:    string(params), Page: page, Status: model.NotifyPending, DueAt: due.UTC(),
+	}
+	res := o.db.Conn(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	if res.Error != nil && !model.IsDuplicate(res.Error) {
+		return false, fmt.Errorf("enqueue %s: %w", n.Reason, res.Error)
+	}
+	return res.Error == nil && res.RowsAffected == 1, nil
+}
+
+// Wake nudges idle workers; call it after the transaction that enqueued
+// commits. A lost nudge only delays delivery until the next poll.
+func (o *Outbox) Wake(ctx context.Context) {
+	if o.wake != nil {
+		o.wake(ctx)
+	}
+}
+
+// afterQuiet moves a care or marketing notice due inside the quiet hours to
+// their end; service and urgent notices go when due.
+func (c *Config) afterQuiet(category string, due time.Time) time.Time {
+	if category != model.CategoryCare && category != model.CategoryMarketing {
+		return due
+	}
+	if c.QuietStart == c.QuietEnd {
+		return due
+	}
+	local := due.In(model.Shanghai)
+	minute := local.Hour()*60 + local.Minute()
+	inQuiet := false
+	if c.QuietStart > c.QuietEnd { // spans midnight
+		inQuiet = minute >= c.QuietStart || minute < c.QuietEnd
+	} else {
+		inQuiet = minute >= c.QuietStart && minute < c.QuietEnd
+	}
+	if !inQuiet {
+		return due
+	}
+	end := time.Date(local.Year(), local.Month(), local.Day(), c.QuietEnd/60, c.QuietEnd%60, 0, 0, model.Shanghai)
+	if !end.After(local) {
+		end = end.AddDate(0, 0, 1)
+	}
+	return end
+}

@@ -1,0 +1,50 @@
+package wxconfig
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/silenceper/wechat/v2/miniprogram/subscribe"
+	"github.com/silenceper/wechat/v2/officialaccount/message"
+)
+
+// OutcomeUnknown reports a request that may have reached WeChat without
+// our learning the answer (a timeout after sending).
+func (e *Error) OutcomeUnknown() bool { return e.Unknown }
+
+// Subscribe sends a mini-program subscribe message and returns its msgid.
+func (c *Clients) Subscribe(ctx context.Context, openID, templateID, page string, data map[string]string) (string, error) {
+	items := make(map[string]*subscribe.DataItem, len(data))
+	for k, v := range data {
+		items[k] = &subscribe.DataItem{Value: v}
+	}
+	msg := &subscribe.Message{ToUser: openID, TemplateID: templateID, Page: page, Data: items, Lang: "zh_CN"}
+	var id int64
+	err := c.DoMP(ctx, "subscribe send", func(context.Context) error {
+		var err error
+		id, err = c.MP.GetSubscribe().SendGetMsgID(msg)
+		return err
+	})
+	return strconv.FormatInt(id, 10), err
+}
+
+// Template sends an official-account template message that opens the
+// mini-program at page; clientMsgID makes a resend harmless (WeChat keeps
+// one message per openid and id for ten minutes).
+func (c *Clients) Template(ctx context.Context, openID, templateID, clientMsgID, page string, data map[string]string) (string, error) {
+	items := make(map[string]*message.TemplateDataItem, len(data))
+	for k, v := range data {
+		items[k] = &message.TemplateDataItem{Value: v}
+	}
+	msg := &message.TemplateMessage{ToUser: openID, TemplateID: templateID, Data: items, ClientMsgID: clientMsgID}
+	if page != "" {
+		msg.MiniProgram.AppID, msg.MiniProgram.PagePath = c.Config.MPAppID, page
+	}
+	var id int64
+	err := c.DoOA(ctx, "template send", func(context.Context) error {
+		var err error
+		id, err = c.OA.GetTemplate().Send(msg)
+		return err
+	})
+	return strconv.FormatInt(id, 10), err
+}
