@@ -135,6 +135,26 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
+// ProcessDue claims what is due now and delivers it in this goroutine,
+// batch after batch, until nothing is due; it returns how many it handled.
+func (d *Dispatcher) ProcessDue(ctx context.Context) (int, error) {
+	total := 0
+	d.sweep(ctx)
+	for {
+		rows, err := d.claim(ctx, d.cfg.Batch)
+		if err != nil {
+			return total, err
+		}
+		if len(rows) == 0 {
+			return total, nil
+		}
+		for i := range rows {
+			d.deliver(ctx, &rows[i])
+		}
+		total += len(rows)
+	}
+}
+
 // Wake nudges every worker.
 func (d *Dispatcher) Wake(ctx context.Context) { _ = d.co.Notify(ctx, WakeTopic) }
 

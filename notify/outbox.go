@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"gorm.io/gorm/clause"
-
 	"careloop/model"
 )
 
@@ -111,11 +109,16 @@ func (o *Outbox) Enqueue(ctx context.Context, n Notice) (bool, error) {
 		DedupeKey: fmt.Sprintf("%s:%d:%s", n.Reason, n.PatientID, n.Occurrence),
 		Params:    string(params), Page: page, Status: model.NotifyPending, DueAt: due.UTC(),
 	}
-	res := o.db.Conn(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
-	if res.Error != nil && !model.IsDuplicate(res.Error) {
-		return false, fmt.Errorf("enqueue %s: %w", n.Reason, res.Error)
+	// A plain insert: MySQL's "ON DUPLICATE KEY UPDATE id=id" reports a row
+	// affected even when it inserted nothing. A duplicate-key error fails
+	// only this statement, not the caller's transaction (MySQL, SQLite).
+	if err := o.db.Conn(ctx).Create(&row).Error; err != nil {
+		if model.IsDuplicate(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("enqueue %s: %w", n.Reason, err)
 	}
-	return res.Error == nil && res.RowsAffected == 1, nil
+	return true, nil
 }
 
 // Wake nudges idle workers; call it after the transaction that enqueued

@@ -1,0 +1,363 @@
+package notify_test
+
+import (
+	"context"
+	"fmt"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"careloop/coord"
+	"careloop/model"
+	"careloop/notify"
+	"careloop/testenv"
+	"careloop/wxconfig"
+	"careloop/wxsandbox"
+)
+
+const (
+	mpApp, oaApp = "wxmp-notify", "wxoa-notify"
+	tmplBooking  = "sbx-tmpl-booking-confirmed"
+	tmplOA       = "sbx-oa-tmpl-service"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type rig struct {
+	db    *model.DB
+	sb    *wxsandbox.Sandbox
+	wx    *wxconfig.Clients
+	d     *notify.Dispatcher
+	out   *notify.Outbox
+	clk   *clock
+	alice uint64 // has a mini-program openid and follows the official account
+	ctx   context.Context
+	cfg   notify.Config
+}
+
+func sandboxTemplates() []wxsandbox.Template {
+	var ts []wxsandbox.Template
+	for _, r := range notify.DefaultReasons() {
+		for _, ch := range r.Channels {
+			ts = append(ts, wxsandbox.Template{ID: ch.TemplateID, LongTerm: ch.LongTerm})
+		}
+	}
+	return ts
+}
+
+// newRig: a fresh database, a sandbox over httptest, the real SDK, and a
+// dispatcher on a fake clock at 10:00 Beijing time.
+func newRig(t *testing.T, db *model.DB, timeout time.Duration) *rig {
+	t.Helper()
+	clk := &clock{t: time.Date(2026, 11, 24, 10, 0, 0, 0, model.Shanghai)}
+	sb := wxsandbox.New(wxsandbox.Options{
+		Apps: []wxsandbox.App{
+			{AppID: mpApp, Secret: "s1", Kind: wxsandbox.MiniProgram},
+			{AppID: oaApp, Secret: "s2", Kind: wxsandbox.OfficialAccount},
+		},
+		Templates: sandboxTemplates(),
+	})
+	srv := httptest.NewServer(sb.Handler())
+	t.Cleanup(srv.Close)
+	hc, _ := wxconfig.NewHTTPClient(timeout, srv.URL, nil)
+	wxconfig.Install(hc)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store := coord.NewMemory()
+	wx := wxconfig.New(wxconfig.Config{MPAppID: mpApp, MPSecret: "s1", OAAppID: oaApp, OASecret: "s2"}, store, hc, log)
+	cfg := notify.DefaultConfig()
+	cfg.BackoffBase, cfg.BackoffMax, cfg.MaxAttempts = time.Second, time.Minute, 3
+	d := notify.New(db, store, wx, cfg, clk.Now, log)
+	r := &rig{db: db, sb: sb, wx: wx, d: d, out: notify.NewOutbox(db, cfg, clk.Now, nil), clk: clk, ctx: context.Background(), cfg: cfg}
+	r.alice = r.patient(t, "alice", true)
+	return r
+}
+
+func (r *rig) patient(t *testing.T, openID string, follows bool) uint64 {
+	p := model.Patient{OpenID: &openID, Name: openID, Gender: "unknown"}
+	if err := r.db.Gorm().Create(&p).Error; err != nil {
+		t.Fatal(err)
+	}
+	if follows {
+		pid := p.ID
+		r.db.Gorm().Create(&model.Follower{OpenID: wxsandbox.OAOpenID(openID), PatientID: &pid, Subscribed: true, SubscribedAt: r.clk.Now()})
+		r.sb.SetFollower(oaApp, wxsandbox.OAOpenID(openID), true, "")
+	}
+	return p.ID
+}
+
+// grant gives a subscribe credit on both sides, as an "accept" does.
+func (r *rig) grant(pid uint64, openID, tmpl string, n int) {
+	r.db.Gorm().Create(&model.SubscribeCredit{PatientID: pid, TemplateID: tmpl, Credits: n})
+	r.sb.GrantSubscribe(mpApp, openID, tmpl, n)
+}
+
+func (r *rig) enqueue(t *testing.T, pid uint64, reason, occurrence string) {
+	t.Helper()
+	ok, err := r.out.Enqueue(r.ctx, notify.Notice{PatientID: pid, Reason: reason, Occurrence: occurrence,
+		Params: map[string]string{"package": "入职体检套餐（含心电图、腹部彩超、甲状腺彩超）", "time": "2026-11-25T08:30:00+08:00", "title": "预约成功", "note": "请空腹"}})
+	if err != nil || !ok {
+		t.Fatalf("enqueue: %v %v", ok, err)
+	}
+}
+
+func (r *rig) run(t *testing.T) {
+	t.Helper()
+	if _, err := r.d.ProcessDue(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *rig) row(t *testing.T, reason, occurrence string, pid uint64) model.Notification {
+	t.Helper()
+	var n model.Notification
+	if err := r.db.Gorm().Where("reason = ? AND patient_id = ? AND dedupe_key LIKE ?", reason, pid, "%:"+occurrence).Take(&n).Error; err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestDeliveryPaths(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, db *model.DB) {
+		r := newRig(t, db, 300*time.Millisecond)
+		t.Run("subscribeWithCredit", func(t *testing.T) {
+			r.grant(r.alice, "alice", tmplBooking, 1)
+			r.enqueue(t, r.alice, notify.ReasonBookingConfirmed, "b1")
+			r.run(t)
+			n := r.row(t, notify.ReasonBookingConfirmed, "b1", r.alice)
+			if n.Status != model.NotifySent || n.Channel != notify.ChannelSubscribe || n.MsgID == "" || n.SentAt == nil {
+				t.Fatalf("%+v", n)
+			}
+			var c model.SubscribeCredit
+			db.Gorm().Where("patient_id = ? AND template_id = ?", r.alice, tmplBooking).Take(&c)
+			if c.Credits != 0 {
+				t.Fatalf("credit not spent: %d", c.Credits)
+			}
+			last := r.sb.Delivered()[len(r.sb.Delivered())-1]
+			var p struct {
+				Data map[string]struct{ Value string } `json:"data"`
+			}
+			json.Unmarshal(last.Payload, &p)
+			if got := p.Data["thing1"].Value; len([]rune(got)) != 20 || !strings.HasSuffix(got, "…") {
+				t.Fatalf("a long package name must be shortened to 20 characters: %q", got)
+			}
+			if p.Data["time2"].Value != "2026-11-25 08:30" {
+				t.Fatalf("time field: %q", p.Data["time2"].Value)
+			}
+		})
+		t.Run("noCreditFallsBackToTemplate", func(t *testing.T) {
+			r.enqueue(t, r.alice, notify.ReasonBookingConfirmed, "b2")
+			r.run(t)
+			n := r.row(t, notify.ReasonBookingConfirmed, "b2", r.alice)
+			if n.Status != model.NotifySent || n.Channel != notify.ChannelOATemplate {
+				t.Fatalf("%+v", n)
+			}
+		})
+		t.Run("noChannelIsUndeliverable", func(t *testing.T) {
+			bob := r.patient(t, "bob", false)
+			r.enqueue(t, bob, notify.ReasonBookingConfirmed, "b3")
+			r.run(t)
+			n := r.row(t, notify.ReasonBookingConfirmed, "b3", bob)
+			if n.Status != model.NotifyUndeliverable || !strings.Contains(n.LastError, "not accepted") || !strings.Contains(n.LastError, "does not follow") {
+				t.Fatalf("%+v", n)
+			}
+		})
+		t.Run("43101SpendsTheCreditAndFallsBack", func(t *testing.T) {
+			db.Gorm().Create(&model.SubscribeCredit{PatientID: r.alice, TemplateID: "sbx-tmpl-report-ready", Credits: 2}) // WeChat has none
+			r.enqueue(t, r.alice, notify.ReasonReportReady, "r1")
+			r.run(t)
+			n := r.row(t, notify.ReasonReportReady, "r1", r.alice)
+			var c model.SubscribeCredit
+			db.Gorm().Where("patient_id = ? AND template_id = ?", r.alice, "sbx-tmpl-report-ready").Take(&c)
+			if n.Status != model.NotifySent || n.Channel != notify.ChannelOATemplate || c.Credits != 0 {
+				t.Fatalf("%+v credits=%d", n, c.Credits)
+			}
+		})
+		t.Run("busyRetriesWithBackoffThenDies", func(t *testing.T) {
+			r.grant(r.alice, "alice", "sbx-tmpl-critical", 0) // long-term: no credit needed
+			r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{ErrCode: -1})
+			r.enqueue(t, r.alice, notify.ReasonCriticalValue, "c1")
+			r.run(t)
+			n := r.row(t, notify.ReasonCriticalValue, "c1", r.alice)
+			if n.Status != model.NotifyFailed || n.Attempts != 1 || !n.DueAt.After(r.clk.Now()) {
+				t.Fatalf("after -1: %+v", n)
+			}
+			r.run(t) // not due yet
+			if n2 := r.row(t, notify.ReasonCriticalValue, "c1", r.alice); n2.Status != model.NotifyFailed {
+				t.Fatalf("retried before its time: %+v", n2)
+			}
+			r.clk.Add(2 * time.Second)
+			r.run(t)
+			if n = r.row(t, notify.ReasonCriticalValue, "c1", r.alice); n.Status != model.NotifySent || n.Attempts != 2 {
+				t.Fatalf("retry: %+v", n)
+			}
+			r.sb.FailNext(wxsandbox.APISubscribeSend, 3, wxsandbox.Fault{HTTPStatus: 503})
+			r.enqueue(t, r.alice, notify.ReasonCriticalValue, "c2")
+			for i := 0; i < 3; i++ {
+				r.run(t)
+				r.clk.Add(2 * time.Minute)
+			}
+			if n = r.row(t, notify.ReasonCriticalValue, "c2", r.alice); n.Status != model.NotifyDead || n.Attempts != 3 || !strings.Contains(n.LastError, "gave up") {
+				t.Fatalf("max attempts: %+v", n)
+			}
+		})
+		t.Run("40001RefreshesOnceAndSends", func(t *testing.T) {
+			before := r.sb.TokenFetches()
+			r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{ErrCode: 40001})
+			r.enqueue(t, r.alice, notify.ReasonCriticalValue, "c3")
+			r.run(t)
+			if n := r.row(t, notify.ReasonCriticalValue, "c3", r.alice); n.Status != model.NotifySent || n.Attempts != 1 {
+				t.Fatalf("%+v", n)
+			}
+			if r.sb.TokenFetches() != before+1 {
+				t.Fatalf("token fetches %d -> %d", before, r.sb.TokenFetches())
+			}
+		})
+		t.Run("badTemplateIsDead", func(t *testing.T) {
+			r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{ErrCode: 40037})
+			r.enqueue(t, r.alice, notify.ReasonCriticalValue, "c4")
+			r.run(t)
+			if n := r.row(t, notify.ReasonCriticalValue, "c4", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "40037") {
+				t.Fatalf("%+v", n)
+			}
+		})
+		t.Run("45011WaitsForTheNextMinute", func(t *testing.T) {
+			r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{ErrCode: 45011})
+			r.enqueue(t, r.alice, notify.ReasonCriticalValue, "c5")
+			r.run(t)
+			n := r.row(t, notify.ReasonCriticalValue, "c5", r.alice)
+			want := r.clk.Now().Truncate(time.Minute).Add(time.Minute)
+			if n.Status != model.NotifyPending || n.Attempts != 0 || !n.DueAt.Equal(want.UTC()) {
+				t.Fatalf("%+v (want due %s)", n, want)
+			}
+			r.clk.Add(time.Minute)
+			r.run(t)
+			if n = r.row(t, notify.ReasonCriticalValue, "c5", r.alice); n.Status != model.NotifySent {
+				t.Fatalf("%+v", n)
+			}
+		})
+		t.Run("unknownOutcome", func(t *testing.T) {
+			// Subscribe: no client message id, so an unknown outcome is not resent.
+			r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{Delay: time.Second})
+			r.enqueue(t, r.alice, notify.ReasonCriticalValue, "c6")
+			r.run(t)
+			if n := r.row(t, notify.ReasonCriticalValue, "c6", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "unknown") {
+				t.Fatalf("subscribe: %+v", n)
+			}
+			// Template: resent with the same client_msg_id; WeChat keeps one.
+			r.sb.FailNext(wxsandbox.APITemplateSend, 1, wxsandbox.Fault{Delay: time.Second})
+			r.enqueue(t, r.alice, notify.ReasonBookingConfirmed, "b4")
+			r.run(t)
+			time.Sleep(800 * time.Millisecond) // the delayed request lands in the sandbox
+			n := r.row(t, notify.ReasonBookingConfirmed, "b4", r.alice)
+			if n.Status != model.NotifyFailed {
+				t.Fatalf("template: %+v", n)
+			}
+			r.clk.Add(2 * time.Second)
+			r.run(t)
+			if n = r.row(t, notify.ReasonBookingConfirmed, "b4", r.alice); n.Status != model.NotifySent {
+				t.Fatalf("template resend: %+v", n)
+			}
+			got := 0
+			for _, m := range r.sb.Delivered() {
+				if m.API == wxsandbox.APITemplateSend && strings.Contains(string(m.Payload), fmt.Sprintf(`"client_msg_id":"careloop-%d"`, n.ID)) {
+					got++
+				}
+			}
+			if got != 1 {
+				t.Fatalf("template delivered %d times, want 1", got)
+			}
+		})
+		t.Run("45009HoldsTheAPIUntilMidnight", func(t *testing.T) {
+			r.sb.FailNext(wxsandbox.APITemplateSend, 1, wxsandbox.Fault{ErrCode: 45009})
+			r.enqueue(t, r.alice, notify.ReasonBookingConfirmed, "b5") // no credit: template only
+			r.run(t)
+			n := r.row(t, notify.ReasonBookingConfirmed, "b5", r.alice)
+			midnight := time.Date(2026, 11, 25, 0, 0, 0, 0, model.Shanghai)
+			if n.Status != model.NotifyPending || !n.DueAt.Equal(midnight.UTC()) || n.Attempts != 0 {
+				t.Fatalf("%+v", n)
+			}
+			if _, held := r.d.Holds(r.ctx)["template_send"]; !held {
+				t.Fatal("the API is not reported as held")
+			}
+			calls := r.sb.Calls(wxsandbox.APITemplateSend)
+			r.enqueue(t, r.alice, notify.ReasonBookingConfirmed, "b6")
+			r.run(t)
+			if r.sb.Calls(wxsandbox.APITemplateSend) != calls {
+				t.Fatal("a held API was called")
+			}
+			r.clk.Add(14 * time.Hour)
+			r.run(t)
+			if n = r.row(t, notify.ReasonBookingConfirmed, "b6", r.alice); n.Status != model.NotifySent {
+				t.Fatalf("after the reset: %+v", n)
+			}
+		})
+	})
+}
+
+func TestQuietHoursConsentAndDedupe(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, db *model.DB) {
+		r := newRig(t, db, 2*time.Second)
+		r.clk.t = time.Date(2026, 11, 24, 22, 30, 0, 0, model.Shanghai)
+		r.enqueue(t, r.alice, notify.ReasonCheckupReminder, "q1")  // care
+		r.enqueue(t, r.alice, notify.ReasonBookingConfirmed, "q2") // service
+		if n := r.row(t, notify.ReasonCheckupReminder, "q1", r.alice); !n.DueAt.Equal(time.Date(2026, 11, 25, 8, 0, 0, 0, model.Shanghai).UTC()) {
+			t.Fatalf("care notice at 22:30 is due %s, want 08:00", n.DueAt.In(model.Shanghai))
+		}
+		if n := r.row(t, notify.ReasonBookingConfirmed, "q2", r.alice); !n.DueAt.Equal(r.clk.Now().UTC()) {
+			t.Fatalf("service notice must go at once: %s", n.DueAt)
+		}
+		if ok, _ := r.out.Enqueue(r.ctx, notify.Notice{PatientID: r.alice, Reason: notify.ReasonCheckupReminder, Occurrence: "q1"}); ok {
+			t.Fatal("the same occurrence was enqueued twice")
+		}
+		// Opted out of care: the care notice is cancelled; service still goes.
+		db.Gorm().Create(&model.NotifyPreference{PatientID: r.alice, Category: model.CategoryCare, OptOut: true})
+		r.clk.Add(10 * time.Hour)
+		r.run(t)
+		if n := r.row(t, notify.ReasonCheckupReminder, "q1", r.alice); n.Status != model.NotifyCancelled {
+			t.Fatalf("opted-out care notice: %+v", n)
+		}
+		if n := r.row(t, notify.ReasonBookingConfirmed, "q2", r.alice); n.Status != model.NotifySent {
+			t.Fatalf("service notice: %+v", n)
+		}
+	})
+}
+
+func TestSweepRecoversAbandonedRows(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, db *model.DB) {
+		r := newRig(t, db, 2*time.Second)
+		past := r.clk.Now().Add(-time.Hour).UTC()
+		mk := func(occ, status, channel string) {
+			r.enqueue(t, r.alice, notify.ReasonCriticalValue, occ)
+			db.Gorm().Model(&model.Notification{}).Where("dedupe_key LIKE ?", "%:"+occ).
+				Updates(map[string]any{"status": status, "channel": channel, "lease_until": past, "claim_token": "gone"})
+		}
+		mk("s1", model.NotifyClaimed, "")
+		mk("s2", model.NotifySending, notify.ChannelSubscribe)
+		mk("s3", model.NotifySending, notify.ChannelOATemplate)
+		r.run(t)
+		if n := r.row(t, notify.ReasonCriticalValue, "s1", r.alice); n.Status != model.NotifySent {
+			t.Fatalf("a claim never started is delivered: %+v", n)
+		}
+		if n := r.row(t, notify.ReasonCriticalValue, "s2", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "unknown") {
+			t.Fatalf("a subscribe send cut off mid-flight is not resent: %+v", n)
+		}
+		if n := r.row(t, notify.ReasonCriticalValue, "s3", r.alice); n.Status != model.NotifySent {
+			t.Fatalf("a template send cut off mid-flight is resent: %+v", n)
+		}
+	})
+}
