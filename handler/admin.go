@@ -116,7 +116,7 @@ func (h adminPatients) view(c *gin.Context) {
 	for _, m := range v.Family {
 		d := FamilyDTO{ID: m.ID, Name: m.Name, Relation: m.Relation, Gender: m.Gender}
 		if m.BirthDate != nil {
-			d.BirthDate = m.BirthDate.In(model.Shanghai).Format(time.DateOnly)
+			d.BirthDate = model.DateString(*m.BirthDate)
 		}
 		out.Family = append(out.Family, d)
 	}

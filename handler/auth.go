@@ -3,7 +3,6 @@ package handler
 import (
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -78,7 +77,7 @@ func patientDTO(p *model.Patient) PatientDTO {
 	d := PatientDTO{ID: p.ID, Name: p.Name, Gender: p.Gender, Region: p.Region, Source: p.Source,
 		PhoneBound: p.PhoneHash != nil, CreatedAt: model.LocalTime(p.CreatedAt)}
 	if p.BirthDate != nil {
-		d.BirthDate = p.BirthDate.In(model.Shanghai).Format(time.DateOnly)
+		d.BirthDate = model.DateString(*p.BirthDate)
 	}
 	return d
 }

@@ -239,7 +239,7 @@ type FamilyDTO struct {
 func (h mpProfile) familyDTO(m *model.FamilyMember) FamilyDTO {
 	d := FamilyDTO{ID: m.ID, Name: m.Name, Relation: m.Relation, Gender: m.Gender, Phone: h.family.Phone(m)}
 	if m.BirthDate != nil {
-		d.BirthDate = m.BirthDate.In(model.Shanghai).Format(time.DateOnly)
+		d.BirthDate = model.DateString(*m.BirthDate)
 	}
 	return d
 }

@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"careloop/model"
 )
@@ -30,7 +29,7 @@ func (s *Profile) Export(ctx context.Context, p Principal) (*Export, error) {
 		"phone": s.Phone(pt), "created_at": model.LocalTime(pt.CreatedAt),
 	}
 	if pt.BirthDate != nil {
-		out.Profile["birth_date"] = pt.BirthDate.In(model.Shanghai).Format(time.DateOnly)
+		out.Profile["birth_date"] = model.DateString(*pt.BirthDate)
 	}
 	if out.Health, _, err = s.LoadHealth(ctx, pt.ID); err != nil {
 		return nil, err

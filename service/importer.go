@@ -318,5 +318,5 @@ func (im *Importer) changes(p *model.Patient, r importRow) map[string]any {
 }
 
 func sameDay(a, b time.Time) bool {
-	return a.In(model.Shanghai).Format(time.DateOnly) == b.In(model.Shanghai).Format(time.DateOnly)
+	return model.DateString(a) == model.DateString(b)
 }

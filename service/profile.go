@@ -79,15 +79,15 @@ func ParseGender(g string) (string, error) {
 	return "", ErrBadGender
 }
 
-// ParseDate reads YYYY-MM-DD (or YYYY/MM/DD) as a date in Asia/Shanghai,
-// not after today.
+// ParseDate reads YYYY-MM-DD (or YYYY/MM/DD) as a calendar date (stored as
+// UTC midnight, see model.DateString), not after today in Asia/Shanghai.
 func ParseDate(s string, now time.Time) (*time.Time, error) {
 	s = strings.TrimSpace(strings.ReplaceAll(s, "/", "-"))
 	if s == "" {
 		return nil, nil
 	}
-	d, err := time.ParseInLocation("2006-1-2", s, model.Shanghai)
-	if err != nil || d.After(now) || d.Year() < 1900 {
+	d, err := time.Parse("2006-1-2", s)
+	if err != nil || model.DateString(d) > now.In(model.Shanghai).Format(time.DateOnly) || d.Year() < 1900 {
 		return nil, ErrBadDate
 	}
 	return &d, nil
