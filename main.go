@@ -114,7 +114,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	workers := make(chan error, 1)
 	if cmd == "worker" || cfg.ServeWorkers {
-		go func() { workers <- a.Dispatcher.Run(ctx) }()
+		go func() { workers <- errors.Join(a.Dispatcher.Run(ctx)) }()
+		go func() { _ = a.Scheduler.Run(ctx) }()
 	} else {
 		workers <- nil
 	}

@@ -42,7 +42,9 @@ type App struct {
 	Outbox  *notify.Outbox
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
-	Router     *gin.Engine
+	// Scheduler runs the care rules; Run it (serve and worker do).
+	Scheduler *notify.Scheduler
+	Router    *gin.Engine
 	// Ops serves only health and metrics: what a worker process listens with.
 	Ops *gin.Engine
 }
@@ -138,6 +140,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Tags:         tags,
 		Staff:        service.NewStaff(a.DB, audit, nil),
 		Audit:        audit,
+		DB:           a.DB,
+		Outbox:       a.Outbox,
+		Dispatcher:   a.Dispatcher,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Spec:         api.Spec,
 		Collectors:   a.Dispatcher.Collectors(),
@@ -150,7 +155,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	if a.Sandbox != nil {
 		deps.Sandbox = a.Sandbox.ControlHandler(cfg.OAAppID, cfg.MPAppID)
+		// In the sandbox, the patient's tap on "accept" reaches WeChat too.
+		deps.OnSubscribeAccept = func(openID, templateID string) { a.Sandbox.GrantSubscribe(cfg.MPAppID, openID, templateID, 1) }
 	}
+	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log)
 	a.Router = handler.NewRouter(deps)
 	a.Ops = handler.NewOpsRouter(deps)
 	ok = true

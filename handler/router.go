@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"careloop/model"
+	"careloop/notify"
 	"careloop/service"
 )
 
@@ -24,8 +25,13 @@ type Deps struct {
 	Tags         *service.Tags
 	Staff        *service.Staff
 	Audit        *service.Audit
-	Checks       []Check
-	MaxBodyBytes int64
+	DB           *model.DB
+	Outbox       *notify.Outbox
+	Dispatcher   *notify.Dispatcher
+	// OnSubscribeAccept mirrors an accepted subscription into the sandbox.
+	OnSubscribeAccept func(openID, templateID string)
+	Checks            []Check
+	MaxBodyBytes      int64
 	// Collectors are extra Prometheus metrics (the dispatcher's).
 	Collectors []prometheus.Collector
 	// Spec is the OpenAPI document served at /api/openapi.yaml.
@@ -59,6 +65,8 @@ func NewRouter(d Deps) *gin.Engine {
 	mpAuth := mp.Group("", authenticate(d.Auth, model.SubjectPatient))
 	mpAuth.POST("/logout", sess.logout)
 	mpProfile{profile: d.Profile, phones: d.Phones, family: d.Family}.Register(mpAuth)
+	nh := notifyHandlers{outbox: d.Outbox, disp: d.Dispatcher, profile: d.Profile, db: d.DB, onAccept: d.OnSubscribeAccept}
+	nh.registerMP(mpAuth)
 
 	admin := r.Group("/api/admin")
 	admin.POST("/login", sess.adminLogin)
@@ -67,6 +75,7 @@ func NewRouter(d Deps) *gin.Engine {
 	adminStaff{staff: d.Staff, audit: d.Audit}.Register(staff)
 	adminPatients{admin: d.PatientAdmin, tags: d.Tags, profile: d.Profile}.Register(staff)
 	adminTags{tags: d.Tags}.Register(staff)
+	nh.registerAdmin(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

@@ -337,7 +337,8 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification) erro
 		var data map[string]string
 		if ch.Channel == ChannelSubscribe {
 			if data, err = renderSubscribe(ch.Fields, params); err != nil {
-				return d.finish(ctx, n, model.NotifyDead, "template config: "+err.Error())
+				d.returnCredit(ctx, n.PatientID, ch.TemplateID)
+				return d.finish(ctx, n, model.NotifyDead, "template params: "+err.Error())
 			}
 		} else {
 			data = renderTemplate(ch.Fields, params)

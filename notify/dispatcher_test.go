@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm/clause"
+
 	"careloop/coord"
 	"careloop/model"
 	"careloop/notify"
@@ -102,7 +104,7 @@ func (r *rig) patient(t *testing.T, openID string, follows bool) uint64 {
 
 // grant gives a subscribe credit on both sides, as an "accept" does.
 func (r *rig) grant(pid uint64, openID, tmpl string, n int) {
-	r.db.Gorm().Create(&model.SubscribeCredit{PatientID: pid, TemplateID: tmpl, Credits: n})
+	r.db.Gorm().Clauses(clause.OnConflict{UpdateAll: true}).Create(&model.SubscribeCredit{PatientID: pid, TemplateID: tmpl, Credits: n})
 	r.sb.GrantSubscribe(mpApp, openID, tmpl, n)
 }
 
@@ -226,6 +228,22 @@ func TestDeliveryPaths(t *testing.T) {
 			if r.sb.TokenFetches() != before+1 {
 				t.Fatalf("token fetches %d -> %d", before, r.sb.TokenFetches())
 			}
+		})
+		t.Run("missingParamIsDeadBeforeCallingWeChat", func(t *testing.T) {
+			calls := r.sb.Calls(wxsandbox.APISubscribeSend)
+			r.grant(r.alice, "alice", tmplBooking, 1)
+			r.out.Enqueue(r.ctx, notify.Notice{PatientID: r.alice, Reason: notify.ReasonBookingConfirmed, Occurrence: "p1"})
+			r.run(t)
+			n := r.row(t, notify.ReasonBookingConfirmed, "p1", r.alice)
+			if n.Status != model.NotifyDead || !strings.Contains(n.LastError, "time2") || r.sb.Calls(wxsandbox.APISubscribeSend) != calls {
+				t.Fatalf("%+v", n)
+			}
+			var c model.SubscribeCredit
+			db.Gorm().Where("patient_id = ? AND template_id = ?", r.alice, tmplBooking).Take(&c)
+			if c.Credits != 1 {
+				t.Fatalf("the credit must be kept: %d", c.Credits)
+			}
+			db.Gorm().Model(&c).Where("patient_id = ? AND template_id = ?", r.alice, tmplBooking).Update("credits", 0)
 		})
 		t.Run("badTemplateIsDead", func(t *testing.T) {
 			r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{ErrCode: 40037})

@@ -143,13 +143,15 @@ func renderSubscribe(fields map[string]string, params map[string]string) (map[st
 		case "character_string":
 			v = shorten(notCharStr.ReplaceAllString(v, ""), 32)
 		case "time", "date":
-			if t, err := time.Parse(time.RFC3339, v); err == nil {
-				layout := "2006-01-02 15:04"
-				if m[1] == "date" {
-					layout = "2006-01-02"
-				}
-				v = t.In(model.Shanghai).Format(layout)
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return nil, fmt.Errorf("template field %q needs param %q as an RFC 3339 time, got %q", key, param, v)
 			}
+			layout := "2006-01-02 15:04"
+			if m[1] == "date" {
+				layout = "2006-01-02"
+			}
+			v = t.In(model.Shanghai).Format(layout)
 		case "amount":
 			v = shorten(v, 16)
 		case "phone_number":
@@ -169,7 +171,10 @@ func renderSubscribe(fields map[string]string, params map[string]string) (map[st
 func renderTemplate(fields map[string]string, params map[string]string) map[string]string {
 	out := make(map[string]string, len(fields))
 	for key, param := range fields {
-		v := params[param]
+		v := strings.TrimSpace(params[param])
+		if v == "" {
+			v = "-"
+		}
 		if t, err := time.Parse(time.RFC3339, v); err == nil {
 			v = t.In(model.Shanghai).Format("2006-01-02 15:04")
 		}

@@ -1,0 +1,219 @@
+package handler
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"careloop/model"
+	"careloop/notify"
+	"careloop/service"
+)
+
+// notifyHandlers serves subscriptions and preferences to patients, and the
+// outbox and care rules to staff.
+type notifyHandlers struct {
+	outbox  *notify.Outbox
+	disp    *notify.Dispatcher
+	profile *service.Profile
+	db      *model.DB
+	// onAccept mirrors an accepted subscription into the WeChat sandbox (sandbox mode only).
+	onAccept func(openID, templateID string)
+}
+
+func (h notifyHandlers) registerMP(rg *gin.RouterGroup) {
+	rg.GET("/subscriptions/templates", h.sceneTemplates)
+	rg.POST("/subscriptions", h.recordSubscriptions)
+	rg.GET("/notification-preferences", h.preferences)
+	rg.PUT("/notification-preferences", h.setPreferences)
+}
+
+func (h notifyHandlers) registerAdmin(rg *gin.RouterGroup) {
+	staff := requireRole(model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk)
+	rg.GET("/notifications", staff, h.list)
+	rg.POST("/notifications/:id/retry", requireRole(model.RoleMarketing, model.RoleFrontDesk), h.retry)
+	rg.POST("/notifications/:id/cancel", requireRole(model.RoleMarketing, model.RoleFrontDesk), h.cancel)
+	rg.GET("/notification-rules", requireRole(model.RoleAdmin), h.rules)
+	rg.PUT("/notification-rules", requireRole(model.RoleAdmin), h.saveRules)
+}
+
+// SceneTemplateDTO is a template to request in wx.requestSubscribeMessage.
+type SceneTemplateDTO struct {
+	TemplateID string `json:"template_id"`
+	Reason     string `json:"reason"`
+	Title      string `json:"title"`
+}
+
+func (h notifyHandlers) sceneTemplates(c *gin.Context) {
+	scene := c.Query("scene")
+	known := false
+	for _, s := range notify.Scenes {
+		known = known || s == scene
+	}
+	if !known {
+		fail(c, model.ErrInvalid.WithMessage("scene 只能是 booking、report、chat、survey、care"))
+		return
+	}
+	items := []SceneTemplateDTO{}
+	for _, t := range h.outbox.TemplatesForScene(scene) {
+		items = append(items, SceneTemplateDTO{TemplateID: t.TemplateID, Reason: t.Reason, Title: t.Title})
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items})
+}
+
+type subscriptionsRequest struct {
+	Results map[string]string `json:"results" binding:"required"`
+}
+
+func (h notifyHandlers) recordSubscriptions(c *gin.Context) {
+	var req subscriptionsRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	p := principal(c)
+	credits, err := h.outbox.RecordSubscriptions(c.Request.Context(), p.ID, req.Results)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if h.onAccept != nil {
+		if me, err := h.profile.Me(c.Request.Context(), p); err == nil && me.OpenID != nil {
+			for id, answer := range req.Results {
+				if answer == "accept" {
+					h.onAccept(*me.OpenID, id)
+				}
+			}
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"credits": credits})
+}
+
+func (h notifyHandlers) preferences(c *gin.Context) {
+	prefs, err := h.outbox.Preferences(c.Request.Context(), principal(c).ID)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, prefs)
+}
+
+func (h notifyHandlers) setPreferences(c *gin.Context) {
+	var req map[string]bool
+	if !bindJSON(c, &req) {
+		return
+	}
+	p := principal(c)
+	for cat, receive := range req {
+		if err := h.outbox.SetPreference(c.Request.Context(), p.ID, cat, receive); err != nil {
+			fail(c, err)
+			return
+		}
+	}
+	h.preferences(c)
+}
+
+// NotificationDTO is an outbox row as staff see it.
+type NotificationDTO struct {
+	ID            uint64 `json:"id"`
+	PatientID     uint64 `json:"patient_id"`
+	Reason        string `json:"reason"`
+	Category      string `json:"category"`
+	Status        string `json:"status"`
+	Channel       string `json:"channel"`
+	TemplateID    string `json:"template_id"`
+	DueAt         string `json:"due_at"`
+	NextAttemptAt string `json:"next_attempt_at,omitempty"`
+	Attempts      int    `json:"attempts"`
+	LastError     string `json:"last_error"`
+	MsgID         string `json:"msgid"`
+	SentAt        string `json:"sent_at,omitempty"`
+	CreatedAt     string `json:"created_at"`
+}
+
+func notificationDTO(n *model.Notification) NotificationDTO {
+	d := NotificationDTO{ID: n.ID, PatientID: n.PatientID, Reason: n.Reason, Category: n.Category, Status: n.Status,
+		Channel: n.Channel, TemplateID: n.TemplateID, DueAt: model.LocalTime(n.DueAt), Attempts: n.Attempts,
+		LastError: n.LastError, MsgID: n.MsgID, CreatedAt: model.LocalTime(n.CreatedAt)}
+	if n.Status == model.NotifyFailed {
+		d.NextAttemptAt = d.DueAt
+	}
+	if n.SentAt != nil {
+		d.SentAt = model.LocalTime(*n.SentAt)
+	}
+	return d
+}
+
+func (h notifyHandlers) list(c *gin.Context) {
+	f := notify.Filter{Status: c.Query("status"), Reason: c.Query("reason"), Cursor: c.Query("cursor")}
+	f.Limit, _ = strconv.Atoi(c.Query("limit"))
+	f.PatientID, _ = strconv.ParseUint(c.Query("patient_id"), 10, 64)
+	rows, next, counts, err := h.outbox.List(c.Request.Context(), f)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]NotificationDTO, 0, len(rows))
+	for i := range rows {
+		items = append(items, notificationDTO(&rows[i]))
+	}
+	holds := gin.H{}
+	for api, until := range h.disp.Holds(c.Request.Context()) {
+		holds[api] = model.LocalTime(until)
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next, "counts": counts, "held_apis": holds})
+}
+
+func (h notifyHandlers) retry(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	if err := h.outbox.Retry(c.Request.Context(), id); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+type cancelRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (h notifyHandlers) cancel(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	var req cancelRequest
+	_ = c.ShouldBindJSON(&req)
+	if err := h.outbox.Cancel(c.Request.Context(), id, req.Reason); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (h notifyHandlers) rules(c *gin.Context) {
+	r, err := notify.LoadRules(c.Request.Context(), h.db)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, r)
+}
+
+func (h notifyHandlers) saveRules(c *gin.Context) {
+	var r notify.Rules
+	if !bindJSON(c, &r) {
+		return
+	}
+	if r.Holidays == nil {
+		r.Holidays = []notify.Holiday{}
+	}
+	if err := notify.SaveRules(c.Request.Context(), h.db, r, principal(c).ID); err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, r)
+}
