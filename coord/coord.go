@@ -39,6 +39,9 @@ type Limiter interface {
 	// Allow records one event for key and reports whether it is within limit
 	// events per window; when not, retryAfter says when the window resets.
 	Allow(ctx context.Context, key string, limit int, window time.Duration) (ok bool, retryAfter time.Duration, err error)
+	// AllowN asks for n events at once and returns how many fit (0..n) and
+	// how long until the window resets.
+	AllowN(ctx context.Context, key string, n, limit int, window time.Duration) (granted int, resetIn time.Duration, err error)
 	// Reset forgets key's count.
 	Reset(ctx context.Context, key string) error
 }

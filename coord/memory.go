@@ -130,6 +130,21 @@ func (m *Memory) Allow(_ context.Context, key string, limit int, window time.Dur
 	return true, 0, nil
 }
 
+// AllowN implements Limiter.
+func (m *Memory) AllowN(_ context.Context, key string, n, limit int, window time.Duration) (int, time.Duration, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	w := m.windows[key]
+	if w.start.IsZero() || !now.Before(w.start.Add(window)) {
+		w = memWindow{start: now}
+	}
+	granted := max(0, min(n, limit-w.count))
+	w.count += granted
+	m.windows[key] = w
+	return granted, w.start.Add(window).Sub(now), nil
+}
+
 // Reset implements Limiter.
 func (m *Memory) Reset(_ context.Context, key string) error {
 	m.mu.Lock()

@@ -133,6 +133,27 @@ func (r *Redis) Allow(ctx context.Context, key string, limit int, window time.Du
 	return true, 0, nil
 }
 
+var fixedWindowN = redis.NewScript(`
+local used = tonumber(redis.call("GET", KEYS[1]) or "0")
+local want = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local grant = math.max(0, math.min(want, limit - used))
+if grant > 0 then
+  redis.call("INCRBY", KEYS[1], grant)
+end
+local ttl = redis.call("PTTL", KEYS[1])
+if ttl < 0 then redis.call("PEXPIRE", KEYS[1], ARGV[3]); ttl = tonumber(ARGV[3]) end
+return {grant, ttl}`)
+
+// AllowN implements Limiter.
+func (r *Redis) AllowN(ctx context.Context, key string, n, limit int, window time.Duration) (int, time.Duration, error) {
+	res, err := fixedWindowN.Run(ctx, r.rdb, []string{r.Key("rl:" + key)}, n, limit, window.Milliseconds()).Int64Slice()
+	if err != nil {
+		return 0, 0, err
+	}
+	return int(res[0]), time.Duration(res[1]) * time.Millisecond, nil
+}
+
 // Reset implements Limiter.
 func (r *Redis) Reset(ctx context.Context, key string) error {
 	return r.rdb.Del(ctx, r.Key("rl:"+key)).Err()

@@ -36,7 +36,7 @@ type sendError interface {
 // Coordinator is the shared state the dispatcher uses (coord.Store
 // satisfies it): a global rate, API holds, and wake-ups.
 type Coordinator interface {
-	Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error)
+	AllowN(ctx context.Context, key string, n, limit int, window time.Duration) (int, time.Duration, error)
 	Get(ctx context.Context, key string) (string, bool, error)
 	Set(ctx context.Context, key, val string, ttl time.Duration) error
 	Notify(ctx context.Context, topic string) error
@@ -70,6 +70,16 @@ type Dispatcher struct {
 	m      *metrics
 	holdMu sync.Mutex
 	holds  map[string]time.Time // local copy of API holds, refreshed from co
+	// sentQ feeds the committer while Run runs.
+	sentQ  chan sentResult
+	rateMu sync.Mutex
+	tokens map[string]*tokenPool
+}
+
+// tokenPool is this worker's share of the global send rate for one second.
+type tokenPool struct {
+	left int
+	ends time.Time
 }
 
 // New returns a dispatcher.
@@ -77,7 +87,8 @@ func New(db *model.DB, co Coordinator, send Sender, cfg Config, now func() time.
 	if now == nil {
 		now = time.Now
 	}
-	return &Dispatcher{db: db, co: co, send: send, cfg: cfg, now: now, log: log, m: newMetrics(), holds: map[string]time.Time{}}
+	return &Dispatcher{db: db, co: co, send: send, cfg: cfg, now: now, log: log, m: newMetrics(),
+		holds: map[string]time.Time{}, tokens: map[string]*tokenPool{}}
 }
 
 // Run claims and delivers until ctx ends, then finishes the sends in
@@ -85,21 +96,28 @@ func New(db *model.DB, co Coordinator, send Sender, cfg Config, now func() time.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	wake, stop := d.co.Subscribe(ctx, WakeTopic)
 	defer stop()
-	jobs := make(chan model.Notification)
+	jobs := make(chan job)
 	var wg sync.WaitGroup
 	work := context.WithoutCancel(ctx) // in-flight sends finish after ctx ends
+	sentQ := make(chan sentResult, 1024)
+	committed := make(chan struct{})
+	d.sentQ = sentQ
+	go func() { d.commitSent(work, sentQ); close(committed) }()
 	for i := 0; i < d.cfg.Concurrency; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := range jobs {
-				d.deliver(work, &n)
+			for j := range jobs {
+				d.deliver(work, &j.n, j.rc)
 			}
 		}()
 	}
 	defer func() {
 		close(jobs)
 		wg.Wait()
+		d.sentQ = nil
+		close(sentQ)
+		<-committed
 	}()
 	lastSweep := time.Time{}
 	for {
@@ -115,9 +133,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("claim notifications", "err", err)
 		}
+		rcs, err := d.recipients(ctx, rows)
+		if err != nil {
+			d.log.Warn("load recipients", "err", err)
+			d.release(context.WithoutCancel(ctx), rows)
+			rows = nil
+		}
 		for i, n := range rows {
 			select {
-			case jobs <- n:
+			case jobs <- job{n: n, rc: rcs[n.PatientID]}:
 			case <-ctx.Done():
 				d.release(context.WithoutCancel(ctx), rows[i:])
 				return nil
@@ -148,8 +172,13 @@ func (d *Dispatcher) ProcessDue(ctx context.Context) (int, error) {
 		if len(rows) == 0 {
 			return total, nil
 		}
+		rcs, err := d.recipients(ctx, rows)
+		if err != nil {
+			d.release(ctx, rows)
+			return total, err
+		}
 		for i := range rows {
-			d.deliver(ctx, &rows[i])
+			d.deliver(ctx, &rows[i], rcs[rows[i].PatientID])
 		}
 		total += len(rows)
 	}
@@ -172,15 +201,25 @@ func (d *Dispatcher) claim(ctx context.Context, n int) ([]model.Notification, er
 	token := newToken()
 	var rows []model.Notification
 	err := d.db.InTx(ctx, func(ctx context.Context) error {
-		q := d.db.Conn(ctx).Model(&model.Notification{}).Select("id").
-			Where("status IN ? AND due_at <= ?", []string{model.NotifyPending, model.NotifyFailed}, now).
-			Order("due_at").Limit(n)
-		if d.db.Dialect() == "mysql" {
-			q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
-		}
+		// One status at a time, so that the (status, due_at) index yields
+		// rows in order and only the rows returned are locked; with
+		// "status IN (…) ORDER BY due_at" MySQL sorts, locking every
+		// candidate, and the other workers' SKIP LOCKED finds nothing.
 		var ids []uint64
-		if err := q.Pluck("id", &ids).Error; err != nil {
-			return err
+		for _, status := range []string{model.NotifyPending, model.NotifyFailed} {
+			if len(ids) >= n {
+				break
+			}
+			q := d.db.Conn(ctx).Model(&model.Notification{}).
+				Where("status = ? AND due_at <= ?", status, now).Order("due_at").Limit(n - len(ids))
+			if d.db.Dialect() == "mysql" {
+				q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
+			}
+			var more []uint64
+			if err := q.Pluck("id", &more).Error; err != nil {
+				return err
+			}
+			ids = append(ids, more...)
 		}
 		if len(ids) == 0 {
 			return nil
@@ -223,70 +262,128 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 
 // recipient is what delivery needs to know about the patient.
 type recipient struct {
-	openID   string // mini-program
-	oaOpenID string // official account, when following
-	cancel   string // why the notice must not go, if it must not
+	openID    string          // mini-program
+	oaOpenID  string          // official account, when following
+	cancel    string          // why no notice may go, if none may
+	marketing bool            // the latest marketing consent grants it
+	optOut    map[string]bool // categories opted out of
 }
 
-func (d *Dispatcher) recipient(ctx context.Context, n *model.Notification) (recipient, error) {
-	var rc recipient
-	var p model.Patient
+// job is a claimed row and its recipient.
+type job struct {
+	n  model.Notification
+	rc recipient
+}
+
+// recipients loads, for a claimed batch, what delivery needs to know about
+// each patient, in a handful of queries for the whole batch.
+func (d *Dispatcher) recipients(ctx context.Context, rows []model.Notification) (map[uint64]recipient, error) {
+	out := make(map[uint64]recipient, len(rows))
+	if len(rows) == 0 {
+		return out, nil
+	}
+	ids := make([]uint64, 0, len(rows))
+	seen := map[uint64]bool{}
+	cats := map[uint64]map[string]bool{}
+	for _, n := range rows {
+		if !seen[n.PatientID] {
+			seen[n.PatientID] = true
+			ids = append(ids, n.PatientID)
+		}
+		if cats[n.PatientID] == nil {
+			cats[n.PatientID] = map[string]bool{}
+		}
+		cats[n.PatientID][n.Category] = true
+	}
 	db := d.db.Conn(ctx)
-	if err := db.Select("id", "open_id", "blocked_at", "erased_at").Where("id = ?", n.PatientID).Take(&p).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			rc.cancel = "patient no longer exists"
-			return rc, nil
+	var patients []model.Patient
+	if err := db.Select("id", "open_id", "erased_at").Where("id IN ?", ids).Find(&patients).Error; err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		out[id] = recipient{cancel: "patient no longer exists"}
+	}
+	for _, p := range patients {
+		rc := recipient{}
+		if p.ErasedAt != nil {
+			rc.cancel = "patient erased their data"
+		} else if p.OpenID != nil {
+			rc.openID = *p.OpenID
 		}
-		return rc, err
+		out[p.ID] = rc
 	}
-	if p.ErasedAt != nil {
-		rc.cancel = "patient erased their data"
-		return rc, nil
+	var followers []model.Follower
+	if err := db.Select("open_id", "patient_id").Where("patient_id IN ? AND subscribed = ?", ids, true).Find(&followers).Error; err != nil {
+		return nil, err
 	}
-	if p.OpenID != nil {
-		rc.openID = *p.OpenID
-	}
-	var f model.Follower
-	if err := db.Select("open_id").Where("patient_id = ? AND subscribed = ?", n.PatientID, true).Take(&f).Error; err == nil {
-		rc.oaOpenID = f.OpenID
-	}
-	switch n.Category {
-	case model.CategoryMarketing:
-		var c model.Consent
-		err := db.Where("patient_id = ? AND kind = ?", n.PatientID, model.ConsentMarketing).Order("id DESC").Take(&c).Error
-		if err != nil || !c.Granted {
-			rc.cancel = "no marketing consent"
-			return rc, nil
-		}
-		fallthrough
-	case model.CategoryCare:
-		var pref model.NotifyPreference
-		if err := db.Where("patient_id = ? AND category = ?", n.PatientID, n.Category).Take(&pref).Error; err == nil && pref.OptOut {
-			rc.cancel = "patient opted out of " + n.Category + " notices"
+	for _, f := range followers {
+		if rc := out[*f.PatientID]; rc.cancel == "" {
+			rc.oaOpenID = f.OpenID
+			out[*f.PatientID] = rc
 		}
 	}
-	return rc, nil
+	var optional []uint64 // patients with care or marketing notices in this batch
+	for id, c := range cats {
+		if c[model.CategoryCare] || c[model.CategoryMarketing] {
+			optional = append(optional, id)
+		}
+	}
+	if len(optional) == 0 {
+		return out, nil
+	}
+	var prefs []model.NotifyPreference
+	if err := db.Where("patient_id IN ? AND opt_out = ?", optional, true).Find(&prefs).Error; err != nil {
+		return nil, err
+	}
+	for _, p := range prefs {
+		rc := out[p.PatientID]
+		if rc.optOut == nil {
+			rc.optOut = map[string]bool{}
+		}
+		rc.optOut[p.Category] = true
+		out[p.PatientID] = rc
+	}
+	var consents []model.Consent
+	if err := db.Where("patient_id IN ? AND kind = ?", optional, model.ConsentMarketing).Order("id").Find(&consents).Error; err != nil {
+		return nil, err
+	}
+	for _, c := range consents { // in id order: the last one wins
+		rc := out[c.PatientID]
+		rc.marketing = c.Granted
+		out[c.PatientID] = rc
+	}
+	return out, nil
+}
+
+// cancelReason says why n must not go to rc, or "".
+func (rc recipient) cancelReason(n *model.Notification) string {
+	switch {
+	case rc.cancel != "":
+		return rc.cancel
+	case n.Category == model.CategoryMarketing && !rc.marketing:
+		return "no marketing consent"
+	case (n.Category == model.CategoryCare || n.Category == model.CategoryMarketing) && rc.optOut[n.Category]:
+		return "patient opted out of " + n.Category + " notices"
+	}
+	return ""
 }
 
 // deliver takes one claimed row to a final or rescheduled state.
-func (d *Dispatcher) deliver(ctx context.Context, n *model.Notification) {
-	if err := d.deliverErr(ctx, n); err != nil {
+func (d *Dispatcher) deliver(ctx context.Context, n *model.Notification, rc recipient) {
+	if err := d.deliverErr(ctx, n, rc); err != nil {
 		d.log.Error("deliver notification", "id", n.ID, "err", err)
 	}
 }
 
-func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification) error {
+func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc recipient) error {
 	r, ok := d.cfg.reason(n.Reason)
 	if !ok {
 		return d.finish(ctx, n, model.NotifyDead, "no configuration for reason "+n.Reason)
 	}
-	rc, err := d.recipient(ctx, n)
-	if err != nil {
-		return d.retry(ctx, n, "load recipient: "+err.Error(), false)
+	if why := rc.cancelReason(n); why != "" {
+		return d.finish(ctx, n, model.NotifyCancelled, why)
 	}
-	if rc.cancel != "" {
-		return d.finish(ctx, n, model.NotifyCancelled, rc.cancel)
-	}
+	var err error
 	if due := d.cfg.afterQuiet(n.Category, d.now()); due.After(d.now()) {
 		return d.reschedule(ctx, n, due, "quiet hours")
 	}
@@ -347,8 +444,18 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification) erro
 			return err
 		}
 		payload, _ := json.Marshal(map[string]any{"touser": to, "template_id": ch.TemplateID, "page": n.Page, "data": data})
-		if ok, err := d.markSending(ctx, n, ch, string(payload)); err != nil || !ok {
-			return err // the lease was lost: someone else owns the row now
+		if ch.Channel == ChannelSubscribe {
+			// Mark the row before the request leaves: if this worker dies
+			// mid-send, the outcome is unknown and the row is not resent.
+			if ok, err := d.markSending(ctx, n, ch, string(payload)); err != nil || !ok {
+				return err // the lease was lost: someone else owns the row now
+			}
+		} else {
+			// A template send carries client_msg_id: if this worker dies, the
+			// claim expires and the resend is harmless, so no write is needed
+			// before sending; what was sent is recorded with the outcome.
+			n.Attempts++
+			n.Channel, n.TemplateID, n.Payload = ch.Channel, ch.TemplateID, string(payload)
 		}
 		var msgID string
 		if ch.Channel == ChannelSubscribe {
@@ -433,11 +540,18 @@ func (d *Dispatcher) zeroCredit(ctx context.Context, patientID uint64, tmpl stri
 func (d *Dispatcher) held(ctx context.Context, api string) (time.Time, bool) {
 	d.holdMu.Lock()
 	until, ok := d.holds[api]
+	checked := d.holds["checked:"+api]
 	d.holdMu.Unlock()
 	if ok && d.now().Before(until) {
 		return until, true
 	}
+	if time.Since(checked) < time.Second {
+		return time.Time{}, false // asked the coordinator less than a second ago
+	}
 	v, found, err := d.co.Get(ctx, "notify:hold:"+api)
+	d.holdMu.Lock()
+	d.holds["checked:"+api] = time.Now()
+	d.holdMu.Unlock()
 	if err != nil || !found {
 		return time.Time{}, false
 	}
@@ -478,10 +592,27 @@ func (d *Dispatcher) Holds(ctx context.Context) map[string]time.Time {
 
 // waitRate keeps every worker together under RatePerSecond per API.
 func (d *Dispatcher) waitRate(ctx context.Context, api string) error {
+	// Tokens are taken from the shared counter a few at a time, so that a
+	// send costs a Redis round trip only once per chunk.
+	chunk := max(1, min(16, d.cfg.RatePerSecond/20))
 	for {
-		ok, wait, err := d.co.Allow(ctx, "notify:rate:"+api, d.cfg.RatePerSecond, time.Second)
-		if err != nil || ok {
+		d.rateMu.Lock()
+		p := d.tokens[api]
+		if p != nil && p.left > 0 && time.Now().Before(p.ends) {
+			p.left--
+			d.rateMu.Unlock()
+			return nil
+		}
+		d.rateMu.Unlock()
+		got, wait, err := d.co.AllowN(ctx, "notify:rate:"+api, chunk, d.cfg.RatePerSecond, time.Second)
+		if err != nil {
 			return nil // a coordinator outage must not stop delivery
+		}
+		if got > 0 {
+			d.rateMu.Lock()
+			d.tokens[api] = &tokenPool{left: got - 1, ends: time.Now().Add(wait)}
+			d.rateMu.Unlock()
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -501,32 +632,100 @@ func (d *Dispatcher) markSending(ctx context.Context, n *model.Notification, ch 
 		return false, res.Error
 	}
 	n.Attempts++
-	n.Channel = ch.Channel
+	n.Channel, n.TemplateID, n.Payload = ch.Channel, ch.TemplateID, payload
 	return res.RowsAffected == 1, nil
 }
 
-func (d *Dispatcher) undoAttempt(ctx context.Context, n *model.Notification) {
-	d.db.Conn(ctx).Model(&model.Notification{}).Where("id = ? AND claim_token = ?", n.ID, n.ClaimToken).
-		Update("attempts", gorm.Expr("attempts - 1"))
-	n.Attempts--
+func (d *Dispatcher) undoAttempt(_ context.Context, n *model.Notification) { n.Attempts-- }
+
+// settle writes a row's outcome together with what was (last) sent.
+func (d *Dispatcher) settle(ctx context.Context, n *model.Notification, fields map[string]any) error {
+	fields["channel"], fields["template_id"], fields["payload"], fields["attempts"] = n.Channel, n.TemplateID, n.Payload, n.Attempts
+	fields["claim_token"], fields["lease_until"] = "", nil
+	return d.db.Conn(ctx).Model(&model.Notification{}).Where("id = ? AND claim_token = ?", n.ID, n.ClaimToken).Updates(fields).Error
 }
 
+// sentResult is a delivery to record.
+type sentResult struct {
+	n     model.Notification
+	msgID string
+	at    time.Time
+}
+
+// markSent records a delivery: through the committer, which writes many in
+// one statement, while Run is running; directly otherwise.
 func (d *Dispatcher) markSent(ctx context.Context, n *model.Notification, msgID string) error {
-	now := d.now().UTC()
-	return d.db.Conn(ctx).Model(&model.Notification{}).Where("id = ? AND claim_token = ?", n.ID, n.ClaimToken).
-		Updates(map[string]any{"status": model.NotifySent, "msg_id": msgID, "sent_at": now, "last_error": "",
-			"claim_token": "", "lease_until": nil}).Error
+	r := sentResult{n: *n, msgID: msgID, at: d.now().UTC()}
+	if d.sentQ != nil {
+		d.sentQ <- r
+		return nil
+	}
+	return d.writeSent(ctx, []sentResult{r})
+}
+
+// commitSent drains the queue of deliveries, writing up to 128 at a time.
+func (d *Dispatcher) commitSent(ctx context.Context, q <-chan sentResult) {
+	for r := range q {
+		batch := []sentResult{r}
+	fill:
+		for len(batch) < 128 {
+			select {
+			case r, ok := <-q:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			case <-time.After(2 * time.Millisecond):
+				break fill
+			}
+		}
+		if err := d.writeSent(ctx, batch); err != nil {
+			d.log.Error("record deliveries", "count", len(batch), "err", err)
+		}
+	}
+}
+
+// writeSent records deliveries in one statement (CASE per column), each
+// row still guarded by its own claim token.
+func (d *Dispatcher) writeSent(ctx context.Context, rs []sentResult) error {
+	var where []string
+	var whereArgs []any
+	cols := []string{"msg_id", "attempts", "channel", "template_id", "payload", "sent_at"}
+	cases := make(map[string]*strings.Builder, len(cols))
+	caseArgs := make(map[string][]any, len(cols))
+	for _, c := range cols {
+		cases[c] = &strings.Builder{}
+		cases[c].WriteString("CASE id")
+	}
+	for _, r := range rs {
+		where = append(where, "(id = ? AND claim_token = ?)")
+		whereArgs = append(whereArgs, r.n.ID, r.n.ClaimToken)
+		vals := []any{r.msgID, r.n.Attempts, r.n.Channel, r.n.TemplateID, r.n.Payload, r.at}
+		for i, c := range cols {
+			cases[c].WriteString(" WHEN ? THEN ?")
+			caseArgs[c] = append(caseArgs[c], r.n.ID, vals[i])
+		}
+	}
+	var set []string
+	var args []any
+	for _, c := range cols {
+		cases[c].WriteString(" END")
+		set = append(set, c+" = "+cases[c].String())
+		args = append(args, caseArgs[c]...)
+	}
+	set = append(set, "status = ?", "last_error = ''", "claim_token = ''", "lease_until = NULL")
+	args = append(args, model.NotifySent)
+	args = append(args, whereArgs...)
+	sql := "UPDATE notifications SET " + strings.Join(set, ", ") + " WHERE " + strings.Join(where, " OR ")
+	return d.db.Conn(ctx).Exec(sql, args...).Error
 }
 
 func (d *Dispatcher) finish(ctx context.Context, n *model.Notification, status, why string) error {
-	return d.db.Conn(ctx).Model(&model.Notification{}).Where("id = ? AND claim_token = ?", n.ID, n.ClaimToken).
-		Updates(map[string]any{"status": status, "last_error": truncate(why, 500), "claim_token": "", "lease_until": nil}).Error
+	return d.settle(ctx, n, map[string]any{"status": status, "last_error": truncate(why, 500)})
 }
 
 func (d *Dispatcher) reschedule(ctx context.Context, n *model.Notification, at time.Time, why string) error {
-	return d.db.Conn(ctx).Model(&model.Notification{}).Where("id = ? AND claim_token = ?", n.ID, n.ClaimToken).
-		Updates(map[string]any{"status": model.NotifyPending, "due_at": at.UTC(), "last_error": truncate(why, 500),
-			"claim_token": "", "lease_until": nil}).Error
+	return d.settle(ctx, n, map[string]any{"status": model.NotifyPending, "due_at": at.UTC(), "last_error": truncate(why, 500)})
 }
 
 // retry schedules the next attempt with exponential backoff and jitter, or
@@ -542,9 +741,7 @@ func (d *Dispatcher) retry(ctx context.Context, n *model.Notification, why strin
 	}
 	delay = delay/2 + time.Duration(mrand.Int64N(int64(delay))) // jitter: 50%–150%
 	d.m.retried.WithLabelValues(n.Reason).Inc()
-	return d.db.Conn(ctx).Model(&model.Notification{}).Where("id = ? AND claim_token = ?", n.ID, n.ClaimToken).
-		Updates(map[string]any{"status": model.NotifyFailed, "due_at": d.now().UTC().Add(delay), "last_error": truncate(why, 500),
-			"claim_token": "", "lease_until": nil}).Error
+	return d.settle(ctx, n, map[string]any{"status": model.NotifyFailed, "due_at": d.now().UTC().Add(delay), "last_error": truncate(why, 500)})
 }
 
 func truncate(s string, n int) string {

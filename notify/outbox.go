@@ -38,7 +38,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Reasons: DefaultReasons(), QuietStart: 21 * 60, QuietEnd: 8 * 60, RatePerSecond: 200,
-		Concurrency: 16, Batch: 64, Lease: time.Minute, MaxAttempts: 8,
+		Concurrency: 16, Batch: 128, Lease: time.Minute, MaxAttempts: 8,
 		BackoffBase: 5 * time.Second, BackoffMax: 30 * time.Minute, Poll: 500 * time.Millisecond,
 	}
 }

@@ -28,12 +28,22 @@ type TokenSource struct {
 	log           *slog.Logger
 	cacheKey      string
 
-	mu    sync.Mutex // guards local, the fallback when the shared cache is down
-	local struct {
+	mu    sync.Mutex // guards local and memo
+	local struct { // the fallback when the shared cache is down
+		tok     string
+		expires time.Time
+	}
+	// memo keeps the shared token in this process for a few seconds, so
+	// that a send does not cost a Redis round trip for the token. A token
+	// WeChat refuses is evicted here and in the shared cache at once.
+	memo struct {
 		tok     string
 		expires time.Time
 	}
 }
+
+// memoTTL bounds how long a process trusts its copy of the shared token.
+const memoTTL = 10 * time.Second
 
 // NewTokenSource returns the handle for appID.
 func NewTokenSource(appID, secret string, store coord.Store, client *http.Client, log *slog.Logger) *TokenSource {
@@ -50,6 +60,25 @@ func (t *TokenSource) GetAccessToken() (string, error) {
 
 // GetAccessTokenContext implements the SDK's credential.AccessTokenContextHandle.
 func (t *TokenSource) GetAccessTokenContext(ctx context.Context) (string, error) {
+	t.mu.Lock()
+	if t.memo.tok != "" && time.Now().Before(t.memo.expires) {
+		tok := t.memo.tok
+		t.mu.Unlock()
+		return tok, nil
+	}
+	t.mu.Unlock()
+	tok, err := t.shared(ctx)
+	if err == nil {
+		t.mu.Lock()
+		t.memo.tok, t.memo.expires = tok, time.Now().Add(memoTTL)
+		t.mu.Unlock()
+	}
+	return tok, err
+}
+
+// shared reads the token from the shared cache, fetching it (once across
+// every process) when it is not there.
+func (t *TokenSource) shared(ctx context.Context) (string, error) {
 	tok, ok, err := t.store.Get(ctx, t.cacheKey)
 	if err == nil && ok && tok != "" {
 		return tok, nil
@@ -101,6 +130,9 @@ func (t *TokenSource) Invalidate(ctx context.Context, tok string) {
 	t.mu.Lock()
 	if t.local.tok == tok {
 		t.local.tok = ""
+	}
+	if t.memo.tok == tok {
+		t.memo.tok = ""
 	}
 	t.mu.Unlock()
 }
