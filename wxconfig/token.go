@@ -29,7 +29,7 @@ type TokenSource struct {
 	cacheKey      string
 
 	mu    sync.Mutex // guards local and memo
-	local struct { // the fallback when the shared cache is down
+	local struct {   // the fallback when the shared cache is down
 		tok     string
 		expires time.Time
 	}
