@@ -688,8 +688,10 @@ func (d *Dispatcher) commitSent(ctx context.Context, q <-chan sentResult) {
 // writeSent records deliveries in one statement (CASE per column), each
 // row still guarded by its own claim token.
 func (d *Dispatcher) writeSent(ctx context.Context, rs []sentResult) error {
-	var where []string
-	var whereArgs []any
+	ids := make([]any, 0, len(rs))
+	tokenCase := &strings.Builder{}
+	tokenCase.WriteString("CASE id")
+	var tokenArgs []any
 	cols := []string{"msg_id", "attempts", "channel", "template_id", "payload", "sent_at"}
 	cases := make(map[string]*strings.Builder, len(cols))
 	caseArgs := make(map[string][]any, len(cols))
@@ -698,8 +700,9 @@ func (d *Dispatcher) writeSent(ctx context.Context, rs []sentResult) error {
 		cases[c].WriteString("CASE id")
 	}
 	for _, r := range rs {
-		where = append(where, "(id = ? AND claim_token = ?)")
-		whereArgs = append(whereArgs, r.n.ID, r.n.ClaimToken)
+		ids = append(ids, r.n.ID)
+		tokenCase.WriteString(" WHEN ? THEN ?")
+		tokenArgs = append(tokenArgs, r.n.ID, r.n.ClaimToken)
 		vals := []any{r.msgID, r.n.Attempts, r.n.Channel, r.n.TemplateID, r.n.Payload, r.at}
 		for i, c := range cols {
 			cases[c].WriteString(" WHEN ? THEN ?")
@@ -714,9 +717,11 @@ func (d *Dispatcher) writeSent(ctx context.Context, rs []sentResult) error {
 		args = append(args, caseArgs[c]...)
 	}
 	set = append(set, "status = ?", "last_error = ''", "claim_token = ''", "lease_until = NULL")
-	args = append(args, model.NotifySent)
-	args = append(args, whereArgs...)
-	sql := "UPDATE notifications SET " + strings.Join(set, ", ") + " WHERE " + strings.Join(where, " OR ")
+	args = append(args, model.NotifySent, ids)
+	args = append(args, tokenArgs...)
+	// id IN (…) lets the primary key find the rows; each row is still
+	// guarded by its own claim token.
+	sql := "UPDATE notifications SET " + strings.Join(set, ", ") + " WHERE id IN ? AND claim_token = " + tokenCase.String() + " END"
 	return d.db.Conn(ctx).Exec(sql, args...).Error
 }
 
