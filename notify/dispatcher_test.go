@@ -379,3 +379,32 @@ func TestSweepRecoversAbandonedRows(t *testing.T) {
 		}
 	})
 }
+
+// Two dispatchers sharing one coordinator keep together to the global rate:
+// nine sends at three a second need three one-second windows.
+func TestGlobalRateIsShared(t *testing.T) {
+	db := testenv.OpenDB(t, "sqlite")
+	r := newRig(t, db, 2*time.Second)
+	cfg := r.cfg
+	cfg.RatePerSecond = 3
+	store := coord.NewMemory()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a := notify.New(db, store, r.wx, cfg, r.clk.Now, log)
+	b := notify.New(db, store, r.wx, cfg, r.clk.Now, log)
+	for i := 0; i < 9; i++ {
+		r.enqueue(t, r.alice, notify.ReasonBookingConfirmed, fmt.Sprintf("rate-%d", i))
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, d := range []*notify.Dispatcher{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.ProcessDue(r.ctx) }()
+	}
+	wg.Wait()
+	if n := len(r.sb.Delivered()); n != 9 {
+		t.Fatalf("delivered %d of 9", n)
+	}
+	if took := time.Since(start); took < 2*time.Second {
+		t.Fatalf("nine sends at 3/s took %s: the rate was not shared", took)
+	}
+}
