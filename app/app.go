@@ -40,6 +40,8 @@ type App struct {
 	Auth    *service.Auth
 	Sealer  *service.Sealer
 	Outbox  *notify.Outbox
+	// Bookings is the booking use case (tests drive it directly).
+	Bookings *service.Bookings
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -118,6 +120,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	family := service.NewFamily(a.DB, sealer, nil)
 	tags := service.NewTags(a.DB, audit, nil)
 	a.Sealer = sealer
+	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, nil)
+	catalog := service.NewCatalog(a.DB)
 
 	if cfg.AdminUser != "" {
 		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin); err != nil {
@@ -125,7 +129,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		}
 	}
 	if cfg.Sandbox() {
-		if err := a.seedDemo(ctx); err != nil {
+		if err := a.seedDemo(ctx, catalog); err != nil {
 			return nil, fmt.Errorf("seed demo data: %w", err)
 		}
 	}
@@ -143,6 +147,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		DB:           a.DB,
 		Outbox:       a.Outbox,
 		Dispatcher:   a.Dispatcher,
+		Bookings:     a.Bookings,
+		Catalog:      catalog,
+		FrontDesk:    service.NewFrontDesk(a.Bookings, sealer, audit),
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Spec:         api.Spec,
 		Collectors:   a.Dispatcher.Collectors(),
@@ -158,7 +165,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		// In the sandbox, the patient's tap on "accept" reaches WeChat too.
 		deps.OnSubscribeAccept = func(openID, templateID string) { a.Sandbox.GrantSubscribe(cfg.MPAppID, openID, templateID, 1) }
 	}
-	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log)
+	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck)
 	a.Router = handler.NewRouter(deps)
 	a.Ops = handler.NewOpsRouter(deps)
 	ok = true
@@ -171,7 +178,10 @@ const (
 	DemoAdminPassword = "careloop-demo"
 )
 
-func (a *App) seedDemo(ctx context.Context) error {
+func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
+	if err := seedBooking(ctx, a.DB, catalog); err != nil {
+		return err
+	}
 	if a.Cfg.AdminUser == "" {
 		if err := a.Auth.EnsureStaff(ctx, DemoAdminUser, DemoAdminPassword, model.RoleAdmin); err != nil {
 			return err

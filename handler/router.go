@@ -28,6 +28,9 @@ type Deps struct {
 	DB           *model.DB
 	Outbox       *notify.Outbox
 	Dispatcher   *notify.Dispatcher
+	Bookings     *service.Bookings
+	Catalog      *service.Catalog
+	FrontDesk    *service.FrontDesk
 	// OnSubscribeAccept mirrors an accepted subscription into the sandbox.
 	OnSubscribeAccept func(openID, templateID string)
 	Checks            []Check
@@ -67,6 +70,8 @@ func NewRouter(d Deps) *gin.Engine {
 	mpProfile{profile: d.Profile, phones: d.Phones, family: d.Family}.Register(mpAuth)
 	nh := notifyHandlers{outbox: d.Outbox, disp: d.Dispatcher, profile: d.Profile, db: d.DB, onAccept: d.OnSubscribeAccept}
 	nh.registerMP(mpAuth)
+	bh := bookingHandlers{b: d.Bookings, catalog: d.Catalog, desk: d.FrontDesk}
+	bh.registerMP(mpAuth)
 
 	admin := r.Group("/api/admin")
 	admin.POST("/login", sess.adminLogin)
@@ -76,6 +81,7 @@ func NewRouter(d Deps) *gin.Engine {
 	adminPatients{admin: d.PatientAdmin, tags: d.Tags, profile: d.Profile}.Register(staff)
 	adminTags{tags: d.Tags}.Register(staff)
 	nh.registerAdmin(staff)
+	bh.registerAdmin(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

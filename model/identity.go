@@ -80,5 +80,6 @@ func (s *Session) Active(now time.Time) bool {
 // AllModels lists every table, for migrations.
 func AllModels() []any {
 	return []any{&Patient{}, &Staff{}, &Session{}, &HealthArchive{}, &FamilyMember{}, &Consent{}, &Tag{}, &PatientTag{}, &AuditLog{},
-		&Notification{}, &SubscribeCredit{}, &Follower{}, &NotifyPreference{}, &Setting{}}
+		&Notification{}, &SubscribeCredit{}, &Follower{}, &NotifyPreference{}, &Setting{},
+		&Package{}, &Slot{}, &Booking{}, &ClosedDay{}}
 }

@@ -124,18 +124,23 @@ func (o *Outbox) EnqueueMany(ctx context.Context, ns []Notice) error {
 // once: every notice has a dedupe key per occurrence, so each occurrence
 // yields one notification.
 type Scheduler struct {
-	db  *model.DB
-	out *Outbox
-	now func() time.Time
-	log *slog.Logger
+	db    *model.DB
+	out   *Outbox
+	now   func() time.Time
+	log   *slog.Logger
+	extra []Rule
 }
 
-// NewScheduler returns the care-rule scheduler.
-func NewScheduler(db *model.DB, out *Outbox, now func() time.Time, log *slog.Logger) *Scheduler {
+// Rule is a care rule owned elsewhere (no-shows and re-checks belong to
+// booking); it must be safe to run on many instances at once.
+type Rule func(ctx context.Context, now time.Time) error
+
+// NewScheduler returns the care-rule scheduler with extra rules.
+func NewScheduler(db *model.DB, out *Outbox, now func() time.Time, log *slog.Logger, extra ...Rule) *Scheduler {
 	if now == nil {
 		now = time.Now
 	}
-	return &Scheduler{db: db, out: out, now: now, log: log}
+	return &Scheduler{db: db, out: out, now: now, log: log, extra: extra}
 }
 
 // Run evaluates the rules every minute until ctx ends.
@@ -161,7 +166,11 @@ func (s *Scheduler) Tick(ctx context.Context) error {
 		return err
 	}
 	now := s.now().In(model.Shanghai)
-	return errors.Join(s.birthdays(ctx, rules, now), s.holidays(ctx, rules, now))
+	errs := []error{s.birthdays(ctx, rules, now), s.holidays(ctx, rules, now)}
+	for _, r := range s.extra {
+		errs = append(errs, r(ctx, now))
+	}
+	return errors.Join(errs...)
 }
 
 func after(now time.Time, hhmm string) bool {

@@ -1,0 +1,39 @@
+package app
+
+import (
+	"context"
+	"time"
+
+	"careloop/model"
+	"careloop/service"
+)
+
+// seedBooking gives the sandbox demo packages and slots for the next 14
+// days, so that a newcomer can book at once. It leaves a database that has
+// packages alone.
+func seedBooking(ctx context.Context, db *model.DB, catalog *service.Catalog) error {
+	var n int64
+	if err := db.Conn(ctx).Model(&model.Package{}).Count(&n).Error; err != nil || n > 0 {
+		return err
+	}
+	demo := []service.PackageInput{
+		{Name: "基础健康体检套餐", Description: "适合所有成年人的年度基础体检", Items: []string{"一般检查", "血常规", "尿常规", "肝功能", "肾功能", "血脂", "空腹血糖", "心电图", "胸部 DR"}, PriceFen: 39900, Gender: "any", MinAge: 18, Active: true, SortOrder: 1},
+		{Name: "中青年全面体检套餐", Description: "含腹部彩超与甲状腺彩超", Items: []string{"一般检查", "血常规", "生化全项", "腹部彩超", "甲状腺彩超", "心电图", "胸部 CT"}, PriceFen: 128000, Gender: "any", Active: true, SortOrder: 2},
+		{Name: "女性关爱体检套餐", Description: "含乳腺彩超、妇科检查与 HPV", Items: []string{"一般检查", "血常规", "乳腺彩超", "妇科检查", "HPV", "TCT"}, PriceFen: 99800, Gender: "female", MinAge: 20, Active: true, SortOrder: 3},
+		{Name: "男性精英体检套餐", Description: "含前列腺彩超与肿瘤标志物", Items: []string{"一般检查", "血常规", "前列腺彩超", "肿瘤标志物", "心脏彩超"}, PriceFen: 168000, Gender: "male", MinAge: 25, Active: true, SortOrder: 4},
+	}
+	for _, p := range demo {
+		if _, err := catalog.CreatePackage(ctx, p); err != nil {
+			return err
+		}
+	}
+	periods := []service.Period{
+		{Start: "08:00", End: "08:30", Capacity: 20}, {Start: "08:30", End: "09:00", Capacity: 20},
+		{Start: "09:00", End: "09:30", Capacity: 20}, {Start: "09:30", End: "10:00", Capacity: 15},
+		{Start: "10:00", End: "10:30", Capacity: 10},
+	}
+	week := map[int][]service.Period{1: periods, 2: periods, 3: periods, 4: periods, 5: periods, 6: periods[:3]}
+	today := time.Now().In(model.Shanghai)
+	_, err := catalog.Generate(ctx, service.ScheduleInput{From: today.Format(time.DateOnly), To: today.AddDate(0, 0, 14).Format(time.DateOnly), Weekdays: week})
+	return err
+}

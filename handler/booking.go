@@ -1,0 +1,399 @@
+package handler
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"careloop/model"
+	"careloop/service"
+)
+
+// bookingHandlers serves packages, slots and bookings to patients, and the
+// catalogue, schedules and front desk to staff.
+type bookingHandlers struct {
+	b       *service.Bookings
+	catalog *service.Catalog
+	desk    *service.FrontDesk
+}
+
+func (h bookingHandlers) registerMP(rg *gin.RouterGroup) {
+	rg.GET("/packages", h.packages)
+	rg.GET("/packages/:id", h.pkg)
+	rg.GET("/packages/:id/slots", h.slots)
+	rg.POST("/bookings", h.book)
+	rg.GET("/bookings", h.list)
+	rg.GET("/bookings/:id", h.get)
+	rg.POST("/bookings/:id/cancel", h.cancel)
+	rg.POST("/bookings/:id/reschedule", h.reschedule)
+}
+
+func (h bookingHandlers) registerAdmin(rg *gin.RouterGroup) {
+	catalog := requireRole(model.RoleMarketing)
+	desk := requireRole(model.RoleFrontDesk)
+	rg.GET("/packages", requireRole(model.RoleMarketing, model.RoleFrontDesk, model.RoleDoctor), h.allPackages)
+	rg.POST("/packages", catalog, h.createPackage)
+	rg.PUT("/packages/:id", catalog, h.updatePackage)
+	rg.GET("/slots", desk, h.staffSlots)
+	rg.POST("/schedules", desk, h.generate)
+	rg.POST("/closed-days", desk, h.closeDay)
+	rg.DELETE("/closed-days/:date", desk, h.openDay)
+	rg.GET("/bookings", desk, h.search)
+	rg.POST("/bookings/:id/check-in", desk, h.transition(model.BookingCheckedIn))
+	rg.POST("/bookings/:id/complete", desk, h.transition(model.BookingCompleted))
+	rg.POST("/bookings/:id/no-show", desk, h.transition(model.BookingNoShow))
+}
+
+// PackageDTO is a checkup package.
+type PackageDTO struct {
+	ID          uint64   `json:"id"`
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Items       []string `json:"items"`
+	PriceFen    int64    `json:"price_fen"`
+	Gender      string   `json:"gender"`
+	MinAge      int      `json:"min_age"`
+	MaxAge      int      `json:"max_age"`
+	Group       string   `json:"group"`
+	Active      bool     `json:"active"`
+	SortOrder   int      `json:"sort_order"`
+}
+
+func packageDTO(p *model.Package) PackageDTO {
+	return PackageDTO{ID: p.ID, Name: p.Name, Description: p.Description, Items: service.PackageItems(p), PriceFen: p.PriceFen,
+		Gender: p.Gender, MinAge: p.MinAge, MaxAge: p.MaxAge, Group: p.Group, Active: p.Active, SortOrder: p.SortOrder}
+}
+
+func (h bookingHandlers) packages(c *gin.Context) {
+	ps, err := h.b.Packages(c.Request.Context())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]PackageDTO, 0, len(ps))
+	for i := range ps {
+		items = append(items, packageDTO(&ps[i]))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+func (h bookingHandlers) pkg(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	p, err := h.b.Package(c.Request.Context(), id)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, packageDTO(p))
+}
+
+// SlotDTO is a time period with its free seats.
+type SlotDTO struct {
+	ID        uint64 `json:"id"`
+	Date      string `json:"date"`
+	Start     string `json:"start"`
+	End       string `json:"end"`
+	Capacity  int    `json:"capacity"`
+	Remaining int    `json:"remaining"`
+}
+
+func slotDTO(s *model.Slot) SlotDTO {
+	return SlotDTO{ID: s.ID, Date: s.Date, Start: s.Start, End: s.End, Capacity: s.Capacity, Remaining: s.Remaining()}
+}
+
+func (h bookingHandlers) slots(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	ss, err := h.b.Slots(c.Request.Context(), id, c.Query("from"), c.Query("to"))
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]SlotDTO, 0, len(ss))
+	for i := range ss {
+		items = append(items, slotDTO(&ss[i]))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+// BookingDTO is a booking.
+type BookingDTO struct {
+	ID             uint64  `json:"id"`
+	Status         string  `json:"status"`
+	Code           string  `json:"code"`
+	SlotID         uint64  `json:"slot_id"`
+	PackageID      uint64  `json:"package_id"`
+	PackageName    string  `json:"package_name"`
+	FamilyMemberID *uint64 `json:"family_member_id"`
+	PatientID      uint64  `json:"patient_id"`
+	Date           string  `json:"date"`
+	Start          string  `json:"start"`
+	End            string  `json:"end"`
+	PriceFen       int64   `json:"price_fen"`
+	CreatedAt      string  `json:"created_at"`
+}
+
+func bookingDTO(v service.BookingView) BookingDTO {
+	return BookingDTO{ID: v.ID, Status: v.Status, Code: v.Code, SlotID: v.SlotID, PackageID: v.PackageID, PackageName: v.PackageName,
+		FamilyMemberID: v.FamilyMemberID, PatientID: v.PatientID, Date: v.Date, Start: v.Start, End: v.End, PriceFen: v.PriceFen,
+		CreatedAt: model.LocalTime(v.CreatedAt)}
+}
+
+func (h bookingHandlers) render(c *gin.Context, status int, bs ...model.Booking) {
+	vs, err := h.b.Views(c.Request.Context(), bs)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if len(vs) == 1 && status != 0 {
+		c.JSON(status, bookingDTO(vs[0]))
+		return
+	}
+	items := make([]BookingDTO, 0, len(vs))
+	for _, v := range vs {
+		items = append(items, bookingDTO(v))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+type bookRequest struct {
+	PackageID      uint64  `json:"package_id" binding:"required"`
+	SlotID         uint64  `json:"slot_id" binding:"required"`
+	FamilyMemberID *uint64 `json:"family_member_id"`
+}
+
+func (h bookingHandlers) book(c *gin.Context) {
+	var req bookRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	b, created, err := h.b.Book(c.Request.Context(), principal(c), service.BookInput{
+		PackageID: req.PackageID, SlotID: req.SlotID, FamilyMemberID: req.FamilyMemberID, IdempotencyKey: c.GetHeader("Idempotency-Key"),
+	})
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if !created {
+		c.Header("Idempotent-Replayed", "true")
+	}
+	h.render(c, http.StatusCreated, *b)
+}
+
+func (h bookingHandlers) list(c *gin.Context) {
+	bs, err := h.b.List(c.Request.Context(), principal(c))
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	h.render(c, 0, bs...)
+}
+
+func (h bookingHandlers) get(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	b, err := h.b.Get(c.Request.Context(), principal(c), id)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	h.render(c, http.StatusOK, *b)
+}
+
+func (h bookingHandlers) cancel(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	b, err := h.b.Cancel(c.Request.Context(), principal(c), id)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	h.render(c, http.StatusOK, *b)
+}
+
+type rescheduleRequest struct {
+	SlotID uint64 `json:"slot_id" binding:"required"`
+}
+
+func (h bookingHandlers) reschedule(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	var req rescheduleRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	b, err := h.b.Reschedule(c.Request.Context(), principal(c), id, req.SlotID)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	h.render(c, http.StatusOK, *b)
+}
+
+func (h bookingHandlers) allPackages(c *gin.Context) {
+	ps, err := h.catalog.AllPackages(c.Request.Context())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]PackageDTO, 0, len(ps))
+	for i := range ps {
+		items = append(items, packageDTO(&ps[i]))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+type packageRequest struct {
+	Name        string   `json:"name" binding:"required"`
+	Description string   `json:"description"`
+	Items       []string `json:"items"`
+	PriceFen    int64    `json:"price_fen"`
+	Gender      string   `json:"gender"`
+	MinAge      int      `json:"min_age"`
+	MaxAge      int      `json:"max_age"`
+	Group       string   `json:"group"`
+	Active      *bool    `json:"active"`
+	SortOrder   int      `json:"sort_order"`
+}
+
+func (r packageRequest) input() service.PackageInput {
+	active := r.Active == nil || *r.Active
+	return service.PackageInput{Name: r.Name, Description: r.Description, Items: r.Items, PriceFen: r.PriceFen, Gender: r.Gender,
+		MinAge: r.MinAge, MaxAge: r.MaxAge, Group: r.Group, Active: active, SortOrder: r.SortOrder}
+}
+
+func (h bookingHandlers) createPackage(c *gin.Context) {
+	var req packageRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	p, err := h.catalog.CreatePackage(c.Request.Context(), req.input())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, packageDTO(p))
+}
+
+func (h bookingHandlers) updatePackage(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	var req packageRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	p, err := h.catalog.UpdatePackage(c.Request.Context(), id, req.input())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, packageDTO(p))
+}
+
+func (h bookingHandlers) staffSlots(c *gin.Context) {
+	ss, err := h.catalog.SlotsBetween(c.Request.Context(), c.Query("from"), c.Query("to"))
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]gin.H, 0, len(ss))
+	for i := range ss {
+		items = append(items, gin.H{"id": ss[i].ID, "date": ss[i].Date, "start": ss[i].Start, "end": ss[i].End, "group": ss[i].Group,
+			"capacity": ss[i].Capacity, "booked": ss[i].Booked, "remaining": ss[i].Remaining()})
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+type scheduleRequest struct {
+	From     string                      `json:"from" binding:"required"`
+	To       string                      `json:"to" binding:"required"`
+	Group    string                      `json:"group"`
+	Weekdays map[string][]service.Period `json:"weekdays" binding:"required"`
+}
+
+func (h bookingHandlers) generate(c *gin.Context) {
+	var req scheduleRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	in := service.ScheduleInput{From: req.From, To: req.To, Group: req.Group, Weekdays: map[int][]service.Period{}}
+	for k, ps := range req.Weekdays {
+		wd, err := strconv.Atoi(k)
+		if err != nil {
+			fail(c, service.ErrBadSchedule)
+			return
+		}
+		in.Weekdays[wd] = ps
+	}
+	n, err := h.catalog.Generate(c.Request.Context(), in)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"slots": n})
+}
+
+type closeDayRequest struct {
+	Date   string `json:"date" binding:"required"`
+	Reason string `json:"reason"`
+}
+
+func (h bookingHandlers) closeDay(c *gin.Context) {
+	var req closeDayRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if err := h.catalog.CloseDay(c.Request.Context(), req.Date, req.Reason); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (h bookingHandlers) openDay(c *gin.Context) {
+	if err := h.catalog.OpenDay(c.Request.Context(), c.Param("date")); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (h bookingHandlers) search(c *gin.Context) {
+	q := service.FrontDeskQuery{Date: c.Query("date"), Phone: c.Query("phone"), Code: c.Query("code"), Status: c.Query("status")}
+	q.SlotID, _ = strconv.ParseUint(c.Query("slot_id"), 10, 64)
+	bs, err := h.desk.Search(c.Request.Context(), q)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	h.render(c, 0, bs...)
+}
+
+func (h bookingHandlers) transition(to string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		id, ok := idParam(c)
+		if !ok {
+			return
+		}
+		b, err := h.desk.Transition(c.Request.Context(), principal(c), id, to)
+		if err != nil {
+			fail(c, err)
+			return
+		}
+		h.render(c, http.StatusOK, *b)
+	}
+}

@@ -1,0 +1,545 @@
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+
+	"careloop/model"
+	"careloop/notify"
+)
+
+// Errors of booking, each with a message for the patient.
+var (
+	ErrSlotFull         = model.NewError(model.KindConflict, "slot_full", "该时段已约满，请选择其他时段")
+	ErrDuplicateBooking = model.NewError(model.KindConflict, "duplicate_booking", "该就诊人当天已有预约，不能重复预约")
+	ErrSlotClosed       = model.NewError(model.KindRule, "slot_closed", "该时段暂停预约，请选择其他时段")
+	ErrSlotMismatch     = model.NewError(model.KindRule, "slot_mismatch", "该时段不适用于所选套餐")
+	ErrPastCutoff       = model.NewError(model.KindRule, "past_cutoff", "已过预约截止时间（体检前一天 18:00）")
+	ErrOutsideWindow    = model.NewError(model.KindRule, "outside_window", "该日期暂未开放预约")
+	ErrGenderLimit      = model.NewError(model.KindRule, "gender_restricted", "该套餐不适用于该就诊人的性别")
+	ErrAgeLimit         = model.NewError(model.KindRule, "age_restricted", "就诊人年龄不符合该套餐要求")
+	ErrProfileMissing   = model.NewError(model.KindRule, "profile_incomplete", "请先完善就诊人的性别和出生日期")
+	ErrIdemKeyMissing   = model.NewError(model.KindInvalid, "idempotency_key_required", "缺少 Idempotency-Key 请求头")
+	ErrIdemKeyReused    = model.NewError(model.KindRule, "idempotency_key_reused", "该 Idempotency-Key 已用于另一次预约")
+	ErrNotChangeable    = model.NewError(model.KindRule, "booking_not_changeable", "该预约已不能取消或改期（已过截止时间或状态已变化）")
+	ErrBadTransition    = model.NewError(model.KindConflict, "invalid_transition", "该预约当前状态不允许此操作")
+)
+
+// BookingConfig holds the booking rules.
+type BookingConfig struct {
+	WindowDays    int // how far ahead patients may book (default 30)
+	CutoffHour    int // bookings close at this hour the day before (default 18)
+	RatePerMinute int // booking attempts per patient per minute (default 10)
+}
+
+// Bookings is the booking use case: packages, slots, booking, cancelling,
+// rescheduling, and the front desk.
+type Bookings struct {
+	db      *model.DB
+	out     *notify.Outbox
+	limiter KV
+	cfg     BookingConfig
+	now     func() time.Time
+
+	rulesMu sync.Mutex
+	rules   notify.Rules
+	rulesAt time.Time
+}
+
+// NewBookings returns the booking use cases.
+func NewBookings(db *model.DB, out *notify.Outbox, limiter KV, cfg BookingConfig, now func() time.Time) *Bookings {
+	if cfg.WindowDays == 0 {
+		cfg.WindowDays = 30
+	}
+	if cfg.CutoffHour == 0 {
+		cfg.CutoffHour = 18
+	}
+	if cfg.RatePerMinute == 0 {
+		cfg.RatePerMinute = 10
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Bookings{db: db, out: out, limiter: limiter, cfg: cfg, now: now}
+}
+
+// Config returns the booking rules.
+func (s *Bookings) Config() BookingConfig { return s.cfg }
+
+func (s *Bookings) careRules(ctx context.Context) notify.Rules {
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	if time.Since(s.rulesAt) > 30*time.Second {
+		if r, err := notify.LoadRules(ctx, s.db); err == nil {
+			s.rules, s.rulesAt = r, time.Now()
+		} else if s.rulesAt.IsZero() {
+			s.rules = notify.DefaultRules()
+		}
+	}
+	return s.rules
+}
+
+// Packages lists the active packages in display order.
+func (s *Bookings) Packages(ctx context.Context) ([]model.Package, error) {
+	var out []model.Package
+	err := s.db.Conn(ctx).Where("active = ?", true).Order("sort_order, id").Find(&out).Error
+	return out, err
+}
+
+// Package returns an active package.
+func (s *Bookings) Package(ctx context.Context, id uint64) (*model.Package, error) {
+	var p model.Package
+	if err := s.db.Conn(ctx).Where("id = ? AND active = ?", id, true).Take(&p).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
+	return &p, nil
+}
+
+// ErrBadRange says a date range is malformed or too long.
+var ErrBadRange = model.NewError(model.KindInvalid, "invalid_range", "日期范围不正确（YYYY-MM-DD，最多 31 天）")
+
+// Slots lists a package's bookable slots between from and to (inclusive),
+// from today within the booking window.
+func (s *Bookings) Slots(ctx context.Context, packageID uint64, from, to string) ([]model.Slot, error) {
+	pkg, err := s.Package(ctx, packageID)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now().In(model.Shanghai)
+	today := now.Format(time.DateOnly)
+	last := now.AddDate(0, 0, s.cfg.WindowDays).Format(time.DateOnly)
+	if from == "" {
+		from = today
+	}
+	if to == "" {
+		to = now.AddDate(0, 0, 13).Format(time.DateOnly)
+	}
+	f, err1 := time.Parse(time.DateOnly, from)
+	t, err2 := time.Parse(time.DateOnly, to)
+	if err1 != nil || err2 != nil || t.Before(f) || t.Sub(f) > 31*24*time.Hour {
+		return nil, ErrBadRange
+	}
+	from, to = maxStr(from, today), minStr(to, last)
+	var out []model.Slot
+	err = s.db.Conn(ctx).Where("slot_group = ? AND date >= ? AND date <= ? AND closed = ?", pkg.Group, from, to, false).
+		Where("date NOT IN (?)", s.db.Conn(ctx).Model(&model.ClosedDay{}).Select("date")).
+		Order("date, start").Find(&out).Error
+	if err != nil {
+		return nil, err
+	}
+	// Today's and tomorrow's slots past the cut-off cannot be booked any more.
+	kept := out[:0]
+	for _, sl := range out {
+		if now.Before(model.CutOff(sl.Date, s.cfg.CutoffHour)) {
+			kept = append(kept, sl)
+		}
+	}
+	return kept, nil
+}
+
+func maxStr(a, b string) string {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func minStr(a, b string) string {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+// BookInput is a booking request.
+type BookInput struct {
+	PackageID      uint64
+	SlotID         uint64
+	FamilyMemberID *uint64
+	IdempotencyKey string
+}
+
+// person is who the checkup is for.
+type person struct {
+	key       string
+	gender    string
+	birthDate *time.Time
+	familyID  *uint64
+}
+
+func (s *Bookings) person(ctx context.Context, p Principal, familyID *uint64) (person, error) {
+	if familyID != nil {
+		var m model.FamilyMember
+		if err := s.db.Conn(ctx).Where("id = ? AND owner_id = ?", *familyID, p.ID).Take(&m).Error; err != nil {
+			return person{}, model.NotFound(err)
+		}
+		return person{key: fmt.Sprintf("f:%d", m.ID), gender: m.Gender, birthDate: m.BirthDate, familyID: &m.ID}, nil
+	}
+	var pt model.Patient
+	if err := s.db.Conn(ctx).Select("id", "gender", "birth_date").Where("id = ?", p.ID).Take(&pt).Error; err != nil {
+		return person{}, model.NotFound(err)
+	}
+	return person{key: fmt.Sprintf("p:%d", pt.ID), gender: pt.Gender, birthDate: pt.BirthDate}, nil
+}
+
+func ageOn(birth time.Time, day time.Time) int {
+	age := day.Year() - birth.Year()
+	if day.Month() < birth.Month() || (day.Month() == birth.Month() && day.Day() < birth.UTC().Day()) {
+		age--
+	}
+	return age
+}
+
+// checkRules applies the package's and the calendar's rules to a slot.
+func (s *Bookings) checkRules(ctx context.Context, pkg *model.Package, sl *model.Slot, who person) error {
+	now := s.now().In(model.Shanghai)
+	if sl.Group != pkg.Group {
+		return ErrSlotMismatch
+	}
+	if sl.Closed {
+		return ErrSlotClosed
+	}
+	var closed int64
+	s.db.Conn(ctx).Model(&model.ClosedDay{}).Where("date = ?", sl.Date).Count(&closed)
+	if closed > 0 {
+		return ErrSlotClosed
+	}
+	if !now.Before(model.CutOff(sl.Date, s.cfg.CutoffHour)) {
+		return ErrPastCutoff
+	}
+	if sl.Date > now.AddDate(0, 0, s.cfg.WindowDays).Format(time.DateOnly) {
+		return ErrOutsideWindow
+	}
+	if pkg.Gender != "any" && pkg.Gender != "" {
+		if who.gender == "unknown" || who.gender == "" {
+			return ErrProfileMissing
+		}
+		if who.gender != pkg.Gender {
+			return ErrGenderLimit
+		}
+	}
+	if pkg.MinAge > 0 || pkg.MaxAge > 0 {
+		if who.birthDate == nil {
+			return ErrProfileMissing
+		}
+		day, _ := time.Parse(time.DateOnly, sl.Date)
+		age := ageOn(*who.birthDate, day)
+		if (pkg.MinAge > 0 && age < pkg.MinAge) || (pkg.MaxAge > 0 && age > pkg.MaxAge) {
+			return ErrAgeLimit
+		}
+	}
+	return nil
+}
+
+const codeAlphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ" // no 0/O, 1/I
+
+func newBookingCode() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = codeAlphabet[int(b[i])%len(codeAlphabet)]
+	}
+	return string(b)
+}
+
+// Book takes a seat. The same idempotency key again returns the same
+// booking without taking a second seat (created is then false).
+func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.Booking, bool, error) {
+	if !p.IsPatient() {
+		return nil, false, model.ErrForbidden
+	}
+	in.IdempotencyKey = strings.TrimSpace(in.IdempotencyKey)
+	if in.IdempotencyKey == "" || len(in.IdempotencyKey) > 64 {
+		return nil, false, ErrIdemKeyMissing
+	}
+	if b, err := s.replay(ctx, p, in); b != nil || err != nil {
+		return b, false, err
+	}
+	if ok, _, err := s.limiter.Allow(ctx, fmt.Sprintf("booking:%d", p.ID), s.cfg.RatePerMinute, time.Minute); err == nil && !ok {
+		return nil, false, model.ErrTooMany.WithMessage("预约操作过于频繁，请稍后再试")
+	}
+	pkg, err := s.Package(ctx, in.PackageID)
+	if err != nil {
+		return nil, false, err
+	}
+	var sl model.Slot
+	if err := s.db.Conn(ctx).Where("id = ?", in.SlotID).Take(&sl).Error; err != nil {
+		return nil, false, model.NotFound(err)
+	}
+	who, err := s.person(ctx, p, in.FamilyMemberID)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := s.checkRules(ctx, pkg, &sl, who); err != nil {
+		return nil, false, err
+	}
+	rules := s.careRules(ctx)
+	for attempt := 0; attempt < 3; attempt++ {
+		b := model.Booking{
+			Code: newBookingCode(), PatientID: p.ID, FamilyMemberID: who.familyID, PersonKey: who.key, ActiveDay: &sl.Date,
+			PackageID: pkg.ID, SlotID: sl.ID, Date: sl.Date, Status: model.BookingBooked, PriceFen: pkg.PriceFen,
+			IdempotencyKey: in.IdempotencyKey,
+		}
+		err = s.db.InTx(ctx, func(ctx context.Context) error {
+			db := s.db.Conn(ctx)
+			res := db.Model(&model.Slot{}).Where("id = ? AND booked < capacity AND closed = ?", sl.ID, false).
+				Update("booked", gorm.Expr("booked + 1"))
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected == 0 {
+				return ErrSlotFull
+			}
+			if err := db.Create(&b).Error; err != nil {
+				return err
+			}
+			return s.notifyBooked(ctx, &b, pkg, &sl, rules, notify.ReasonBookingConfirmed)
+		})
+		if err == nil {
+			s.out.Wake(ctx)
+			return &b, true, nil
+		}
+		if !model.IsDuplicate(err) {
+			return nil, false, err
+		}
+		// Which unique key? A replay of this request, another active booking
+		// that day, or (rarely) a booking code already taken.
+		if b, rerr := s.replay(ctx, p, in); b != nil || rerr != nil {
+			return b, false, rerr
+		}
+		var n int64
+		s.db.Conn(ctx).Model(&model.Booking{}).Where("person_key = ? AND active_day = ?", who.key, sl.Date).Count(&n)
+		if n > 0 {
+			return nil, false, ErrDuplicateBooking
+		}
+	}
+	return nil, false, err
+}
+
+// replay returns the booking an earlier request with this key made.
+func (s *Bookings) replay(ctx context.Context, p Principal, in BookInput) (*model.Booking, error) {
+	var b model.Booking
+	err := s.db.Conn(ctx).Where("patient_id = ? AND idempotency_key = ?", p.ID, in.IdempotencyKey).Take(&b).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if b.SlotID != in.SlotID || b.PackageID != in.PackageID {
+		return nil, ErrIdemKeyReused
+	}
+	return &b, nil
+}
+
+// notifyBooked writes, in the booking's transaction, the patient's notice of
+// this change and the reminder due the day before the checkup.
+func (s *Bookings) notifyBooked(ctx context.Context, b *model.Booking, pkg *model.Package, sl *model.Slot, rules notify.Rules, reason string) error {
+	params := map[string]string{"package": pkg.Name, "time": sl.StartsAt().Format(time.RFC3339), "title": "体检预约", "note": "预约号 " + b.Code}
+	page := fmt.Sprintf("pages/booking/detail?id=%d", b.ID)
+	occurrence := fmt.Sprintf("booking-%d-%s-%s", b.ID, sl.Date, sl.Start)
+	if _, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: reason, Occurrence: occurrence, Params: params, Page: page}); err != nil {
+		return err
+	}
+	h, m := 18, 0
+	if t, err := time.Parse("15:04", rules.ReminderTime); err == nil {
+		h, m = t.Hour(), t.Minute()
+	}
+	day, _ := time.ParseInLocation(time.DateOnly, sl.Date, model.Shanghai)
+	remindAt := day.AddDate(0, 0, -1).Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute)
+	if remindAt.Before(s.now()) {
+		remindAt = s.now()
+	}
+	reminder := map[string]string{"package": pkg.Name, "time": params["time"], "title": "明日体检提醒", "note": "请空腹，携带身份证"}
+	_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonCheckupReminder,
+		Occurrence: occurrence, Params: reminder, DueAt: remindAt, Page: page})
+	return err
+}
+
+// cancelReminders stops the pending reminders of a booking.
+func (s *Bookings) cancelReminders(ctx context.Context, b *model.Booking) error {
+	return s.db.Conn(ctx).Model(&model.Notification{}).
+		Where("reason = ? AND patient_id = ? AND dedupe_key LIKE ? AND status IN ?", notify.ReasonCheckupReminder, b.PatientID,
+			fmt.Sprintf("%s:%d:booking-%d-%%", notify.ReasonCheckupReminder, b.PatientID, b.ID), []string{model.NotifyPending, model.NotifyFailed}).
+		Updates(map[string]any{"status": model.NotifyCancelled, "last_error": "booking cancelled or moved"}).Error
+}
+
+// List returns the caller's bookings (their own and their family's), newest first.
+func (s *Bookings) List(ctx context.Context, p Principal) ([]model.Booking, error) {
+	var out []model.Booking
+	err := s.db.Conn(ctx).Where("patient_id = ?", p.ID).Order("date DESC, id DESC").Limit(200).Find(&out).Error
+	return out, err
+}
+
+// Get returns one of the caller's bookings.
+func (s *Bookings) Get(ctx context.Context, p Principal, id uint64) (*model.Booking, error) {
+	var b model.Booking
+	if err := s.db.Conn(ctx).Where("id = ? AND patient_id = ?", id, p.ID).Take(&b).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
+	return &b, nil
+}
+
+// Cancel gives the seat back, until the cut-off.
+func (s *Bookings) Cancel(ctx context.Context, p Principal, id uint64) (*model.Booking, error) {
+	b, err := s.Get(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	if !b.CanChange(s.now(), s.cfg.CutoffHour) {
+		return nil, ErrNotChangeable
+	}
+	var pkg model.Package
+	s.db.Conn(ctx).Where("id = ?", b.PackageID).Take(&pkg)
+	var sl model.Slot
+	s.db.Conn(ctx).Where("id = ?", b.SlotID).Take(&sl)
+	now := s.now().UTC()
+	err = s.db.InTx(ctx, func(ctx context.Context) error {
+		db := s.db.Conn(ctx)
+		res := db.Model(&model.Booking{}).Where("id = ? AND patient_id = ? AND status = ?", id, p.ID, model.BookingBooked).
+			Updates(map[string]any{"status": model.BookingCancelled, "active_day": nil, "cancelled_at": now})
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrNotChangeable // changed meanwhile
+		}
+		if err := db.Model(&model.Slot{}).Where("id = ? AND booked > 0", b.SlotID).Update("booked", gorm.Expr("booked - 1")).Error; err != nil {
+			return err
+		}
+		if err := s.cancelReminders(ctx, b); err != nil {
+			return err
+		}
+		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonBookingCancelled,
+			Occurrence: fmt.Sprintf("booking-%d", b.ID),
+			Params:     map[string]string{"package": pkg.Name, "time": sl.StartsAt().Format(time.RFC3339), "title": "预约已取消", "note": "预约号 " + b.Code}})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.out.Wake(ctx)
+	return s.Get(ctx, p, id)
+}
+
+// Reschedule moves a booking to another slot of its package, until the
+// cut-off: the new seat is taken and the old one given back atomically.
+func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint64) (*model.Booking, error) {
+	b, err := s.Get(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	if !b.CanChange(s.now(), s.cfg.CutoffHour) {
+		return nil, ErrNotChangeable
+	}
+	if slotID == b.SlotID {
+		return b, nil
+	}
+	var pkg model.Package
+	if err := s.db.Conn(ctx).Where("id = ?", b.PackageID).Take(&pkg).Error; err != nil {
+		return nil, err
+	}
+	var sl model.Slot
+	if err := s.db.Conn(ctx).Where("id = ?", slotID).Take(&sl).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
+	who, err := s.person(ctx, p, b.FamilyMemberID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkRules(ctx, &pkg, &sl, who); err != nil {
+		return nil, err
+	}
+	rules := s.careRules(ctx)
+	err = s.db.InTx(ctx, func(ctx context.Context) error {
+		db := s.db.Conn(ctx)
+		res := db.Model(&model.Slot{}).Where("id = ? AND booked < capacity AND closed = ?", sl.ID, false).
+			Update("booked", gorm.Expr("booked + 1"))
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrSlotFull
+		}
+		res = db.Model(&model.Booking{}).Where("id = ? AND patient_id = ? AND status = ? AND slot_id = ?", id, p.ID, model.BookingBooked, b.SlotID).
+			Updates(map[string]any{"slot_id": sl.ID, "date": sl.Date, "active_day": sl.Date})
+		if res.Error != nil {
+			if model.IsDuplicate(res.Error) {
+				return ErrDuplicateBooking
+			}
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrNotChangeable
+		}
+		if err := db.Model(&model.Slot{}).Where("id = ? AND booked > 0", b.SlotID).Update("booked", gorm.Expr("booked - 1")).Error; err != nil {
+			return err
+		}
+		if err := s.cancelReminders(ctx, b); err != nil {
+			return err
+		}
+		b.SlotID, b.Date = sl.ID, sl.Date
+		return s.notifyBooked(ctx, b, &pkg, &sl, rules, notify.ReasonBookingChanged)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.out.Wake(ctx)
+	return s.Get(ctx, p, id)
+}
+
+// PackageItems decodes a package's item list.
+func PackageItems(p *model.Package) []string {
+	var items []string
+	_ = json.Unmarshal([]byte(p.Items), &items)
+	if items == nil {
+		items = []string{}
+	}
+	return items
+}
+
+// BookingView is a booking with its slot and package, for display.
+type BookingView struct {
+	model.Booking
+	Start, End  string
+	PackageName string
+}
+
+// Views joins bookings with their slots and packages (two queries).
+func (s *Bookings) Views(ctx context.Context, bs []model.Booking) ([]BookingView, error) {
+	slotIDs, pkgIDs := []uint64{}, []uint64{}
+	for _, b := range bs {
+		slotIDs, pkgIDs = append(slotIDs, b.SlotID), append(pkgIDs, b.PackageID)
+	}
+	var slots []model.Slot
+	var pkgs []model.Package
+	if len(bs) > 0 {
+		if err := s.db.Conn(ctx).Where("id IN ?", slotIDs).Find(&slots).Error; err != nil {
+			return nil, err
+		}
+		if err := s.db.Conn(ctx).Select("id", "name").Where("id IN ?", pkgIDs).Find(&pkgs).Error; err != nil {
+			return nil, err
+		}
+	}
+	sm := map[uint64]model.Slot{}
+	for _, sl := range slots {
+		sm[sl.ID] = sl
+	}
+	pm := map[uint64]string{}
+	for _, p := range pkgs {
+		pm[p.ID] = p.Name
+	}
+	out := make([]BookingView, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, BookingView{Booking: b, Start: sm[b.SlotID].Start, End: sm[b.SlotID].End, PackageName: pm[b.PackageID]})
+	}
+	return out, nil
+}

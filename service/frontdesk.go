@@ -1,0 +1,198 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"careloop/model"
+	"careloop/notify"
+)
+
+// FrontDeskQuery finds bookings at the front desk.
+type FrontDeskQuery struct {
+	Date   string
+	SlotID uint64
+	Phone  string
+	Code   string
+	Status string
+}
+
+// FrontDesk is the front desk's work on bookings.
+type FrontDesk struct {
+	b      *Bookings
+	sealer *Sealer
+	audit  *Audit
+}
+
+// NewFrontDesk returns the front-desk use cases.
+func NewFrontDesk(b *Bookings, sealer *Sealer, audit *Audit) *FrontDesk {
+	return &FrontDesk{b: b, sealer: sealer, audit: audit}
+}
+
+// Search lists bookings by day and slot, or finds them by phone or code.
+func (f *FrontDesk) Search(ctx context.Context, q FrontDeskQuery) ([]model.Booking, error) {
+	db := f.b.db.Conn(ctx).Model(&model.Booking{})
+	switch {
+	case strings.TrimSpace(q.Code) != "":
+		db = db.Where("code = ?", strings.ToUpper(strings.TrimSpace(q.Code)))
+	case strings.TrimSpace(q.Phone) != "":
+		h := f.sealer.Hash(strings.TrimSpace(q.Phone))
+		db = db.Where("patient_id IN (?) OR family_member_id IN (?)",
+			f.b.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("phone_hash = ?", h),
+			f.b.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id").Where("phone_hash = ?", h))
+	default:
+		if q.Date == "" {
+			q.Date = f.b.now().In(model.Shanghai).Format(time.DateOnly)
+		}
+		db = db.Where("date = ?", q.Date)
+	}
+	if q.SlotID != 0 {
+		db = db.Where("slot_id = ?", q.SlotID)
+	}
+	if q.Status != "" {
+		db = db.Where("status = ?", q.Status)
+	}
+	var out []model.Booking
+	err := db.Order("date, slot_id, id").Limit(500).Find(&out).Error
+	return out, err
+}
+
+// Transition moves a booking through the front desk's steps.
+func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to string) (*model.Booking, error) {
+	from := map[string]string{
+		model.BookingCheckedIn: model.BookingBooked,
+		model.BookingCompleted: model.BookingCheckedIn,
+		model.BookingNoShow:    model.BookingBooked,
+	}[to]
+	if from == "" {
+		return nil, ErrBadTransition
+	}
+	var b model.Booking
+	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
+	now := f.b.now().UTC()
+	upd := map[string]any{"status": to}
+	switch to {
+	case model.BookingCheckedIn:
+		if b.Date != f.b.now().In(model.Shanghai).Format(time.DateOnly) {
+			return nil, model.NewError(model.KindRule, "not_today", "只能为当天的预约办理签到")
+		}
+		upd["checked_in_at"] = now
+	case model.BookingCompleted:
+		upd["completed_at"] = now
+	case model.BookingNoShow:
+		upd["active_day"] = nil
+	}
+	err := f.b.db.InTx(ctx, func(ctx context.Context) error {
+		res := f.b.db.Conn(ctx).Model(&model.Booking{}).Where("id = ? AND status = ?", id, from).Updates(upd)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrBadTransition
+		}
+		if to == model.BookingNoShow {
+			if err := f.b.cancelReminders(ctx, &b); err != nil {
+				return err
+			}
+		}
+		return f.b.afterTransition(ctx, &b, to)
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.b.out.Wake(ctx)
+	_ = f.audit.Record(ctx, by, "booking."+to, &b.PatientID, fmt.Sprintf("booking %d", id))
+	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// afterTransition writes the notices a completed or missed checkup causes.
+func (s *Bookings) afterTransition(ctx context.Context, b *model.Booking, to string) error {
+	switch to {
+	case model.BookingCompleted:
+		rules := s.careRules(ctx)
+		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonSurveyInvite,
+			Occurrence: fmt.Sprintf("booking-%d", b.ID), DueAt: s.now().Add(time.Duration(rules.SurveyDelayHours) * time.Hour),
+			Params: map[string]string{"title": "体检服务满意度调查", "note": "您的评价帮助我们做得更好"},
+			Page:   fmt.Sprintf("pages/survey/answer?booking=%d", b.ID)})
+		return err
+	case model.BookingNoShow:
+		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonNoShow,
+			Occurrence: fmt.Sprintf("booking-%d", b.ID),
+			Params:     map[string]string{"title": "您错过了预约的体检", "note": "可在小程序中重新预约"}})
+		return err
+	}
+	return nil
+}
+
+// MarkNoShows marks the bookings of days gone by that nobody came to, and
+// writes their follow-up (a care rule; safe on many instances at once).
+func (s *Bookings) MarkNoShows(ctx context.Context, now time.Time) error {
+	today := now.In(model.Shanghai).Format(time.DateOnly)
+	var missed []model.Booking
+	if err := s.db.Conn(ctx).Where("status = ? AND date < ?", model.BookingBooked, today).Limit(1000).Find(&missed).Error; err != nil {
+		return err
+	}
+	for i := range missed {
+		b := &missed[i]
+		err := s.db.InTx(ctx, func(ctx context.Context) error {
+			res := s.db.Conn(ctx).Model(&model.Booking{}).Where("id = ? AND status = ?", b.ID, model.BookingBooked).
+				Updates(map[string]any{"status": model.BookingNoShow, "active_day": nil})
+			if res.Error != nil || res.RowsAffected == 0 {
+				return res.Error
+			}
+			return s.afterTransition(ctx, b, model.BookingNoShow)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AnnualRecheck invites patients whose last completed checkup was
+// RecheckMonths ago and who have nothing booked since (a care rule).
+func (s *Bookings) AnnualRecheck(ctx context.Context, now time.Time) error {
+	rules := s.careRules(ctx)
+	local := now.In(model.Shanghai)
+	if local.Hour() < 9 {
+		return nil
+	}
+	cutoff := local.AddDate(0, -rules.RecheckMonths, 0).Format(time.DateOnly)
+	type last struct {
+		PatientID uint64
+		Date      string
+	}
+	var rows []last
+	err := s.db.Conn(ctx).Model(&model.Booking{}).Select("patient_id, MAX(date) AS date").
+		Where("status = ? AND family_member_id IS NULL", model.BookingCompleted).Group("patient_id").
+		Having("MAX(date) <= ?", cutoff).Find(&rows).Error
+	if err != nil {
+		return err
+	}
+	var notices []notify.Notice
+	for _, r := range rows {
+		var later int64
+		s.db.Conn(ctx).Model(&model.Booking{}).Where("patient_id = ? AND family_member_id IS NULL AND date > ? AND status IN ?",
+			r.PatientID, r.Date, []string{model.BookingBooked, model.BookingCheckedIn, model.BookingCompleted}).Count(&later)
+		if later > 0 {
+			continue
+		}
+		notices = append(notices, notify.Notice{PatientID: r.PatientID, Reason: notify.ReasonAnnualRecheck, Occurrence: "after-" + r.Date,
+			Params: map[string]string{"title": "年度体检提醒", "note": "距上次体检已近一年，欢迎预约复查"}})
+	}
+	if len(notices) == 0 {
+		return nil
+	}
+	if err := s.out.EnqueueMany(ctx, notices); err != nil {
+		return err
+	}
+	s.out.Wake(ctx)
+	return nil
+}
