@@ -105,3 +105,10 @@ func staffLogin(t *testing.T, h http.Handler, user, pw string) string {
 	}
 	return r.Body["token"].(string)
 }
+
+func jsonOf(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

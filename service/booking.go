@@ -37,7 +37,7 @@ var (
 type BookingConfig struct {
 	WindowDays    int // how far ahead patients may book (default 30)
 	CutoffHour    int // bookings close at this hour the day before (default 18)
-	RatePerMinute int // booking attempts per patient per minute (default 10)
+	RatePerMinute int // booking attempts per patient per minute (default 30)
 }
 
 // Bookings is the booking use case: packages, slots, booking, cancelling,
@@ -63,7 +63,7 @@ func NewBookings(db *model.DB, out *notify.Outbox, limiter KV, cfg BookingConfig
 		cfg.CutoffHour = 18
 	}
 	if cfg.RatePerMinute == 0 {
-		cfg.RatePerMinute = 10
+		cfg.RatePerMinute = 30
 	}
 	if now == nil {
 		now = time.Now

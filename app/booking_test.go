@@ -1,0 +1,257 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"careloop/app"
+	"careloop/model"
+	"careloop/notify"
+	"careloop/service"
+)
+
+func bookCall(t *testing.T, h http.Handler, token, key string, body any) response {
+	t.Helper()
+	rd := strings.NewReader(fmt.Sprint(jsonOf(body)))
+	req := httptest.NewRequest("POST", "/api/mp/bookings", rd)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	res := response{Status: rec.Code, Raw: rec.Body.Bytes(), Header: rec.Header()}
+	_ = jsonUnmarshal(res.Raw, &res.Body)
+	return res
+}
+
+// testSlot makes a slot three days ahead (bookable) with the given capacity.
+func testSlot(t *testing.T, a *app.App, start string, capacity int) model.Slot {
+	t.Helper()
+	day := time.Now().In(model.Shanghai).AddDate(0, 0, 3).Format(time.DateOnly)
+	sl := model.Slot{Date: day, Start: start, End: start[:3] + "59", Capacity: capacity}
+	if err := a.DB.Gorm().Create(&sl).Error; err != nil {
+		t.Fatal(err)
+	}
+	return sl
+}
+
+func anyPackage(t *testing.T, a *app.App) model.Package {
+	var p model.Package
+	if err := a.DB.Gorm().Where("gender = ? AND min_age = 0", "any").Take(&p).Error; err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBookingFlow(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		tok, pid := login(t, h, "dev:alice")
+		pk := call(t, h, "GET", "/api/mp/packages", tok, nil)
+		if pk.Status != 200 || len(pk.Body["items"].([]any)) != 4 {
+			t.Fatalf("packages: %d %s", pk.Status, pk.Raw)
+		}
+		pkg := anyPackage(t, a)
+		sl := call(t, h, "GET", fmt.Sprintf("/api/mp/packages/%d/slots", pkg.ID), tok, nil)
+		slots := sl.Body["items"].([]any)
+		if sl.Status != 200 || len(slots) == 0 {
+			t.Fatalf("the sandbox seeds bookable slots: %s", sl.Raw)
+		}
+		first := slots[0].(map[string]any)
+		slotID := uint64(first["id"].(float64))
+		before := first["remaining"].(float64)
+
+		body := map[string]any{"package_id": pkg.ID, "slot_id": slotID}
+		if r := bookCall(t, h, tok, "", body); r.Status != 400 || r.ErrCode() != "idempotency_key_required" {
+			t.Fatalf("no key: %d %s", r.Status, r.Raw)
+		}
+		r := bookCall(t, h, tok, "k1", body)
+		if r.Status != 201 || r.Body["status"] != "booked" || len(r.Body["code"].(string)) != 8 {
+			t.Fatalf("book: %d %s", r.Status, r.Raw)
+		}
+		bid := uint64(r.Body["id"].(float64))
+		again := bookCall(t, h, tok, "k1", body)
+		if again.Status != 201 || uint64(again.Body["id"].(float64)) != bid || again.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay: %d %s", again.Status, again.Raw)
+		}
+		var s model.Slot
+		a.DB.Gorm().Where("id = ?", slotID).Take(&s)
+		if float64(s.Remaining()) != before-1 {
+			t.Fatalf("a replay took a second seat: remaining %d, was %v", s.Remaining(), before)
+		}
+		if r := bookCall(t, h, tok, "k1", map[string]any{"package_id": pkg.ID, "slot_id": uint64(slots[1].(map[string]any)["id"].(float64))}); r.Status != 422 || r.ErrCode() != "idempotency_key_reused" {
+			t.Fatalf("key reused for another slot: %d %s", r.Status, r.Raw)
+		}
+		// One active booking per person per day.
+		sameDay := uint64(slots[1].(map[string]any)["id"].(float64))
+		if r := bookCall(t, h, tok, "k2", map[string]any{"package_id": pkg.ID, "slot_id": sameDay}); r.Status != 409 || r.ErrCode() != "duplicate_booking" {
+			t.Fatalf("same day: %d %s", r.Status, r.Raw)
+		}
+		// The outbox has the confirmation and the reminder due at 18:00 the day before.
+		var notes []model.Notification
+		a.DB.Gorm().Where("patient_id = ?", pid).Order("id").Find(&notes)
+		if len(notes) != 2 || notes[0].Reason != notify.ReasonBookingConfirmed || notes[1].Reason != notify.ReasonCheckupReminder {
+			t.Fatalf("outbox: %+v", notes)
+		}
+		day, _ := time.ParseInLocation(time.DateOnly, s.Date, model.Shanghai)
+		if want := day.AddDate(0, 0, -1).Add(18 * time.Hour); !notes[1].DueAt.Equal(want.UTC()) && want.After(time.Now()) {
+			t.Fatalf("reminder due %s, want %s", notes[1].DueAt, want)
+		}
+		// Gender and profile rules.
+		var female model.Package
+		a.DB.Gorm().Where("gender = ?", "female").Take(&female)
+		var fslot model.Slot
+		a.DB.Gorm().Where("slot_group = ? AND date > ?", "", s.Date).Order("date").Take(&fslot)
+		if r := bookCall(t, h, tok, "k3", map[string]any{"package_id": female.ID, "slot_id": fslot.ID}); r.Status != 422 || r.ErrCode() != "profile_incomplete" {
+			t.Fatalf("female package, unknown gender: %d %s", r.Status, r.Raw)
+		}
+		call(t, h, "PUT", "/api/mp/me", tok, map[string]any{"gender": "male", "birth_date": "1980-01-01"})
+		if r := bookCall(t, h, tok, "k4", map[string]any{"package_id": female.ID, "slot_id": fslot.ID}); r.Status != 422 || r.ErrCode() != "gender_restricted" {
+			t.Fatalf("female package, male patient: %d %s", r.Status, r.Raw)
+		}
+		// A relative may be booked the same day.
+		fm := call(t, h, "POST", "/api/mp/family", tok, map[string]any{"name": "李妈妈", "relation": "parent", "gender": "female", "birth_date": "1955-05-05"})
+		fmID := uint64(fm.Body["id"].(float64))
+		if r := bookCall(t, h, tok, "k5", map[string]any{"package_id": female.ID, "slot_id": sameDay, "family_member_id": fmID}); r.Status != 201 {
+			t.Fatalf("relative same day: %d %s", r.Status, r.Raw)
+		}
+		// Another patient sees none of it.
+		bob, _ := login(t, h, "dev:bob")
+		if r := call(t, h, "GET", fmt.Sprintf("/api/mp/bookings/%d", bid), bob, nil); r.Status != 404 {
+			t.Fatalf("another's booking: %d", r.Status)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/bookings/%d/cancel", bid), bob, nil); r.Status != 404 {
+			t.Fatalf("cancel another's booking: %d", r.Status)
+		}
+		// Reschedule, then cancel: the seats come back.
+		var other model.Slot
+		a.DB.Gorm().Where("slot_group = ? AND date = ? AND id <> ? AND id <> ?", "", fslot.Date, fslot.ID, slotID).Take(&other)
+		r = call(t, h, "POST", fmt.Sprintf("/api/mp/bookings/%d/reschedule", bid), tok, map[string]any{"slot_id": other.ID})
+		if r.Status != 200 || uint64(r.Body["slot_id"].(float64)) != other.ID {
+			t.Fatalf("reschedule: %d %s", r.Status, r.Raw)
+		}
+		a.DB.Gorm().Where("id = ?", slotID).Take(&s)
+		if float64(s.Remaining()) != before {
+			t.Fatalf("old seat not returned: %d", s.Remaining())
+		}
+		r = call(t, h, "POST", fmt.Sprintf("/api/mp/bookings/%d/cancel", bid), tok, nil)
+		if r.Status != 200 || r.Body["status"] != "cancelled" {
+			t.Fatalf("cancel: %d %s", r.Status, r.Raw)
+		}
+		var o model.Slot
+		a.DB.Gorm().Where("id = ?", other.ID).Take(&o)
+		if o.Booked != 0 {
+			t.Fatalf("cancel did not give the seat back: %d", o.Booked)
+		}
+		var reminders int64
+		a.DB.Gorm().Model(&model.Notification{}).Where("patient_id = ? AND reason = ? AND status = ?", pid, notify.ReasonCheckupReminder, model.NotifyPending).Count(&reminders)
+		if reminders != 1 { // only the relative's booking still has a live reminder
+			t.Fatalf("live reminders after cancel and move: %d", reminders)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/bookings/%d/cancel", bid), tok, nil); r.Status != 422 {
+			t.Fatalf("cancel twice: %d", r.Status)
+		}
+	})
+}
+
+func TestFrontDeskAndRules(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		ctx := context.Background()
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		desk := newStaff(t, a, admin, "desk", "frontdesk")
+		_, pid := login(t, h, "dev:carol")
+		pkg := anyPackage(t, a)
+		today := time.Now().In(model.Shanghai)
+		mk := func(day time.Time, start string) uint64 {
+			sl := model.Slot{Date: day.Format(time.DateOnly), Start: start, End: start[:3] + "30", Capacity: 5}
+			a.DB.Gorm().Create(&sl)
+			// Booked two days earlier, as the patient would have.
+			early := service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, func() time.Time { return day.AddDate(0, 0, -2) })
+			b, _, err := early.Book(ctx, service.Principal{Kind: model.SubjectPatient, ID: pid}, service.BookInput{PackageID: pkg.ID, SlotID: sl.ID, IdempotencyKey: "fd-" + day.Format(time.DateOnly) + start})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b.ID
+		}
+		todays := mk(today, "07:00")
+		yesterdays := mk(today.AddDate(0, 0, -1), "07:00")
+		list := call(t, h, "GET", "/api/admin/bookings?date="+today.Format(time.DateOnly), desk, nil)
+		if len(list.Body["items"].([]any)) != 1 {
+			t.Fatalf("today's bookings: %s", list.Raw)
+		}
+		code := list.Body["items"].([]any)[0].(map[string]any)["code"].(string)
+		if r := call(t, h, "GET", "/api/admin/bookings?code="+strings.ToLower(code), desk, nil); len(r.Body["items"].([]any)) != 1 {
+			t.Fatalf("by code: %s", r.Raw)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/complete", todays), desk, nil); r.Status != 409 {
+			t.Fatalf("complete before check-in: %d", r.Status)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/check-in", todays), desk, nil); r.Status != 200 || r.Body["status"] != "checked_in" {
+			t.Fatalf("check in: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/complete", todays), desk, nil); r.Status != 200 || r.Body["status"] != "completed" {
+			t.Fatalf("complete: %d %s", r.Status, r.Raw)
+		}
+		var survey model.Notification
+		if err := a.DB.Gorm().Where("patient_id = ? AND reason = ?", pid, notify.ReasonSurveyInvite).Take(&survey).Error; err != nil {
+			t.Fatal("completion wrote no survey invitation")
+		}
+		mkt := newStaff(t, a, admin, "mkt", "marketing")
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/check-in", todays), mkt, nil); r.Status != 403 {
+			t.Fatalf("marketing at the front desk: %d", r.Status)
+		}
+		// Day's end: yesterday's booking nobody came to becomes a no-show with a follow-up.
+		if err := a.Scheduler.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var y model.Booking
+		a.DB.Gorm().Where("id = ?", yesterdays).Take(&y)
+		var follow int64
+		a.DB.Gorm().Model(&model.Notification{}).Where("patient_id = ? AND reason = ?", pid, notify.ReasonNoShow).Count(&follow)
+		if y.Status != model.BookingNoShow || y.ActiveDay != nil || follow != 1 {
+			t.Fatalf("no-show: %+v follow-ups=%d", y, follow)
+		}
+	})
+}
+
+func TestStaffSchedules(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	h := a.Router
+	admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+	from := time.Now().In(model.Shanghai).AddDate(0, 0, 7)
+	body := map[string]any{"from": from.Format(time.DateOnly), "to": from.AddDate(0, 0, 6).Format(time.DateOnly), "group": "vip",
+		"weekdays": map[string]any{"1": []map[string]any{{"start": "08:00", "end": "09:00", "capacity": 3}}, "3": []map[string]any{{"start": "08:00", "end": "09:00", "capacity": 3}}}}
+	r := call(t, h, "POST", "/api/admin/schedules", admin, body)
+	if r.Status != 200 || r.Body["slots"].(float64) != 2 {
+		t.Fatalf("generate: %d %s", r.Status, r.Raw)
+	}
+	if r := call(t, h, "POST", "/api/admin/schedules", admin, map[string]any{"from": "x", "to": "y", "weekdays": map[string]any{}}); r.Status != 422 {
+		t.Fatalf("bad schedule: %d", r.Status)
+	}
+	p := call(t, h, "POST", "/api/admin/packages", admin, map[string]any{"name": "VIP 深度体检", "price_fen": 588000, "group": "vip", "items": []string{"胃镜", "肠镜"}})
+	if p.Status != 201 {
+		t.Fatalf("package: %d %s", p.Status, p.Raw)
+	}
+	tok, _ := login(t, h, "dev:vip")
+	slots := call(t, h, "GET", fmt.Sprintf("/api/mp/packages/%v/slots?from=%s&to=%s", p.Body["id"], from.Format(time.DateOnly), from.AddDate(0, 0, 6).Format(time.DateOnly)), tok, nil)
+	if items := slots.Body["items"].([]any); len(items) != 2 || items[0].(map[string]any)["capacity"].(float64) != 3 {
+		t.Fatalf("the vip package lists the vip schedule only: %s", slots.Raw)
+	}
+	if r := call(t, h, "POST", "/api/admin/closed-days", admin, map[string]any{"date": time.Now().In(model.Shanghai).AddDate(0, 0, 3).Format(time.DateOnly), "reason": "元旦"}); r.Status != 204 {
+		t.Fatalf("close day: %d", r.Status)
+	}
+	pkg := anyPackage(t, a)
+	day3 := time.Now().In(model.Shanghai).AddDate(0, 0, 3).Format(time.DateOnly)
+	list := call(t, h, "GET", fmt.Sprintf("/api/mp/packages/%d/slots?from=%s&to=%s", pkg.ID, day3, day3), tok, nil)
+	if len(list.Body["items"].([]any)) != 0 {
+		t.Fatalf("a closed day still lists slots: %s", list.Raw)
+	}
+}
