@@ -122,7 +122,7 @@ func TestWorkersSurviveKillAndRedisRestart(t *testing.T) {
 
 	env := []string{
 		"CARELOOP_MYSQL_DSN=" + dsn, "CARELOOP_REDIS_ADDR=127.0.0.1:" + strconv.Itoa(redisPort),
-		"CARELOOP_WECHAT_API_BASE=" + srv.URL, "CARELOOP_DATA_DIR=" + t.TempDir(), "CARELOOP_LOG_LEVEL=warn",
+		"CARELOOP_WECHAT_API_BASE=" + srv.URL, "CARELOOP_MYSQL_MAX_CONNS=12", "CARELOOP_DATA_DIR=" + t.TempDir(), "CARELOOP_LOG_LEVEL=warn",
 		"CARELOOP_MP_APPID=wxe2emp", "CARELOOP_MP_SECRET=e2e-mp-secret", "CARELOOP_OA_APPID=wxe2eoa", "CARELOOP_OA_SECRET=e2e-oa-secret",
 		"CARELOOP_NOTIFY_LEASE=5s", "CARELOOP_NOTIFY_RATE=100000", "CARELOOP_QUIET_HOURS=",
 	}

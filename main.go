@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	switch cmd {
 	case "migrate":
-		db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath()})
+		db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath(), MaxOpenConns: int(cfg.MySQLMaxConns)})
 		if err != nil {
 			return err
 		}
@@ -143,7 +143,7 @@ func importPatients(ctx context.Context, cfg app.Config, path string, stdout, st
 	if err != nil {
 		return err
 	}
-	db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath()})
+	db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath(), MaxOpenConns: int(cfg.MySQLMaxConns)})
 	if err != nil {
 		return err
 	}

@@ -158,7 +158,7 @@ func TestTwoProcessesShareOneAccessToken(t *testing.T) {
 	defer srv.Close()
 	env := []string{
 		"CARELOOP_MYSQL_DSN=" + dsn, "CARELOOP_REDIS_ADDR=" + testenv.RedisAddr(), "CARELOOP_REDIS_PREFIX=" + rs.Prefix(),
-		"CARELOOP_WECHAT_API_BASE=" + srv.URL, "CARELOOP_DATA_DIR=" + t.TempDir(),
+		"CARELOOP_WECHAT_API_BASE=" + srv.URL, "CARELOOP_MYSQL_MAX_CONNS=12", "CARELOOP_DATA_DIR=" + t.TempDir(),
 		"CARELOOP_MP_APPID=wxe2emp", "CARELOOP_MP_SECRET=e2e-mp-secret", "CARELOOP_OA_APPID=wxe2eoa", "CARELOOP_OA_SECRET=e2e-oa-secret",
 	}
 	a := startChild(t, env)

@@ -62,7 +62,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		}
 	}()
 	var err error
-	a.DB, err = model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath()})
+	a.DB, err = model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath(), MaxOpenConns: int(cfg.MySQLMaxConns)})
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,7 @@ type Config struct {
 	Addr          string        `env:"CARELOOP_ADDR" yaml:"addr"`
 	DataDir       string        `env:"CARELOOP_DATA_DIR" yaml:"data_dir"`
 	MySQLDSN      string        `env:"CARELOOP_MYSQL_DSN" yaml:"mysql_dsn" secret:"true"`
+	MySQLMaxConns int64         `env:"CARELOOP_MYSQL_MAX_CONNS" yaml:"mysql_max_conns"`
 	RedisAddr     string        `env:"CARELOOP_REDIS_ADDR" yaml:"redis_addr"`
 	RedisPrefix   string        `env:"CARELOOP_REDIS_PREFIX" yaml:"redis_prefix"`
 	Mode          string        `env:"CARELOOP_MODE" yaml:"mode"`
@@ -86,6 +87,7 @@ func Defaults() Config {
 		ShutdownGrace: 20 * time.Second,
 		LogLevel:      "info",
 		ServeWorkers:  true,
+		MySQLMaxConns: 50,
 		NotifyRate:    200, NotifyConcurrency: 16, NotifyLease: time.Minute,
 		QuietHours: "21:00-08:00",
 	}

@@ -26,6 +26,9 @@ func newApp(t *testing.T, backend string, mutate func(*app.Config)) *app.App {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Test packages run in parallel against one MariaDB (151 connections):
+	// small pools keep them under its limit.
+	cfg.MySQLMaxConns = 16
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -64,8 +64,14 @@ func errorMiddleware(log *slog.Logger) gin.HandlerFunc {
 		e, ok := model.AsError(err)
 		if !ok {
 			e = model.ErrInternal
+			if model.IsUnavailable(err) {
+				e = model.ErrUnavailable
+			}
 		}
 		status := statusOf(e.Kind)
+		if status == http.StatusServiceUnavailable {
+			c.Header("Retry-After", "1")
+		}
 		if status >= 500 {
 			log.ErrorContext(c.Request.Context(), "request failed", "err", err.Error(), "route", c.FullPath(), "request_id", c.GetString(requestIDKey))
 		}

@@ -3,12 +3,14 @@ package handler
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/gin-gonic/gin"
+	"github.com/go-sql-driver/mysql"
 )
 
 // A panic is answered 500 with the standard body and no internals; the
@@ -41,3 +43,19 @@ func TestRecoveryHidesInternals(t *testing.T) {
 type errPlain string
 
 func (e errPlain) Error() string { return string(e) }
+
+// A database that refuses connections is "try again", not a bug.
+func TestDatabaseUnavailableIs503(t *testing.T) {
+	log := slog.New(slog.NewJSONHandler(&bytes.Buffer{}, nil))
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(errorMiddleware(log))
+	r.GET("/x", func(c *gin.Context) {
+		fail(c, fmt.Errorf("book slot 7: %w", &mysql.MySQLError{Number: 1040, Message: "Too many connections"}))
+	})
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
+	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), `"unavailable"`) {
+		t.Fatalf("%d %s", rec.Code, rec.Body.String())
+	}
+}

@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -193,6 +194,19 @@ func IsDuplicate(err error) bool {
 		return true
 	}
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// IsUnavailable reports a database that refused or lost the connection
+// (too many connections, server gone): the client should retry later.
+func IsUnavailable(err error) bool {
+	var me *gomysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1040, 1203, 2002, 2003, 2006, 2013: // too many connections, gone away, lost
+			return true
+		}
+	}
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, gomysql.ErrInvalidConn)
 }
 
 // NotFound turns gorm.ErrRecordNotFound into ErrNotFound and leaves other

@@ -253,7 +253,7 @@ func (a *Auth) Authenticate(ctx context.Context, token string) (Principal, error
 	if dot <= 0 || len(token) > 200 {
 		return Principal{}, ErrBadToken
 	}
-	enc := base64.RawURLEncoding
+	enc := base64.RawURLEncoding.Strict() // one spelling per token: no slack in the padding bits
 	payload, err1 := enc.DecodeString(token[:dot])
 	sig, err2 := enc.DecodeString(token[dot+1:])
 	if err1 != nil || err2 != nil || len(payload) != 24 {

@@ -81,6 +81,7 @@ func OpenDB(t testing.TB, backend string) *model.DB {
 		opts.SQLitePath = t.TempDir() + "/careloop.db"
 	case "mysql":
 		opts.MySQLDSN = NewMySQLDatabase(t)
+		opts.MaxOpenConns = 16 // test packages share one server
 	default:
 		t.Fatalf("unknown backend %q", backend)
 	}
