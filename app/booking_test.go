@@ -254,4 +254,9 @@ func TestStaffSchedules(t *testing.T) {
 	if len(list.Body["items"].([]any)) != 0 {
 		t.Fatalf("a closed day still lists slots: %s", list.Raw)
 	}
+	var closedSlot model.Slot
+	a.DB.Gorm().Where("date = ? AND slot_group = ?", day3, "").Take(&closedSlot)
+	if r := bookCall(t, h, tok, "closed", map[string]any{"package_id": pkg.ID, "slot_id": closedSlot.ID}); r.Status != 422 || r.ErrCode() != "slot_closed" {
+		t.Fatalf("booking a closed day: %d %s", r.Status, r.Raw)
+	}
 }

@@ -110,9 +110,13 @@ func (o *Outbox) EnqueueMany(ctx context.Context, ns []Notice) error {
 		if due.IsZero() {
 			due = o.now()
 		}
+		page := n.Page
+		if page == "" {
+			page = r.Page
+		}
 		rows = append(rows, model.Notification{PatientID: n.PatientID, Reason: n.Reason, Category: r.Category,
 			DedupeKey: fmt.Sprintf("%s:%d:%s", n.Reason, n.PatientID, n.Occurrence), Params: string(params),
-			Page: r.Page, Status: model.NotifyPending, DueAt: o.cfg.afterQuiet(r.Category, due).UTC()})
+			Page: page, Status: model.NotifyPending, DueAt: o.cfg.afterQuiet(r.Category, due).UTC()})
 	}
 	if len(rows) == 0 {
 		return nil

@@ -161,12 +161,24 @@ func (c *Catalog) CloseDay(ctx context.Context, date, reason string) error {
 	if _, err := time.Parse(time.DateOnly, date); err != nil {
 		return ErrBadSchedule
 	}
-	return c.db.Conn(ctx).Clauses(clause.OnConflict{UpdateAll: true}).Create(&model.ClosedDay{Date: date, Reason: truncate(reason, 60)}).Error
+	return c.db.InTx(ctx, func(ctx context.Context) error {
+		if err := c.db.Conn(ctx).Clauses(clause.OnConflict{UpdateAll: true}).Create(&model.ClosedDay{Date: date, Reason: truncate(reason, 60)}).Error; err != nil {
+			return err
+		}
+		// Closing the slots too makes it take effect at once: the seat
+		// update refuses closed slots whatever a cache says.
+		return c.db.Conn(ctx).Model(&model.Slot{}).Where("date = ?", date).Update("closed", true).Error
+	})
 }
 
 // OpenDay reopens a closed day.
 func (c *Catalog) OpenDay(ctx context.Context, date string) error {
-	return c.db.Conn(ctx).Where("date = ?", date).Delete(&model.ClosedDay{}).Error
+	return c.db.InTx(ctx, func(ctx context.Context) error {
+		if err := c.db.Conn(ctx).Where("date = ?", date).Delete(&model.ClosedDay{}).Error; err != nil {
+			return err
+		}
+		return c.db.Conn(ctx).Model(&model.Slot{}).Where("date = ?", date).Update("closed", false).Error
+	})
 }
 
 // SlotsBetween lists every slot (all groups) between two dates, for staff.

@@ -1,0 +1,195 @@
+// Command booking benchmarks booking on one hot slot through HTTP at 64
+// concurrent clients (the fully wired careloop on MariaDB + Redis), next to
+// the ceiling measured in the same run on the same database: a bare Go loop
+// doing only the conditional update + insert transaction. It also measures
+// slot listing.
+//
+//	go run ./bench/booking -n 5000
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+	"gorm.io/gorm"
+
+	"careloop/app"
+	"careloop/model"
+)
+
+func main() {
+	n := flag.Int("n", 5000, "bookings (one per patient)")
+	c := flag.Int("c", 64, "concurrent clients")
+	server := flag.String("mysql", "root@tcp(127.0.0.1:3306)/", "MySQL server DSN")
+	redis := flag.String("redis", "127.0.0.1:6379", "Redis address")
+	listFor := flag.Duration("list", 5*time.Second, "how long to measure slot listing")
+	flag.Parse()
+
+	name := fmt.Sprintf("careloop_bbench_%d", time.Now().UnixNano())
+	admin, err := sql.Open("mysql", *server)
+	must(err)
+	_, err = admin.Exec("CREATE DATABASE " + name + " CHARACTER SET utf8mb4")
+	must(err)
+	defer admin.Exec("DROP DATABASE " + name)
+	dsn := strings.TrimSuffix(*server, "/") + "/" + name
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := map[string]string{"CARELOOP_MYSQL_DSN": dsn, "CARELOOP_REDIS_ADDR": *redis, "CARELOOP_DATA_DIR": "/tmp/careloop-bbench",
+		"CARELOOP_REDIS_PREFIX": fmt.Sprintf("bbench-%d:", time.Now().UnixNano()), "CARELOOP_SERVE_WORKERS": "false"}
+	cfg, err := app.Load("", func(k string) string { return env[k] })
+	must(err)
+	a, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	must(err)
+	defer a.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	go a.Serve(ctx, ln, a.Router)
+	base := "http://" + ln.Addr().String()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *c}}
+
+	day := time.Now().In(model.Shanghai).AddDate(0, 0, 3).Format(time.DateOnly)
+	hot := model.Slot{Date: day, Start: "05:00", End: "05:30", Capacity: 1 << 30}
+	must(a.DB.Gorm().Create(&hot).Error)
+	var pkg model.Package
+	must(a.DB.Gorm().Where("gender = ? AND min_age = 0", "any").Take(&pkg).Error)
+
+	// Patients and their tokens.
+	tokens := make([]string, *n)
+	parallel(*n, *c, func(i int) {
+		body, _ := json.Marshal(map[string]string{"code": fmt.Sprintf("dev:bb%d", i)})
+		res, err := client.Post(base+"/api/mp/login", "application/json", bytes.NewReader(body))
+		must(err)
+		var out struct{ Token string }
+		must(json.NewDecoder(res.Body).Decode(&out))
+		res.Body.Close()
+		tokens[i] = out.Token
+	})
+
+	// The ceiling: only the booking transaction, on the same database.
+	ceilSlot := model.Slot{Date: day, Start: "05:30", End: "06:00", Capacity: 1 << 30}
+	must(a.DB.Gorm().Create(&ceilSlot).Error)
+	var patientIDs []uint64
+	a.DB.Gorm().Model(&model.Patient{}).Order("id").Pluck("id", &patientIDs)
+	start := time.Now()
+	var ceilLat []time.Duration
+	var mu sync.Mutex
+	parallel(*n, *c, func(i int) {
+		t0 := time.Now()
+		err := a.DB.Gorm().Transaction(func(tx *gorm.DB) error {
+			res := tx.Model(&model.Slot{}).Where("id = ? AND booked < capacity", ceilSlot.ID).Update("booked", gorm.Expr("booked + 1"))
+			if res.Error != nil || res.RowsAffected == 0 {
+				return fmt.Errorf("full: %v", res.Error)
+			}
+			d := day
+			return tx.Create(&model.Booking{Code: fmt.Sprintf("C%07d", i), PatientID: patientIDs[i], PersonKey: fmt.Sprintf("c:%d", i),
+				ActiveDay: &d, PackageID: pkg.ID, SlotID: ceilSlot.ID, Date: day, Status: model.BookingBooked, IdempotencyKey: fmt.Sprintf("ceil-%d", i)}).Error
+		})
+		must(err)
+		mu.Lock()
+		ceilLat = append(ceilLat, time.Since(t0))
+		mu.Unlock()
+	})
+	ceiling := float64(*n) / time.Since(start).Seconds()
+
+	// Through HTTP: the whole product path.
+	var lat []time.Duration
+	var failed atomic.Int64
+	start = time.Now()
+	parallel(*n, *c, func(i int) {
+		body, _ := json.Marshal(map[string]any{"package_id": pkg.ID, "slot_id": hot.ID})
+		req, _ := http.NewRequest("POST", base+"/api/mp/bookings", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tokens[i])
+		req.Header.Set("Idempotency-Key", fmt.Sprintf("bench-%d", i))
+		req.Header.Set("Content-Type", "application/json")
+		t0 := time.Now()
+		res, err := client.Do(req)
+		must(err)
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 201 {
+			failed.Add(1)
+		}
+		mu.Lock()
+		lat = append(lat, time.Since(t0))
+		mu.Unlock()
+	})
+	httpRate := float64(*n) / time.Since(start).Seconds()
+	var booked model.Slot
+	a.DB.Gorm().Where("id = ?", hot.ID).Take(&booked)
+
+	// Slot listing.
+	var listed atomic.Int64
+	deadline := time.Now().Add(*listFor)
+	var wg sync.WaitGroup
+	for g := 0; g < *c; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/mp/packages/%d/slots", base, pkg.ID), nil)
+				req.Header.Set("Authorization", "Bearer "+tokens[0])
+				res, err := client.Do(req)
+				must(err)
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				listed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+
+	fmt.Printf("hot slot, %d bookings by %d distinct patients, %d concurrent clients, MariaDB + Redis\n", *n, *n, *c)
+	fmt.Printf("ceiling (bare Go loop: conditional update + insert transaction): %.0f bookings/s, p50 %s, p99 %s\n", ceiling, pct(ceilLat, 50), pct(ceilLat, 99))
+	fmt.Printf("through HTTP (auth, rules, idempotency, rate limit, outbox): %.0f bookings/s, p50 %s, p99 %s, non-201: %d\n", httpRate, pct(lat, 50), pct(lat, 99), failed.Load())
+	fmt.Printf("ratio: %.2f; slot booked counter: %d\n", httpRate/ceiling, booked.Booked)
+	fmt.Printf("slot listing: %.0f requests/s (%d clients)\n", float64(listed.Load())/listFor.Seconds(), *c)
+}
+
+func parallel(n, c int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < c; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[(len(ds)-1)*p/100].Round(100 * time.Microsecond)
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
