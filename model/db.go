@@ -108,6 +108,9 @@ func normalizeMySQLDSN(dsn string) (string, error) {
 	}
 	c.ParseTime = true
 	c.Loc = time.UTC
+	// Interpolate arguments client-side (safe with utf8mb4): one round trip
+	// per query instead of prepare, execute and close.
+	c.InterpolateParams = true
 	if c.Collation == "" {
 		c.Collation = "utf8mb4_unicode_ci"
 	}

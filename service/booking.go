@@ -603,33 +603,31 @@ type BookingView struct {
 	PackageName string
 }
 
-// Views joins bookings with their slots and packages (two queries).
+// Views joins bookings with their slots and packages, from the short-lived
+// cache where it can.
 func (s *Bookings) Views(ctx context.Context, bs []model.Booking) ([]BookingView, error) {
-	slotIDs, pkgIDs := []uint64{}, []uint64{}
-	for _, b := range bs {
-		slotIDs, pkgIDs = append(slotIDs, b.SlotID), append(pkgIDs, b.PackageID)
-	}
-	var slots []model.Slot
-	var pkgs []model.Package
-	if len(bs) > 0 {
-		if err := s.db.Conn(ctx).Where("id IN ?", slotIDs).Find(&slots).Error; err != nil {
-			return nil, err
-		}
-		if err := s.db.Conn(ctx).Select("id", "name").Where("id IN ?", pkgIDs).Find(&pkgs).Error; err != nil {
-			return nil, err
-		}
-	}
-	sm := map[uint64]model.Slot{}
-	for _, sl := range slots {
-		sm[sl.ID] = sl
-	}
-	pm := map[uint64]string{}
-	for _, p := range pkgs {
-		pm[p.ID] = p.Name
-	}
 	out := make([]BookingView, 0, len(bs))
 	for _, b := range bs {
-		out = append(out, BookingView{Booking: b, Start: sm[b.SlotID].Start, End: sm[b.SlotID].End, PackageName: pm[b.PackageID]})
+		v := BookingView{Booking: b}
+		if sl, err := s.slot(ctx, b.SlotID); err == nil {
+			v.Start, v.End = sl.Start, sl.End
+		}
+		v.PackageName = s.packageName(ctx, b.PackageID)
+		out = append(out, v)
 	}
 	return out, nil
+}
+
+// packageName names a package, active or not.
+func (s *Bookings) packageName(ctx context.Context, id uint64) string {
+	key := fmt.Sprintf("pkgname:%d", id)
+	if v, ok := s.cache.get(key); ok {
+		return v.(string)
+	}
+	var p model.Package
+	if err := s.db.Conn(ctx).Select("id", "name").Where("id = ?", id).Take(&p).Error; err != nil {
+		return ""
+	}
+	s.cache.put(key, p.Name, time.Minute)
+	return p.Name
 }

@@ -19,6 +19,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -38,6 +40,7 @@ func main() {
 	server := flag.String("mysql", "root@tcp(127.0.0.1:3306)/", "MySQL server DSN")
 	redis := flag.String("redis", "127.0.0.1:6379", "Redis address")
 	listFor := flag.Duration("list", 5*time.Second, "how long to measure slot listing")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the HTTP booking phase")
 	flag.Parse()
 
 	name := fmt.Sprintf("careloop_bbench_%d", time.Now().UnixNano())
@@ -108,6 +111,11 @@ func main() {
 	ceiling := float64(*n) / time.Since(start).Seconds()
 
 	// Through HTTP: the whole product path.
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		must(err)
+		must(pprof.StartCPUProfile(f))
+	}
 	var lat []time.Duration
 	var failed atomic.Int64
 	start = time.Now()
@@ -130,6 +138,9 @@ func main() {
 		mu.Unlock()
 	})
 	httpRate := float64(*n) / time.Since(start).Seconds()
+	if *cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
 	var booked model.Slot
 	a.DB.Gorm().Where("id = ?", hot.ID).Take(&booked)
 
