@@ -260,3 +260,57 @@ func TestStaffSchedules(t *testing.T) {
 		t.Fatalf("booking a closed day: %d %s", r.Status, r.Raw)
 	}
 }
+
+// Eleven months after the last completed checkup, with nothing booked
+// since, the patient is invited to a re-check, once.
+func TestAnnualRecheckRule(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		ctx := context.Background()
+		_, due := login(t, a.Router, "dev:yearly")
+		_, rebooked := login(t, a.Router, "dev:rebooked")
+		_, recent := login(t, a.Router, "dev:recent")
+		pkg := anyPackage(t, a)
+		now := time.Date(2026, 11, 24, 10, 0, 0, 0, model.Shanghai)
+		mk := func(pid uint64, date, status string) {
+			b := model.Booking{Code: fmt.Sprintf("Y%d%s", pid, date[:7]), PatientID: pid, PersonKey: fmt.Sprintf("p:%d", pid), PackageID: pkg.ID,
+				SlotID: 1, Date: date, Status: status, IdempotencyKey: date}
+			if err := a.DB.Gorm().Create(&b).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		mk(due, "2025-12-01", model.BookingCompleted)
+		mk(rebooked, "2025-12-01", model.BookingCompleted)
+		mk(rebooked, "2026-12-05", model.BookingBooked)
+		mk(recent, "2026-06-01", model.BookingCompleted)
+		for i := 0; i < 2; i++ { // twice: still one invitation
+			if err := a.Bookings.AnnualRecheck(ctx, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got []model.Notification
+		a.DB.Gorm().Where("reason = ?", notify.ReasonAnnualRecheck).Find(&got)
+		if len(got) != 1 || got[0].PatientID != due {
+			t.Fatalf("re-check invitations: %+v", got)
+		}
+	})
+}
+
+// A script hammering the booking endpoint is slowed per patient (not per
+// address: many patients share one hospital Wi-Fi).
+func TestBookingRateLimitedPerPatient(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	pkg := anyPackage(t, a)
+	sl := testSlot(t, a, "06:00", 100)
+	tok, _ := login(t, a.Router, "dev:script")
+	last := 0
+	for i := 0; i < 31; i++ {
+		last = bookCall(t, a.Router, tok, fmt.Sprintf("s%d", i), map[string]any{"package_id": pkg.ID, "slot_id": sl.ID}).Status
+	}
+	if last != 429 {
+		t.Fatalf("31st attempt in a minute: %d, want 429", last)
+	}
+	other, _ := login(t, a.Router, "dev:neighbour")
+	if r := bookCall(t, a.Router, other, "n", map[string]any{"package_id": pkg.ID, "slot_id": sl.ID}); r.Status != 201 {
+		t.Fatalf("another patient from the same address: %d %s", r.Status, r.Raw)
+	}
+}
