@@ -38,32 +38,6 @@ func startWorker(t *testing.T, env []string) *child {
 	return c
 }
 
-// privateRedis runs a redis-server this test may stop and start.
-func privateRedis(t *testing.T, port int) *exec.Cmd {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if testenv.InCI() {
-			t.Fatalf("redis-server is required under CI=true: %v", err)
-		}
-		t.Skip("skipping: redis-server not installed")
-	}
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			return cmd
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("redis-server did not start")
-	return nil
-}
-
 var clientMsgID = regexp.MustCompile(`"client_msg_id":"careloop-(\d+)"`)
 
 // Three workers share 10,000 notifications; one is killed with SIGKILL
@@ -76,10 +50,8 @@ func TestWorkersSurviveKillAndRedisRestart(t *testing.T) {
 	}
 	const patients, perPatient = 500, 20
 	dsn := testenv.NewMySQLDatabase(t)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	redisPort := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	redis := privateRedis(t, redisPort)
+	redisPort := testenv.FreePort(t)
+	redis := testenv.StartRedis(t, redisPort)
 
 	sb := wxsandbox.New(wxsandbox.Options{
 		Apps: []wxsandbox.App{
@@ -148,7 +120,7 @@ func TestWorkersSurviveKillAndRedisRestart(t *testing.T) {
 	_, _ = redis.Process.Wait()
 	t.Logf("stopped Redis at %d delivered", delivered())
 	time.Sleep(time.Second)
-	privateRedis(t, redisPort)
+	testenv.StartRedis(t, redisPort)
 	t.Logf("Redis back at %d delivered", delivered())
 
 	var open int64

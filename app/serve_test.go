@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -54,47 +53,10 @@ func TestServeFinishesInFlightRequests(t *testing.T) {
 	}
 }
 
-// startRedis runs a private redis-server on a free port so that the test can
-// stop and start it.
-func startRedis(t *testing.T, port int) *exec.Cmd {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if testenv.InCI() {
-			t.Fatalf("redis-server is required under CI=true: %v", err)
-		}
-		t.Skipf("skipping: redis-server not installed")
-	}
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			return cmd
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("redis-server did not start")
-	return nil
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // Redis stops: /readyz says 503 within 5 s; it starts again: 200 without a restart.
 func TestReadyzFollowsRedis(t *testing.T) {
-	port := freePort(t)
-	redis := startRedis(t, port)
+	port := testenv.FreePort(t)
+	redis := testenv.StartRedis(t, port)
 	a := newApp(t, "mysql", func(c *app.Config) { c.RedisAddr = "127.0.0.1:" + strconv.Itoa(port) })
 	if r := call(t, a.Router, "GET", "/readyz", "", nil); r.Status != 200 {
 		t.Fatalf("ready with redis up: %d %s", r.Status, r.Raw)
@@ -105,7 +67,7 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	if r := call(t, a.Router, "GET", "/readyz", "", nil); r.Body["checks"].(map[string]any)["database"] != "ok" {
 		t.Fatalf("the database is still fine: %s", r.Raw)
 	}
-	startRedis(t, port)
+	testenv.StartRedis(t, port)
 	waitStatus(t, a, 200, 5*time.Second)
 }
 

@@ -67,6 +67,10 @@ func packageDTO(p *model.Package) PackageDTO {
 
 func (h bookingHandlers) packages(c *gin.Context) {
 	ps, err := h.b.Packages(c.Request.Context())
+	renderPackages(c, ps, err)
+}
+
+func renderPackages(c *gin.Context, ps []model.Package, err error) {
 	if err != nil {
 		fail(c, err)
 		return
@@ -244,15 +248,7 @@ func (h bookingHandlers) reschedule(c *gin.Context) {
 
 func (h bookingHandlers) allPackages(c *gin.Context) {
 	ps, err := h.catalog.AllPackages(c.Request.Context())
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]PackageDTO, 0, len(ps))
-	for i := range ps {
-		items = append(items, packageDTO(&ps[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderPackages(c, ps, err)
 }
 
 type packageRequest struct {
