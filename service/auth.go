@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -182,7 +183,7 @@ func (a *Auth) StaffLogin(ctx context.Context, username, password, ip string) (s
 	}
 	hash := st.PasswordHash
 	if hash == "" {
-		hash = dummyHash // spend the same time on unknown users
+		hash = dummyHash() // spend the same time on unknown users
 	}
 	if !CheckPassword(hash, password) || st.ID == 0 {
 		failKey := "staff-login-fail:" + account
@@ -204,7 +205,12 @@ func (a *Auth) StaffLogin(ctx context.Context, username, password, ip string) (s
 	return tok, &st, nil
 }
 
-var dummyHash, _ = HashPassword("careloop-dummy-password")
+// dummyHash is checked against for unknown users, so that their answer
+// takes as long as a wrong password; it is made on first need.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := HashPassword("careloop-dummy-password")
+	return h
+})
 
 // EnsureStaff makes sure the staff account exists with this password and role.
 func (a *Auth) EnsureStaff(ctx context.Context, username, password, role string) error {
