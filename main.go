@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -102,6 +103,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	log.Info("starting", append([]any{"command", cmd}, cfg.Masked()...)...)
+	if addr := getenv("CARELOOP_PPROF_ADDR"); addr != "" {
+		// Opt-in profiling for operators; bind it to loopback.
+		go func() {
+			mux := http.NewServeMux()
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			log.Warn("pprof listening", "addr", addr, "err", http.ListenAndServe(addr, mux))
+		}()
+	}
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
 		return err

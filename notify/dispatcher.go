@@ -267,6 +267,7 @@ type recipient struct {
 	cancel    string          // why no notice may go, if none may
 	marketing bool            // the latest marketing consent grants it
 	optOut    map[string]bool // categories opted out of
+	credits   map[string]int  // subscribe credits per template when the batch was claimed
 }
 
 // job is a claimed row and its recipient.
@@ -321,6 +322,18 @@ func (d *Dispatcher) recipients(ctx context.Context, rows []model.Notification) 
 			rc.oaOpenID = f.OpenID
 			out[*f.PatientID] = rc
 		}
+	}
+	var credits []model.SubscribeCredit
+	if err := db.Where("patient_id IN ? AND credits > 0", ids).Find(&credits).Error; err != nil {
+		return nil, err
+	}
+	for _, c := range credits {
+		rc := out[c.PatientID]
+		if rc.credits == nil {
+			rc.credits = map[string]int{}
+		}
+		rc.credits[c.TemplateID] = c.Credits
+		out[c.PatientID] = rc
 	}
 	var optional []uint64 // patients with care or marketing notices in this batch
 	for id, c := range cats {
@@ -401,6 +414,11 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 				continue
 			}
 			if !ch.LongTerm {
+				if rc.credits[ch.TemplateID] <= 0 {
+					// Known empty when the batch was loaded: no write needed.
+					notes = append(notes, "subscribe: the patient has not accepted this message")
+					continue
+				}
 				ok, err := d.takeCredit(ctx, n.PatientID, ch.TemplateID)
 				if err != nil {
 					return d.retry(ctx, n, "subscribe credit: "+err.Error(), false)
