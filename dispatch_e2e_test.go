@@ -100,7 +100,7 @@ func TestWorkersSurviveKillAndRedisRestart(t *testing.T) {
 	}
 	workers := []*child{startWorker(t, env), startWorker(t, env), startWorker(t, env)}
 
-	delivered := func() int { return len(sb.Delivered()) }
+	delivered := func() int { return sb.DeliveredCount() }
 	waitFor := func(what string, cond func() bool, within time.Duration) {
 		t.Helper()
 		deadline := time.Now().Add(within)
@@ -146,7 +146,7 @@ func TestWorkersSurviveKillAndRedisRestart(t *testing.T) {
 			dup++
 		}
 	}
-	if len(ids) != total || lost != 0 || dup != 0 || len(sb.Delivered()) != total {
-		t.Fatalf("%d rows, %d delivered messages: %d lost, %d delivered more than once", len(ids), len(sb.Delivered()), lost, dup)
+	if len(ids) != total || lost != 0 || dup != 0 || sb.DeliveredCount() != total {
+		t.Fatalf("%d rows, %d delivered messages: %d lost, %d delivered more than once", len(ids), sb.DeliveredCount(), lost, dup)
 	}
 }

@@ -88,7 +88,7 @@ func Defaults() Config {
 		LogLevel:      "info",
 		ServeWorkers:  true,
 		MySQLMaxConns: 50,
-		NotifyRate:    200, NotifyConcurrency: 16, NotifyLease: time.Minute,
+		NotifyRate:    200, NotifyConcurrency: 32, NotifyLease: time.Minute,
 		QuietHours: "21:00-08:00",
 	}
 }

@@ -205,32 +205,35 @@ func (d *Dispatcher) claim(ctx context.Context, n int) ([]model.Notification, er
 		// rows in order and only the rows returned are locked; with
 		// "status IN (…) ORDER BY due_at" MySQL sorts, locking every
 		// candidate, and the other workers' SKIP LOCKED finds nothing.
-		var ids []uint64
 		for _, status := range []string{model.NotifyPending, model.NotifyFailed} {
-			if len(ids) >= n {
+			if len(rows) >= n {
 				break
 			}
-			q := d.db.Conn(ctx).Model(&model.Notification{}).
-				Where("status = ? AND due_at <= ?", status, now).Order("due_at").Limit(n - len(ids))
+			q := d.db.Conn(ctx).Where("status = ? AND due_at <= ?", status, now).Order("due_at").Limit(n - len(rows))
 			if d.db.Dialect() == "mysql" {
 				q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
 			}
-			var more []uint64
-			if err := q.Pluck("id", &more).Error; err != nil {
+			var more []model.Notification
+			if err := q.Find(&more).Error; err != nil {
 				return err
 			}
-			ids = append(ids, more...)
+			rows = append(rows, more...)
 		}
-		if len(ids) == 0 {
+		if len(rows) == 0 {
 			return nil
 		}
+		ids := make([]uint64, len(rows))
 		lease := now.Add(d.cfg.Lease)
-		if err := d.db.Conn(ctx).Model(&model.Notification{}).Where("id IN ?", ids).
-			Updates(map[string]any{"status": model.NotifyClaimed, "claim_token": token, "lease_until": lease}).Error; err != nil {
-			return err
+		for i := range rows {
+			ids[i] = rows[i].ID
+			rows[i].Status, rows[i].ClaimToken, rows[i].LeaseUntil = model.NotifyClaimed, token, &lease
 		}
-		return d.db.Conn(ctx).Where("claim_token = ? AND id IN ?", token, ids).Order("due_at").Find(&rows).Error
+		return d.db.Conn(ctx).Model(&model.Notification{}).Where("id IN ?", ids).
+			Updates(map[string]any{"status": model.NotifyClaimed, "claim_token": token, "lease_until": lease}).Error
 	})
+	if err != nil {
+		return nil, err
+	}
 	return rows, err
 }
 

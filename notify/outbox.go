@@ -33,12 +33,12 @@ type Config struct {
 	Poll time.Duration
 }
 
-// DefaultConfig is 21:00–08:00 quiet hours, 200 sends/s per API, 16 in
+// DefaultConfig is 21:00–08:00 quiet hours, 200 sends/s per API, 32 in
 // flight per worker, eight attempts from 5 s to 30 min apart.
 func DefaultConfig() Config {
 	return Config{
 		Reasons: DefaultReasons(), QuietStart: 21 * 60, QuietEnd: 8 * 60, RatePerSecond: 200,
-		Concurrency: 16, Batch: 128, Lease: time.Minute, MaxAttempts: 8,
+		Concurrency: 32, Batch: 256, Lease: time.Minute, MaxAttempts: 8,
 		BackoffBase: 5 * time.Second, BackoffMax: 30 * time.Minute, Poll: 500 * time.Millisecond,
 	}
 }

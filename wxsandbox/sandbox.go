@@ -176,6 +176,7 @@ type Sandbox struct {
 	used     map[string]int // API|yyyy-mm-dd -> calls
 	calls    map[string]int // API -> calls (all time)
 	sent     []Sent
+	okSends  int // how many of sent have errcode 0
 	nextID   int64
 	dedupe   map[string]sentRef // template client_msg_id
 	menu     json.RawMessage
@@ -395,11 +396,19 @@ func (s *Sandbox) Delivered() []Sent {
 	return out
 }
 
+// DeliveredCount is len(Delivered()) without copying the record.
+func (s *Sandbox) DeliveredCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.okSends
+}
+
 // Reset forgets recorded sends and faults, keeping apps, tokens and users.
 func (s *Sandbox) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sent = nil
+	s.okSends = 0
 	s.faults = map[string][]Fault{}
 	s.calls = map[string]int{}
 	s.used = map[string]int{}
@@ -519,6 +528,9 @@ func (s *Sandbox) appendSentLocked(m Sent) Sent {
 	m.ID = s.nextID
 	m.At = s.now()
 	s.sent = append(s.sent, m)
+	if m.ErrCode == 0 {
+		s.okSends++
+	}
 	return m
 }
 

@@ -116,8 +116,12 @@ func main() {
 	}()
 	var rss []string
 	lastSample := time.Time{}
+	var firstAt time.Time
 	for {
-		d := len(sb.Delivered())
+		d := sb.DeliveredCount()
+		if d > 0 && firstAt.IsZero() {
+			firstAt = time.Now()
+		}
 		if time.Since(lastSample) > time.Second || d >= *n {
 			var parts []string
 			for _, p := range procs {
@@ -139,7 +143,9 @@ func main() {
 	fmt.Printf("notifications: %d, workers: %d x %d in flight\n", *n, *workers, *conc)
 	fmt.Printf("ceiling (bare Go loop, %d goroutines -> sandbox): %.0f sends/s\n", *workers**conc, ceiling)
 	fmt.Printf("end to end (outbox on MariaDB + Redis -> workers -> sandbox): %.0f notifications/s (%.1fs, incl. worker start-up)\n", e2e, elapsed.Seconds())
-	fmt.Printf("ratio: %.2f\n", e2e/ceiling)
+	steady := float64(*n-1) / time.Since(firstAt).Seconds()
+	fmt.Printf("steady state (first to last delivery): %.0f notifications/s\n", steady)
+	fmt.Printf("ratio: %.2f (steady state: %.2f)\n", e2e/ceiling, steady/ceiling)
 	fmt.Println("worker RSS while running:")
 	for _, l := range rss {
 		fmt.Println("  " + l)
