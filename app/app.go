@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"careloop/api"
@@ -42,6 +43,7 @@ type App struct {
 	Outbox  *notify.Outbox
 	// Bookings is the booking use case (tests drive it directly).
 	Bookings *service.Bookings
+	Reports  *service.Reports
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -122,6 +124,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Sealer = sealer
 	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, nil)
 	catalog := service.NewCatalog(a.DB)
+	a.Reports = service.NewReports(a.DB, sealer, service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}, a.Outbox, a.Bookings, audit, nil)
 
 	if cfg.AdminUser != "" {
 		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin); err != nil {
@@ -135,24 +138,27 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 
 	deps := handler.Deps{
-		Log:          log,
-		Auth:         a.Auth,
-		Profile:      profile,
-		Phones:       phones,
-		Family:       family,
-		PatientAdmin: service.NewPatientAdmin(a.DB, profile, family, tags, audit, nil),
-		Tags:         tags,
-		Staff:        service.NewStaff(a.DB, audit, nil),
-		Audit:        audit,
-		DB:           a.DB,
-		Outbox:       a.Outbox,
-		Dispatcher:   a.Dispatcher,
-		Bookings:     a.Bookings,
-		Catalog:      catalog,
-		FrontDesk:    service.NewFrontDesk(a.Bookings, sealer, audit),
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		Spec:         api.Spec,
-		Collectors:   a.Dispatcher.Collectors(),
+		Log:                log,
+		Auth:               a.Auth,
+		Profile:            profile,
+		Phones:             phones,
+		Family:             family,
+		PatientAdmin:       service.NewPatientAdmin(a.DB, profile, family, tags, audit, nil),
+		Tags:               tags,
+		Staff:              service.NewStaff(a.DB, audit, nil),
+		Audit:              audit,
+		DB:                 a.DB,
+		Outbox:             a.Outbox,
+		Dispatcher:         a.Dispatcher,
+		Bookings:           a.Bookings,
+		Catalog:            catalog,
+		FrontDesk:          service.NewFrontDesk(a.Bookings, sealer, audit),
+		Reports:            a.Reports,
+		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
+		URLKey:             []byte("file-links|" + cfg.TokenSecret),
+		MaxBodyBytes:       cfg.MaxBodyBytes,
+		Spec:               api.Spec,
+		Collectors:         a.Dispatcher.Collectors(),
 		Checks: []handler.Check{
 			{Name: "database", Ping: a.DB.Ping},
 		},

@@ -36,34 +36,39 @@ const (
 	sandboxOAAESKey   = "c2FuZGJveC1hZXMta2V5LWZvci1jYXJlbG9vcC0wMDA"
 	sandboxToken      = "careloop-sandbox-token-secret-do-not-use"
 	sandboxDataKeyB64 = "Y2FyZWxvb3Atc2FuZGJveC1kYXRhLWtleS0zMmJ5dGU="
+	// SandboxIntegrationSecrets lets the sandbox accept reports signed by a
+	// demo PEIS called "peis".
+	SandboxIntegrationSecrets = "peis=sandbox-peis-secret"
 )
 
 // Config is careloop's whole configuration. Each field is read from the
 // environment variable in its env tag, and may also come from a YAML file
 // (-config) under its yaml name; the environment wins.
 type Config struct {
-	Addr          string        `env:"CARELOOP_ADDR" yaml:"addr"`
-	DataDir       string        `env:"CARELOOP_DATA_DIR" yaml:"data_dir"`
-	MySQLDSN      string        `env:"CARELOOP_MYSQL_DSN" yaml:"mysql_dsn" secret:"true"`
-	MySQLMaxConns int64         `env:"CARELOOP_MYSQL_MAX_CONNS" yaml:"mysql_max_conns"`
-	RedisAddr     string        `env:"CARELOOP_REDIS_ADDR" yaml:"redis_addr"`
-	RedisPrefix   string        `env:"CARELOOP_REDIS_PREFIX" yaml:"redis_prefix"`
-	Mode          string        `env:"CARELOOP_MODE" yaml:"mode"`
-	AdminUser     string        `env:"CARELOOP_ADMIN_USER" yaml:"admin_user"`
-	AdminPassword string        `env:"CARELOOP_ADMIN_PASSWORD" yaml:"admin_password" secret:"true"`
-	TokenSecret   string        `env:"CARELOOP_TOKEN_SECRET" yaml:"token_secret" secret:"true"`
-	DataKey       string        `env:"CARELOOP_DATA_KEY" yaml:"data_key" secret:"true"`
-	MPAppID       string        `env:"CARELOOP_MP_APPID" yaml:"mp_appid"`
-	MPSecret      string        `env:"CARELOOP_MP_SECRET" yaml:"mp_secret" secret:"true"`
-	OAAppID       string        `env:"CARELOOP_OA_APPID" yaml:"oa_appid"`
-	OASecret      string        `env:"CARELOOP_OA_SECRET" yaml:"oa_secret" secret:"true"`
-	OAToken       string        `env:"CARELOOP_OA_TOKEN" yaml:"oa_token" secret:"true"`
-	OAAESKey      string        `env:"CARELOOP_OA_AES_KEY" yaml:"oa_aes_key" secret:"true"`
-	WeChatAPIBase string        `env:"CARELOOP_WECHAT_API_BASE" yaml:"wechat_api_base"`
-	WeChatTimeout time.Duration `env:"CARELOOP_WECHAT_TIMEOUT" yaml:"wechat_timeout"`
-	MaxBodyBytes  int64         `env:"CARELOOP_MAX_BODY_BYTES" yaml:"max_body_bytes"`
-	ShutdownGrace time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
-	LogLevel      string        `env:"CARELOOP_LOG_LEVEL" yaml:"log_level"`
+	Addr          string `env:"CARELOOP_ADDR" yaml:"addr"`
+	DataDir       string `env:"CARELOOP_DATA_DIR" yaml:"data_dir"`
+	MySQLDSN      string `env:"CARELOOP_MYSQL_DSN" yaml:"mysql_dsn" secret:"true"`
+	MySQLMaxConns int64  `env:"CARELOOP_MYSQL_MAX_CONNS" yaml:"mysql_max_conns"`
+	RedisAddr     string `env:"CARELOOP_REDIS_ADDR" yaml:"redis_addr"`
+	RedisPrefix   string `env:"CARELOOP_REDIS_PREFIX" yaml:"redis_prefix"`
+	Mode          string `env:"CARELOOP_MODE" yaml:"mode"`
+	AdminUser     string `env:"CARELOOP_ADMIN_USER" yaml:"admin_user"`
+	AdminPassword string `env:"CARELOOP_ADMIN_PASSWORD" yaml:"admin_password" secret:"true"`
+	TokenSecret   string `env:"CARELOOP_TOKEN_SECRET" yaml:"token_secret" secret:"true"`
+	DataKey       string `env:"CARELOOP_DATA_KEY" yaml:"data_key" secret:"true"`
+	MPAppID       string `env:"CARELOOP_MP_APPID" yaml:"mp_appid"`
+	MPSecret      string `env:"CARELOOP_MP_SECRET" yaml:"mp_secret" secret:"true"`
+	OAAppID       string `env:"CARELOOP_OA_APPID" yaml:"oa_appid"`
+	OASecret      string `env:"CARELOOP_OA_SECRET" yaml:"oa_secret" secret:"true"`
+	OAToken       string `env:"CARELOOP_OA_TOKEN" yaml:"oa_token" secret:"true"`
+	OAAESKey      string `env:"CARELOOP_OA_AES_KEY" yaml:"oa_aes_key" secret:"true"`
+	WeChatAPIBase string `env:"CARELOOP_WECHAT_API_BASE" yaml:"wechat_api_base"`
+	// IntegrationSecrets are "source=secret" pairs for signed integrations (PEIS).
+	IntegrationSecrets string        `env:"CARELOOP_INTEGRATION_SECRETS" yaml:"integration_secrets" secret:"true"`
+	WeChatTimeout      time.Duration `env:"CARELOOP_WECHAT_TIMEOUT" yaml:"wechat_timeout"`
+	MaxBodyBytes       int64         `env:"CARELOOP_MAX_BODY_BYTES" yaml:"max_body_bytes"`
+	ShutdownGrace      time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
+	LogLevel           string        `env:"CARELOOP_LOG_LEVEL" yaml:"log_level"`
 	// The dispatcher.
 	ServeWorkers      bool          `env:"CARELOOP_SERVE_WORKERS" yaml:"serve_workers"`
 	NotifyRate        int64         `env:"CARELOOP_NOTIFY_RATE" yaml:"notify_rate"`
@@ -166,6 +171,7 @@ func fillSandbox(c *Config) {
 	set(&c.OAAESKey, sandboxOAAESKey)
 	set(&c.TokenSecret, sandboxToken)
 	set(&c.DataKey, sandboxDataKeyB64)
+	set(&c.IntegrationSecrets, SandboxIntegrationSecrets)
 }
 
 // Validate checks the configuration; in production it refuses missing or
@@ -198,6 +204,9 @@ func (c Config) Validate() error {
 			case n.val == n.def:
 				problems = append(problems, n.name+" is the sandbox default")
 			}
+		}
+		if c.IntegrationSecrets == SandboxIntegrationSecrets {
+			problems = append(problems, "CARELOOP_INTEGRATION_SECRETS is the sandbox default")
 		}
 		if c.TokenSecret != "" && c.TokenSecret != sandboxToken && len(c.TokenSecret) < 32 {
 			problems = append(problems, "CARELOOP_TOKEN_SECRET must be at least 32 characters")

@@ -31,6 +31,11 @@ type Deps struct {
 	Bookings     *service.Bookings
 	Catalog      *service.Catalog
 	FrontDesk    *service.FrontDesk
+	Reports      *service.Reports
+	// IntegrationSecrets verify signed machine requests (source -> secret).
+	IntegrationSecrets map[string]string
+	// URLKey signs short-lived file links.
+	URLKey []byte
 	// OnSubscribeAccept mirrors an accepted subscription into the sandbox.
 	OnSubscribeAccept func(openID, templateID string)
 	Checks            []Check
@@ -51,7 +56,11 @@ func NewRouter(d Deps) *gin.Engine {
 	r.ContextWithFallback = true
 	r.HandleMethodNotAllowed = true
 	m := newMetrics(d.Collectors...)
-	r.Use(requestID(), recovery(d.Log), m.middleware(), accessLog(d.Log), errorMiddleware(d.Log), bodyLimit(d.MaxBodyBytes))
+	r.Use(requestID(), recovery(d.Log), m.middleware(), accessLog(d.Log), errorMiddleware(d.Log))
+	// Report ingestion carries PDFs: it sets its own, larger body limit.
+	rh := reportHandlers{r: d.Reports, secrets: d.IntegrationSecrets, urlKey: d.URLKey}
+	rh.registerIntegration(r)
+	r.Use(bodyLimit(d.MaxBodyBytes))
 	r.NoRoute(func(c *gin.Context) { fail(c, model.ErrNotFound.WithMessage("接口不存在")) })
 	r.NoMethod(func(c *gin.Context) {
 		c.JSON(http.StatusMethodNotAllowed, ErrorBody{Error: ErrorDetail{Code: "method_not_allowed", Message: "不支持该请求方法"}})
@@ -72,6 +81,7 @@ func NewRouter(d Deps) *gin.Engine {
 	nh.registerMP(mpAuth)
 	bh := bookingHandlers{b: d.Bookings, catalog: d.Catalog, desk: d.FrontDesk}
 	bh.registerMP(mpAuth)
+	rh.registerMP(mpAuth)
 
 	admin := r.Group("/api/admin")
 	admin.POST("/login", sess.adminLogin)
@@ -82,6 +92,7 @@ func NewRouter(d Deps) *gin.Engine {
 	adminTags{tags: d.Tags}.Register(staff)
 	nh.registerAdmin(staff)
 	bh.registerAdmin(staff)
+	rh.registerAdmin(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

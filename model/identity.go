@@ -81,5 +81,6 @@ func (s *Session) Active(now time.Time) bool {
 func AllModels() []any {
 	return []any{&Patient{}, &Staff{}, &Session{}, &HealthArchive{}, &FamilyMember{}, &Consent{}, &Tag{}, &PatientTag{}, &AuditLog{},
 		&Notification{}, &SubscribeCredit{}, &Follower{}, &NotifyPreference{}, &Setting{},
-		&Package{}, &Slot{}, &Booking{}, &ClosedDay{}}
+		&Package{}, &Slot{}, &Booking{}, &ClosedDay{},
+		&Report{}, &ReportVersion{}, &Task{}}
 }
