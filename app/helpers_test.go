@@ -16,7 +16,7 @@ import (
 
 // newApp wires careloop in sandbox mode on a fresh database of backend
 // ("sqlite" or "mysql"), with the in-process WeChat sandbox.
-func newApp(t *testing.T, backend string, mutate func(*app.Config)) *app.App {
+func newApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
 	t.Helper()
 	env := map[string]string{"CARELOOP_DATA_DIR": t.TempDir()}
 	if backend == "mysql" {
