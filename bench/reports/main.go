@@ -1,0 +1,124 @@
+// Command reports measures report ingestion through HTTP (signed requests,
+// the fully wired careloop on MariaDB): N reports of 30 items each from c
+// concurrent senders, half of them matched to patients by phone.
+//
+//	go run ./bench/reports -n 10000
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+
+	"careloop/app"
+	"careloop/model"
+	"careloop/service"
+)
+
+func main() {
+	n := flag.Int("n", 10000, "reports")
+	c := flag.Int("c", 16, "concurrent senders")
+	items := flag.Int("items", 30, "items per report")
+	server := flag.String("mysql", "root@tcp(127.0.0.1:3306)/", "MySQL server DSN")
+	flag.Parse()
+	name := fmt.Sprintf("careloop_rbench_%d", time.Now().UnixNano())
+	admin, err := sql.Open("mysql", *server)
+	must(err)
+	_, err = admin.Exec("CREATE DATABASE " + name + " CHARACTER SET utf8mb4")
+	must(err)
+	defer admin.Exec("DROP DATABASE " + name)
+	env := map[string]string{"CARELOOP_MYSQL_DSN": strings.TrimSuffix(*server, "/") + "/" + name, "CARELOOP_DATA_DIR": "/tmp/careloop-rbench", "CARELOOP_SERVE_WORKERS": "false"}
+	cfg, err := app.Load("", func(k string) string { return env[k] })
+	must(err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	must(err)
+	defer a.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	go a.Serve(ctx, ln, a.Router)
+	base := "http://" + ln.Addr().String()
+
+	// 1,000 patients with phones, so half the reports match.
+	for i := 0; i < 1000; i++ {
+		h := a.Sealer.Hash(fmt.Sprintf("139%08d", i))
+		must(a.DB.Gorm().Create(&model.Patient{Name: fmt.Sprint("p", i), Gender: "unknown", PhoneHash: &h, PhoneEnc: a.Sealer.Seal([]byte("x"))}).Error)
+	}
+	bodies := make([][]byte, *n)
+	for i := range bodies {
+		var its []map[string]any
+		for j := 0; j < *items; j++ {
+			ab := ""
+			if j%7 == 0 {
+				ab = "high"
+			}
+			its = append(its, map[string]any{"code": fmt.Sprintf("I%02d", j), "name": fmt.Sprintf("项目%d", j), "value": fmt.Sprint(j*3+i%10),
+				"unit": "mmol/L", "reference_range": "1-10", "abnormal": ab})
+		}
+		phone := fmt.Sprintf("139%08d", i%2000) // half of them exist
+		bodies[i], _ = json.Marshal(map[string]any{"external_id": fmt.Sprintf("R%06d", i), "phone": phone, "exam_date": "2026-11-20",
+			"doctor": "张医生", "sections": []map[string]any{{"name": "生化", "items": its}}, "conclusions": []string{"见各项"}})
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *c}}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var lat []time.Duration
+	var failed atomic.Int64
+	start := time.Now()
+	for g := 0; g < *c; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= *n {
+					return
+				}
+				req, _ := http.NewRequest("POST", base+"/api/integrations/reports", bytes.NewReader(bodies[i]))
+				req.Header.Set("X-Careloop-Source", "peis")
+				req.Header.Set("X-Careloop-Signature", service.Sign("sandbox-peis-secret", time.Now(), bodies[i]))
+				t0 := time.Now()
+				res, err := client.Do(req)
+				must(err)
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != 201 {
+					failed.Add(1)
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t0))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	var matched int64
+	a.DB.Gorm().Model(&model.Report{}).Where("patient_id IS NOT NULL").Count(&matched)
+	fmt.Printf("%d reports x %d items, %d senders, MariaDB: %.0f reports/s (%.1fs), p50 %s, p99 %s, non-201: %d, matched: %d\n",
+		*n, *items, *c, float64(*n)/el.Seconds(), el.Seconds(), lat[len(lat)/2].Round(100*time.Microsecond), lat[len(lat)*99/100].Round(100*time.Microsecond), failed.Load(), matched)
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
