@@ -180,6 +180,14 @@ func TestReportLifecycle(t *testing.T) {
 		if r := call(t, h, "GET", fmt.Sprintf("/api/admin/reports/%d", rid), mkt, nil); r.Status != 403 {
 			t.Fatalf("marketing reads a report: %d", r.Status)
 		}
+		// The 360 gathers bookings, notices and (for doctors) reports.
+		v360 := call(t, h, "GET", fmt.Sprintf("/api/admin/patients/%d", pid), doc, nil)
+		if len(v360.Body["bookings"].([]any)) != 1 || len(v360.Body["reports"].([]any)) != 1 || len(v360.Body["notifications"].([]any)) == 0 {
+			t.Fatalf("doctor's 360: %s", v360.Raw)
+		}
+		if m := call(t, h, "GET", fmt.Sprintf("/api/admin/patients/%d", pid), mkt, nil); m.Body["reports"] != nil {
+			t.Fatalf("marketing's 360 lists reports: %s", m.Raw)
+		}
 	})
 }
 

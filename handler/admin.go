@@ -92,7 +92,11 @@ type Patient360DTO struct {
 	Family   []FamilyDTO      `json:"family_members"`
 	Consents []ConsentDTO     `json:"consents"`
 	// Health is present only for roles that may read it (admin, doctor).
-	Health *service.HealthData `json:"health_archive,omitempty"`
+	Health   *service.HealthData `json:"health_archive,omitempty"`
+	Bookings []gin.H             `json:"bookings"`
+	// Reports are listed only for roles that may read them (admin, doctor).
+	Reports       []ReportSummaryDTO `json:"reports,omitempty"`
+	Notifications []gin.H            `json:"notifications"`
 }
 
 func (h adminPatients) view(c *gin.Context) {
@@ -111,6 +115,22 @@ func (h adminPatients) view(c *gin.Context) {
 	out.Tags = []AssignedTagDTO{}
 	for _, t := range v.Tags {
 		out.Tags = append(out.Tags, AssignedTagDTO{TagDTO: tagDTO(&t.Tag), AssignedBy: t.AssignedBy, AssignedAt: model.LocalTime(t.AssignedAt)})
+	}
+	out.Bookings = []gin.H{}
+	for _, b := range v.Bookings {
+		out.Bookings = append(out.Bookings, gin.H{"id": b.ID, "code": b.Code, "date": b.Date, "status": b.Status, "package_id": b.PackageID,
+			"family_member_id": b.FamilyMemberID, "price_fen": b.PriceFen})
+	}
+	if v.Reports != nil {
+		out.Reports = []ReportSummaryDTO{}
+		for i := range v.Reports {
+			out.Reports = append(out.Reports, reportSummary(&v.Reports[i]))
+		}
+	}
+	out.Notifications = []gin.H{}
+	for _, n := range v.Notices {
+		out.Notifications = append(out.Notifications, gin.H{"id": n.ID, "reason": n.Reason, "status": n.Status, "channel": n.Channel,
+			"due_at": model.LocalTime(n.DueAt), "last_error": n.LastError})
 	}
 	out.Family = []FamilyDTO{}
 	for _, m := range v.Family {

@@ -89,6 +89,9 @@ type Patient360 struct {
 	Family   []model.FamilyMember
 	Health   *HealthData // nil when the role may not read it
 	Consents []ConsentState
+	Bookings []model.Booking      // the latest 20
+	Reports  []model.Report       // the latest 20; clinical roles only
+	Notices  []model.Notification // the latest 20
 }
 
 // View loads the 360 of patient id, auditing the read (and, separately, the
@@ -113,6 +116,19 @@ func (s *PatientAdmin) View(ctx context.Context, by Principal, id uint64) (*Pati
 	}
 	if out.Consents, err = s.profile.Consents(ctx, id); err != nil {
 		return nil, err
+	}
+	db := s.db.Conn(ctx)
+	if err := db.Where("patient_id = ?", id).Order("date DESC, id DESC").Limit(20).Find(&out.Bookings).Error; err != nil {
+		return nil, err
+	}
+	if err := db.Select("id", "patient_id", "reason", "category", "status", "channel", "due_at", "sent_at", "last_error", "created_at").
+		Where("patient_id = ?", id).Order("id DESC").Limit(20).Find(&out.Notices).Error; err != nil {
+		return nil, err
+	}
+	if SeesHealth(by.Role) {
+		if err := db.Where("patient_id = ?", id).Order("exam_date DESC, id DESC").Limit(20).Find(&out.Reports).Error; err != nil {
+			return nil, err
+		}
 	}
 	if err := s.audit.Record(ctx, by, AuditPatientView, &id, ""); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)

@@ -68,7 +68,7 @@ func main() {
 			if j%7 == 0 {
 				ab = "high"
 			}
-			its = append(its, map[string]any{"code": fmt.Sprintf("I%02d", j), "name": fmt.Sprintf("项目%d", j), "value": fmt.Sprint(j*3+i%10),
+			its = append(its, map[string]any{"code": fmt.Sprintf("I%02d", j), "name": fmt.Sprintf("项目%d", j), "value": fmt.Sprint(j*3 + i%10),
 				"unit": "mmol/L", "reference_range": "1-10", "abnormal": ab})
 		}
 		phone := fmt.Sprintf("139%08d", i%2000) // half of them exist
