@@ -44,6 +44,7 @@ type App struct {
 	// Bookings is the booking use case (tests drive it directly).
 	Bookings *service.Bookings
 	Reports  *service.Reports
+	Points   *service.Points
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -124,6 +125,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Sealer = sealer
 	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, nil)
 	catalog := service.NewCatalog(a.DB)
+	a.Points = service.NewPoints(a.DB, a.Outbox, audit, service.PointsConfig{}, nil)
+	a.Bookings.OnCompleted = a.Points.EarnForBooking
+	a.Bookings.PriceFor = a.Points.DiscountedPrice
 	a.Reports = service.NewReports(a.DB, sealer, service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}, a.Outbox, a.Bookings, audit, nil)
 
 	if cfg.AdminUser != "" {
@@ -171,7 +175,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		// In the sandbox, the patient's tap on "accept" reaches WeChat too.
 		deps.OnSubscribeAccept = func(openID, templateID string) { a.Sandbox.GrantSubscribe(cfg.MPAppID, openID, templateID, 1) }
 	}
-	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck)
+	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck, a.Points.Expire,
+		func(ctx context.Context, now time.Time) error {
+			if now.Minute() != 0 { // hourly is plenty for a month's notice
+				return nil
+			}
+			return a.Points.ExpiryReminders(ctx, now)
+		})
 	a.Router = handler.NewRouter(deps)
 	a.Ops = handler.NewOpsRouter(deps)
 	ok = true

@@ -170,6 +170,7 @@ type bookRequest struct {
 	PackageID      uint64  `json:"package_id" binding:"required"`
 	SlotID         uint64  `json:"slot_id" binding:"required"`
 	FamilyMemberID *uint64 `json:"family_member_id"`
+	CouponID       *uint64 `json:"coupon_id"`
 }
 
 func (h bookingHandlers) book(c *gin.Context) {
@@ -179,6 +180,7 @@ func (h bookingHandlers) book(c *gin.Context) {
 	}
 	b, created, err := h.b.Book(c.Request.Context(), principal(c), service.BookInput{
 		PackageID: req.PackageID, SlotID: req.SlotID, FamilyMemberID: req.FamilyMemberID, IdempotencyKey: c.GetHeader("Idempotency-Key"),
+		CouponID: req.CouponID,
 	})
 	if err != nil {
 		fail(c, err)

@@ -32,6 +32,7 @@ type Deps struct {
 	Catalog      *service.Catalog
 	FrontDesk    *service.FrontDesk
 	Reports      *service.Reports
+	Points       *service.Points
 	// IntegrationSecrets verify signed machine requests (source -> secret).
 	IntegrationSecrets map[string]string
 	// URLKey signs short-lived file links.
@@ -82,6 +83,8 @@ func NewRouter(d Deps) *gin.Engine {
 	bh := bookingHandlers{b: d.Bookings, catalog: d.Catalog, desk: d.FrontDesk}
 	bh.registerMP(mpAuth)
 	rh.registerMP(mpAuth)
+	ph := pointsHandlers{p: d.Points}
+	ph.registerMP(mpAuth)
 
 	admin := r.Group("/api/admin")
 	admin.POST("/login", sess.adminLogin)
@@ -93,6 +96,7 @@ func NewRouter(d Deps) *gin.Engine {
 	nh.registerAdmin(staff)
 	bh.registerAdmin(staff)
 	rh.registerAdmin(staff)
+	ph.registerAdmin(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

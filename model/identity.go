@@ -82,5 +82,6 @@ func AllModels() []any {
 	return []any{&Patient{}, &Staff{}, &Session{}, &HealthArchive{}, &FamilyMember{}, &Consent{}, &Tag{}, &PatientTag{}, &AuditLog{},
 		&Notification{}, &SubscribeCredit{}, &Follower{}, &NotifyPreference{}, &Setting{},
 		&Package{}, &Slot{}, &Booking{}, &ClosedDay{},
-		&Report{}, &ReportVersion{}, &Task{}}
+		&Report{}, &ReportVersion{}, &Task{},
+		&Level{}, &PointsAccount{}, &PointsEntry{}, &Reward{}, &Coupon{}}
 }

@@ -49,6 +49,11 @@ type Bookings struct {
 	cfg     BookingConfig
 	now     func() time.Time
 
+	// OnCompleted runs in the completing transaction (points for the checkup).
+	OnCompleted func(ctx context.Context, b *model.Booking) error
+	// PriceFor gives the patient's price for a package (level discount).
+	PriceFor func(ctx context.Context, patientID uint64, priceFen int64) int64
+
 	rulesMu sync.Mutex
 	rules   notify.Rules
 	rulesAt time.Time
@@ -240,6 +245,8 @@ type BookInput struct {
 	SlotID         uint64
 	FamilyMemberID *uint64
 	IdempotencyKey string
+	// CouponID applies one of the patient's coupons to the price.
+	CouponID *uint64
 }
 
 // person is who the checkup is for.
@@ -357,10 +364,22 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 		return nil, false, err
 	}
 	rules := s.careRules(ctx)
+	price := pkg.PriceFen
+	if s.PriceFor != nil {
+		price = s.PriceFor(ctx, p.ID, price)
+	}
+	var coupon model.Coupon
+	if in.CouponID != nil {
+		err := s.db.Conn(ctx).Where("id = ? AND patient_id = ? AND status = ? AND expires_at > ?", *in.CouponID, p.ID, model.CouponUnused, s.now().UTC()).Take(&coupon).Error
+		if err != nil {
+			return nil, false, ErrCouponUnusable
+		}
+		price = max(0, price-coupon.ValueFen)
+	}
 	for attempt := 0; attempt < 3; attempt++ {
 		b := model.Booking{
 			Code: newBookingCode(), PatientID: p.ID, FamilyMemberID: who.familyID, PersonKey: who.key, ActiveDay: &sl.Date,
-			PackageID: pkg.ID, SlotID: sl.ID, Date: sl.Date, Status: model.BookingBooked, PriceFen: pkg.PriceFen,
+			PackageID: pkg.ID, SlotID: sl.ID, Date: sl.Date, Status: model.BookingBooked, PriceFen: price,
 			IdempotencyKey: in.IdempotencyKey,
 		}
 		err = s.db.InTx(ctx, func(ctx context.Context) error {
@@ -373,6 +392,16 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 			}
 			if err := s.notifyBooked(ctx, &b, pkg, &sl, rules, notify.ReasonBookingConfirmed); err != nil {
 				return err
+			}
+			if in.CouponID != nil {
+				used := db.Model(&model.Coupon{}).Where("id = ? AND status = ?", coupon.ID, model.CouponUnused).
+					Updates(map[string]any{"status": model.CouponUsed, "booking_id": b.ID})
+				if used.Error != nil {
+					return used.Error
+				}
+				if used.RowsAffected == 0 {
+					return ErrCouponUnusable // used by a racing booking
+				}
 			}
 			res := db.Model(&model.Slot{}).Where("id = ? AND booked < capacity AND closed = ?", sl.ID, false).
 				Update("booked", gorm.Expr("booked + 1"))
@@ -506,6 +535,11 @@ func (s *Bookings) Cancel(ctx context.Context, p Principal, id uint64) (*model.B
 			return err
 		}
 		if err := s.cancelReminders(ctx, b); err != nil {
+			return err
+		}
+		// A coupon used on this booking can be used again.
+		if err := db.Model(&model.Coupon{}).Where("booking_id = ? AND status = ?", b.ID, model.CouponUsed).
+			Updates(map[string]any{"status": model.CouponUnused, "booking_id": nil}).Error; err != nil {
 			return err
 		}
 		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonBookingCancelled,

@@ -116,6 +116,11 @@ func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to 
 func (s *Bookings) afterTransition(ctx context.Context, b *model.Booking, to string) error {
 	switch to {
 	case model.BookingCompleted:
+		if s.OnCompleted != nil {
+			if err := s.OnCompleted(ctx, b); err != nil {
+				return err
+			}
+		}
 		rules := s.careRules(ctx)
 		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonSurveyInvite,
 			Occurrence: fmt.Sprintf("booking-%d", b.ID), DueAt: s.now().Add(time.Duration(rules.SurveyDelayHours) * time.Hour),
