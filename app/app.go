@@ -158,6 +158,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Catalog:            catalog,
 		FrontDesk:          service.NewFrontDesk(a.Bookings, sealer, audit),
 		Reports:            a.Reports,
+		Points:             a.Points,
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
 		URLKey:             []byte("file-links|" + cfg.TokenSecret),
 		MaxBodyBytes:       cfg.MaxBodyBytes,

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 
 	"careloop/app"
@@ -32,7 +33,11 @@ func newApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	a, err := app.New(context.Background(), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	var logOut io.Writer = io.Discard
+	if os.Getenv("CARELOOP_TEST_LOG") != "" { // CARELOOP_TEST_LOG=1 go test … shows the service's log
+		logOut = os.Stderr
+	}
+	a, err := app.New(context.Background(), cfg, slog.New(slog.NewJSONHandler(logOut, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,6 +80,8 @@ type Coupon struct {
 	PatientID uint64 `gorm:"index"`
 	RewardID  uint64
 	Code      string `gorm:"size:16;uniqueIndex"`
+	// RedeemKey is the ledger key of the redemption that made it.
+	RedeemKey string `gorm:"size:96;index"`
 	ValueFen  int64
 	Status    string `gorm:"size:8"`
 	BookingID *uint64

@@ -197,6 +197,9 @@ func (s *Points) Redeem(ctx context.Context, p Principal, rewardID uint64, idemK
 		return nil, model.NotFound(err)
 	}
 	out := &RedeemResult{Reward: reward}
+	if done, err := s.replayRedeem(ctx, p, key, out); done || err != nil {
+		return out, err
+	}
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
 		// Account row first, then the reward row: every redeemer takes the
@@ -212,7 +215,7 @@ func (s *Points) Redeem(ctx context.Context, p Principal, rewardID uint64, idemK
 			return ErrOutOfStock
 		}
 		if reward.Kind == model.RewardCoupon {
-			c := model.Coupon{PatientID: p.ID, RewardID: reward.ID, Code: "Q" + newBookingCode(), ValueFen: reward.CouponValueFen,
+			c := model.Coupon{PatientID: p.ID, RewardID: reward.ID, Code: "Q" + newBookingCode(), RedeemKey: key, ValueFen: reward.CouponValueFen,
 				Status: model.CouponUnused, ExpiresAt: s.now().AddDate(0, 0, s.cfg.CouponDays).UTC()}
 			if err := db.Create(&c).Error; err != nil {
 				return err
@@ -222,8 +225,9 @@ func (s *Points) Redeem(ctx context.Context, p Principal, rewardID uint64, idemK
 		return nil
 	})
 	if model.IsDuplicate(err) {
-		// A replay of this key: the first redemption stands.
-		err = nil
+		// A concurrent replay of this key won: its redemption stands.
+		_, err = s.replayRedeem(ctx, p, key, out)
+		return out, err
 	}
 	if err != nil {
 		return nil, err
@@ -232,6 +236,23 @@ func (s *Points) Redeem(ctx context.Context, p Principal, rewardID uint64, idemK
 	s.db.Conn(ctx).Where("patient_id = ?", p.ID).Take(&acct)
 	out.Balance = acct.Balance
 	return out, nil
+}
+
+// replayRedeem answers a redemption already made with this key: the same
+// reward, its coupon, the balance now.
+func (s *Points) replayRedeem(ctx context.Context, p Principal, key string, out *RedeemResult) (bool, error) {
+	var n int64
+	if err := s.db.Conn(ctx).Model(&model.PointsEntry{}).Where("idempotency_key = ?", key).Count(&n).Error; err != nil || n == 0 {
+		return false, err
+	}
+	var c model.Coupon
+	if err := s.db.Conn(ctx).Where("redeem_key = ?", key).Take(&c).Error; err == nil {
+		out.Coupon = &c
+	}
+	var acct model.PointsAccount
+	s.db.Conn(ctx).Where("patient_id = ?", p.ID).Take(&acct)
+	out.Balance = acct.Balance
+	return true, nil
 }
 
 // Expire takes away what is left of grants past their expiry, oldest
