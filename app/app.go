@@ -45,6 +45,7 @@ type App struct {
 	Bookings *service.Bookings
 	Reports  *service.Reports
 	Points   *service.Points
+	Surveys  *service.Surveys
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -126,7 +127,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, nil)
 	catalog := service.NewCatalog(a.DB)
 	a.Points = service.NewPoints(a.DB, a.Outbox, audit, service.PointsConfig{}, nil)
-	a.Bookings.OnCompleted = a.Points.EarnForBooking
+	a.Surveys = service.NewSurveys(a.DB, a.Outbox, a.Points, service.SurveyConfig{}, a.Bookings.CareRules, nil)
+	a.Bookings.OnCompleted = append(a.Bookings.OnCompleted, a.Points.EarnForBooking, a.Surveys.InviteForBooking)
 	a.Bookings.PriceFor = a.Points.DiscountedPrice
 	a.Reports = service.NewReports(a.DB, sealer, service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}, a.Outbox, a.Bookings, audit, nil)
 
@@ -159,6 +161,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		FrontDesk:          service.NewFrontDesk(a.Bookings, sealer, audit),
 		Reports:            a.Reports,
 		Points:             a.Points,
+		Surveys:            a.Surveys,
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
 		URLKey:             []byte("file-links|" + cfg.TokenSecret),
 		MaxBodyBytes:       cfg.MaxBodyBytes,
@@ -197,6 +200,9 @@ const (
 
 func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 	if err := seedBooking(ctx, a.DB, catalog); err != nil {
+		return err
+	}
+	if err := seedSurvey(ctx, a.DB, a.Surveys); err != nil {
 		return err
 	}
 	if a.Cfg.AdminUser == "" {

@@ -37,3 +37,18 @@ func seedBooking(ctx context.Context, db *model.DB, catalog *service.Catalog) er
 	_, err := catalog.Generate(ctx, service.ScheduleInput{From: today.Format(time.DateOnly), To: today.AddDate(0, 0, 14).Format(time.DateOnly), Weekdays: week})
 	return err
 }
+
+// seedSurvey gives the sandbox an after-checkup satisfaction survey.
+func seedSurvey(ctx context.Context, db *model.DB, surveys *service.Surveys) error {
+	var n int64
+	if err := db.Conn(ctx).Model(&model.Survey{}).Count(&n).Error; err != nil || n > 0 {
+		return err
+	}
+	_, err := surveys.Define(ctx, "checkup", "体检服务满意度调查", model.TriggerAfterCheckup, []service.Question{
+		{ID: "overall", Kind: service.QRating, Title: "您对本次体检服务的总体满意度", Required: true},
+		{ID: "nps", Kind: service.QNPS, Title: "您有多大可能向亲友推荐我们的体检中心？", Required: true},
+		{ID: "best", Kind: service.QMultiple, Title: "您最满意的环节", Options: []string{"预约", "前台", "采血", "影像检查", "报告解读"}},
+		{ID: "comment", Kind: service.QText, Title: "您的意见和建议"},
+	})
+	return err
+}

@@ -33,6 +33,7 @@ type Deps struct {
 	FrontDesk    *service.FrontDesk
 	Reports      *service.Reports
 	Points       *service.Points
+	Surveys      *service.Surveys
 	// IntegrationSecrets verify signed machine requests (source -> secret).
 	IntegrationSecrets map[string]string
 	// URLKey signs short-lived file links.
@@ -85,6 +86,8 @@ func NewRouter(d Deps) *gin.Engine {
 	rh.registerMP(mpAuth)
 	ph := pointsHandlers{p: d.Points}
 	ph.registerMP(mpAuth)
+	sh := surveyHandlers{s: d.Surveys}
+	sh.registerMP(mpAuth)
 
 	admin := r.Group("/api/admin")
 	admin.POST("/login", sess.adminLogin)
@@ -97,6 +100,7 @@ func NewRouter(d Deps) *gin.Engine {
 	bh.registerAdmin(staff)
 	rh.registerAdmin(staff)
 	ph.registerAdmin(staff)
+	sh.registerAdmin(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

@@ -83,5 +83,6 @@ func AllModels() []any {
 		&Notification{}, &SubscribeCredit{}, &Follower{}, &NotifyPreference{}, &Setting{},
 		&Package{}, &Slot{}, &Booking{}, &ClosedDay{},
 		&Report{}, &ReportVersion{}, &Task{},
-		&Level{}, &PointsAccount{}, &PointsEntry{}, &Reward{}, &Coupon{}}
+		&Level{}, &PointsAccount{}, &PointsEntry{}, &Reward{}, &Coupon{},
+		&Survey{}, &SurveyInvite{}, &SurveyResponse{}}
 }

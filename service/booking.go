@@ -49,8 +49,9 @@ type Bookings struct {
 	cfg     BookingConfig
 	now     func() time.Time
 
-	// OnCompleted runs in the completing transaction (points for the checkup).
-	OnCompleted func(ctx context.Context, b *model.Booking) error
+	// OnCompleted run in the completing transaction (points for the checkup,
+	// the satisfaction survey).
+	OnCompleted []func(ctx context.Context, b *model.Booking) error
 	// PriceFor gives the patient's price for a package (level discount).
 	PriceFor func(ctx context.Context, patientID uint64, priceFen int64) int64
 
@@ -107,6 +108,9 @@ func NewBookings(db *model.DB, out *notify.Outbox, limiter KV, cfg BookingConfig
 	}
 	return &Bookings{db: db, out: out, limiter: limiter, cfg: cfg, now: now}
 }
+
+// CareRules returns the care rules' settings (cached for seconds).
+func (s *Bookings) CareRules(ctx context.Context) notify.Rules { return s.careRules(ctx) }
 
 // Config returns the booking rules.
 func (s *Bookings) Config() BookingConfig { return s.cfg }

@@ -116,17 +116,12 @@ func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to 
 func (s *Bookings) afterTransition(ctx context.Context, b *model.Booking, to string) error {
 	switch to {
 	case model.BookingCompleted:
-		if s.OnCompleted != nil {
-			if err := s.OnCompleted(ctx, b); err != nil {
+		for _, hook := range s.OnCompleted {
+			if err := hook(ctx, b); err != nil {
 				return err
 			}
 		}
-		rules := s.careRules(ctx)
-		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonSurveyInvite,
-			Occurrence: fmt.Sprintf("booking-%d", b.ID), DueAt: s.now().Add(time.Duration(rules.SurveyDelayHours) * time.Hour),
-			Params: map[string]string{"title": "体检服务满意度调查", "note": "您的评价帮助我们做得更好"},
-			Page:   fmt.Sprintf("pages/survey/answer?booking=%d", b.ID)})
-		return err
+		return nil
 	case model.BookingNoShow:
 		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonNoShow,
 			Occurrence: fmt.Sprintf("booking-%d", b.ID),
