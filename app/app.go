@@ -162,6 +162,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Reports:            a.Reports,
 		Points:             a.Points,
 		Surveys:            a.Surveys,
+		Complaints:         service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil),
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
 		URLKey:             []byte("file-links|" + cfg.TokenSecret),
 		MaxBodyBytes:       cfg.MaxBodyBytes,

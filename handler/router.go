@@ -34,6 +34,7 @@ type Deps struct {
 	Reports      *service.Reports
 	Points       *service.Points
 	Surveys      *service.Surveys
+	Complaints   *service.Complaints
 	// IntegrationSecrets verify signed machine requests (source -> secret).
 	IntegrationSecrets map[string]string
 	// URLKey signs short-lived file links.
@@ -88,6 +89,8 @@ func NewRouter(d Deps) *gin.Engine {
 	ph.registerMP(mpAuth)
 	sh := surveyHandlers{s: d.Surveys}
 	sh.registerMP(mpAuth)
+	ch := complaintHandlers{c: d.Complaints, db: d.DB, a: d.Audit}
+	ch.registerMP(mpAuth)
 
 	admin := r.Group("/api/admin")
 	admin.POST("/login", sess.adminLogin)
@@ -101,6 +104,7 @@ func NewRouter(d Deps) *gin.Engine {
 	rh.registerAdmin(staff)
 	ph.registerAdmin(staff)
 	sh.registerAdmin(staff)
+	ch.registerAdmin(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

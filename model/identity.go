@@ -84,5 +84,5 @@ func AllModels() []any {
 		&Package{}, &Slot{}, &Booking{}, &ClosedDay{},
 		&Report{}, &ReportVersion{}, &Task{},
 		&Level{}, &PointsAccount{}, &PointsEntry{}, &Reward{}, &Coupon{},
-		&Survey{}, &SurveyInvite{}, &SurveyResponse{}}
+		&Survey{}, &SurveyInvite{}, &SurveyResponse{}, &Complaint{}, &ComplaintStep{}}
 }

@@ -56,6 +56,7 @@ const (
 	ReasonNoShow           = "no_show_followup"
 	ReasonDoctorReply      = "doctor_reply"
 	ReasonPointsExpiry     = "points_expiry"
+	ReasonComplaintReply   = "complaint_reply"
 )
 
 // DefaultReasons are the reasons with the sandbox's template ids; a
@@ -94,6 +95,8 @@ func DefaultReasons() []Reason {
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonDoctorReply, Title: "医生回复提醒", Category: model.CategoryService, Scene: "chat", Page: "pages/chat/detail",
 			Channels: []ChannelTemplate{sub("sbx-tmpl-doctor-reply", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
+		{Name: ReasonComplaintReply, Title: "投诉处理回复", Category: model.CategoryService, Scene: "care", Page: "pages/complaint/detail",
+			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonPointsExpiry, Title: "积分到期提醒", Category: model.CategoryCare, Scene: "care", Page: "pages/points/index",
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 	}

@@ -400,3 +400,27 @@ func (s *Surveys) List(ctx context.Context) ([]model.Survey, error) {
 	var out []model.Survey
 	return out, s.db.Conn(ctx).Order("id DESC").Limit(200).Find(&out).Error
 }
+
+// InviteAfter invites a patient to the active survey of a trigger (after a
+// chat, after a complaint), once per occurrence, in the caller's transaction.
+func (s *Surveys) InviteAfter(ctx context.Context, trigger string, patientID uint64, occurrence, department string, staffID uint64) error {
+	var sv model.Survey
+	err := s.db.Conn(ctx).Where("survey_trigger = ? AND active = ?", trigger, true).Take(&sv).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	inv := model.SurveyInvite{SurveyID: sv.ID, PatientID: patientID, Occurrence: occurrence, Department: department, DoctorID: staffID,
+		ExpiresAt: s.now().AddDate(0, 0, s.cfg.ValidDays).UTC()}
+	if err := s.db.Conn(ctx).Create(&inv).Error; err != nil {
+		if model.IsDuplicate(err) {
+			return nil
+		}
+		return err
+	}
+	_, err = s.out.Enqueue(ctx, notify.Notice{PatientID: patientID, Reason: notify.ReasonSurveyInvite, Occurrence: fmt.Sprintf("invite-%d", inv.ID),
+		Params: map[string]string{"title": sv.Name, "note": "请对本次处理进行评价"}, Page: fmt.Sprintf("pages/survey/answer?invite=%d", inv.ID)})
+	return err
+}

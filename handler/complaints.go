@@ -1,0 +1,212 @@
+package handler
+
+import (
+	"encoding/csv"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"careloop/model"
+	"careloop/service"
+)
+
+// complaintHandlers serves complaints to patients and staff, tasks and KPI.
+type complaintHandlers struct {
+	c  *service.Complaints
+	db *model.DB
+	a  *service.Audit
+}
+
+func (h complaintHandlers) registerMP(rg *gin.RouterGroup) {
+	rg.POST("/complaints", h.file)
+	rg.GET("/complaints", h.mine)
+	rg.GET("/complaints/:id", h.get)
+	rg.POST("/complaints/:id/rate", h.rate)
+}
+
+func (h complaintHandlers) registerAdmin(rg *gin.RouterGroup) {
+	staff := requireRole(model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk)
+	rg.GET("/complaints", staff, h.list)
+	rg.GET("/complaints/:id", staff, h.get)
+	rg.POST("/complaints/:id/steps", staff, h.advance)
+	rg.POST("/tasks/:id/done", staff, h.taskDone)
+	rg.GET("/kpi", requireRole(model.RoleAdmin), h.kpi)
+}
+
+func (h complaintHandlers) dto(c *model.Complaint) gin.H {
+	out := gin.H{"id": c.ID, "patient_id": c.PatientID, "category": c.Category, "content": c.Content, "status": c.Status,
+		"department": c.Department, "assignee_id": c.AssigneeID, "resolution": c.Resolution, "reply": c.Reply, "rating": c.Rating,
+		"overdue": h.c.Overdue(c), "created_at": model.LocalTime(c.CreatedAt)}
+	if c.StepDueAt != nil {
+		out["step_due_at"] = model.LocalTime(*c.StepDueAt)
+	}
+	return out
+}
+
+type complaintRequest struct {
+	Category string `json:"category" binding:"required"`
+	Content  string `json:"content" binding:"required"`
+}
+
+func (h complaintHandlers) file(c *gin.Context) {
+	var req complaintRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	cp, err := h.c.File(c.Request.Context(), principal(c), req.Category, req.Content)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, h.dto(cp))
+}
+
+func (h complaintHandlers) mine(c *gin.Context) {
+	cs, err := h.c.Mine(c.Request.Context(), principal(c))
+	h.renderList(c, cs, err)
+}
+
+func (h complaintHandlers) list(c *gin.Context) {
+	cs, err := h.c.List(c.Request.Context(), c.Query("status"), c.Query("overdue") == "true")
+	h.renderList(c, cs, err)
+}
+
+func (h complaintHandlers) renderList(c *gin.Context, cs []model.Complaint, err error) {
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]gin.H, 0, len(cs))
+	for i := range cs {
+		items = append(items, h.dto(&cs[i]))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+func (h complaintHandlers) get(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	cp, steps, err := h.c.Get(c.Request.Context(), principal(c), id)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	out := h.dto(cp)
+	list := make([]gin.H, 0, len(steps))
+	for _, s := range steps {
+		list = append(list, gin.H{"from": s.From, "to": s.To, "by": s.By, "note": s.Note, "at": model.LocalTime(s.CreatedAt)})
+	}
+	out["steps"] = list
+	c.JSON(http.StatusOK, out)
+}
+
+type stepRequest struct {
+	To         string `json:"to" binding:"required"`
+	Department string `json:"department"`
+	AssigneeID uint64 `json:"assignee_id"`
+	Note       string `json:"note"`
+	Resolution string `json:"resolution"`
+	Reply      string `json:"reply"`
+}
+
+func (h complaintHandlers) advance(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	var req stepRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	cp, err := h.c.Advance(c.Request.Context(), principal(c), id, service.StepInput{To: req.To, Department: req.Department,
+		AssigneeID: req.AssigneeID, Note: req.Note, Resolution: req.Resolution, Reply: req.Reply})
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, h.dto(cp))
+}
+
+type rateRequest struct {
+	Rating int `json:"rating" binding:"required"`
+}
+
+func (h complaintHandlers) rate(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	var req rateRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if err := h.c.Rate(c.Request.Context(), principal(c), id, req.Rating); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (h complaintHandlers) taskDone(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	if err := service.CompleteTask(c.Request.Context(), h.db, principal(c), id, time.Now()); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (h complaintHandlers) kpi(c *gin.Context) {
+	now := time.Now().In(model.Shanghai)
+	from := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, model.Shanghai)
+	to := from.AddDate(0, 1, 0)
+	for _, b := range []struct {
+		key string
+		dst *time.Time
+	}{{"from", &from}, {"to", &to}} {
+		if v := c.Query(b.key); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				fail(c, model.ErrInvalid.WithMessage("%s 应为 RFC 3339 时间", b.key))
+				return
+			}
+			*b.dst = t
+		}
+	}
+	rows, err := service.KPI(c.Request.Context(), h.db, from, to)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	_ = h.a.Record(c.Request.Context(), principal(c), service.AuditExport, nil, "kpi "+c.Query("format"))
+	if c.Query("format") == "csv" {
+		c.Header("Content-Type", "text/csv; charset=utf-8")
+		c.Header("Content-Disposition", `attachment; filename="careloop-kpi.csv"`)
+		c.Status(http.StatusOK)
+		_, _ = c.Writer.Write([]byte{0xEF, 0xBB, 0xBF}) // Excel reads UTF-8 with a BOM
+		w := csv.NewWriter(c.Writer)
+		_ = w.Write([]string{"范围", "名称", "投诉数", "已回复", "平均处理时长(小时)", "问卷数", "CSAT", "NPS", "完成回访"})
+		f := func(p *float64) string {
+			if p == nil {
+				return ""
+			}
+			return fmt.Sprintf("%.2f", *p)
+		}
+		for _, r := range rows {
+			scope := map[string]string{"department": "科室", "staff": "员工"}[r.Scope]
+			_ = w.Write([]string{scope, r.Name, strconv.Itoa(r.Complaints), strconv.Itoa(r.Resolved), f(r.AvgResolutionHours),
+				strconv.Itoa(r.Responses), f(r.CSAT), f(r.NPS), strconv.Itoa(r.FollowUpsDone)})
+		}
+		w.Flush()
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"from": model.LocalTime(from), "to": model.LocalTime(to), "items": rows})
+}

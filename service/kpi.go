@@ -1,0 +1,155 @@
+package service
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"careloop/model"
+)
+
+// KPIRow is one department's or one staff member's numbers for a period.
+type KPIRow struct {
+	Scope              string   `json:"scope"` // department or staff
+	Name               string   `json:"name"`
+	StaffID            uint64   `json:"staff_id,omitempty"`
+	Complaints         int      `json:"complaints"`
+	Resolved           int      `json:"resolved"`
+	AvgResolutionHours *float64 `json:"avg_resolution_hours"`
+	Responses          int      `json:"survey_responses"`
+	CSAT               *float64 `json:"csat"`
+	NPS                *float64 `json:"nps"`
+	FollowUpsDone      int      `json:"follow_ups_done"`
+}
+
+type acc struct {
+	row                     KPIRow
+	resHours                float64
+	csatSum                 float64
+	csatN, npsN, prom, detr int
+}
+
+func (a *acc) finish() KPIRow {
+	r := a.row
+	if r.Resolved > 0 {
+		v := a.resHours / float64(r.Resolved)
+		r.AvgResolutionHours = &v
+	}
+	if a.csatN > 0 {
+		v := a.csatSum / float64(a.csatN)
+		r.CSAT = &v
+	}
+	if a.npsN > 0 {
+		v := float64(a.prom-a.detr) * 100 / float64(a.npsN)
+		r.NPS = &v
+	}
+	return r
+}
+
+// KPI computes the period's numbers per department and per staff member.
+func KPI(ctx context.Context, db *model.DB, from, to time.Time) ([]KPIRow, error) {
+	rows := map[string]*acc{}
+	get := func(scope, name string, staffID uint64) *acc {
+		k := scope + "|" + name
+		if rows[k] == nil {
+			rows[k] = &acc{row: KPIRow{Scope: scope, Name: name, StaffID: staffID}}
+		}
+		return rows[k]
+	}
+	var staff []model.Staff
+	if err := db.Conn(ctx).Select("id", "username").Find(&staff).Error; err != nil {
+		return nil, err
+	}
+	names := map[uint64]string{}
+	for _, s := range staff {
+		names[s.ID] = s.Username
+	}
+	staffRow := func(id uint64) *acc { return get("staff", names[id], id) }
+
+	var cs []model.Complaint
+	if err := db.Conn(ctx).Where("created_at >= ? AND created_at < ?", from.UTC(), to.UTC()).Find(&cs).Error; err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		targets := []*acc{get("department", deptName(c.Department), 0)}
+		if c.AssigneeID != 0 {
+			targets = append(targets, staffRow(c.AssigneeID))
+		}
+		for _, a := range targets {
+			a.row.Complaints++
+			if c.ResolvedAt != nil {
+				a.row.Resolved++
+				a.resHours += c.ResolvedAt.Sub(c.CreatedAt).Hours()
+			}
+		}
+	}
+	var rs []model.SurveyResponse
+	if err := db.Conn(ctx).Where("created_at >= ? AND created_at < ?", from.UTC(), to.UTC()).Find(&rs).Error; err != nil {
+		return nil, err
+	}
+	for _, r := range rs {
+		targets := []*acc{get("department", deptName(r.Department), 0)}
+		if r.DoctorID != 0 {
+			targets = append(targets, staffRow(r.DoctorID))
+		}
+		for _, a := range targets {
+			a.row.Responses++
+			if r.CSAT != nil {
+				a.csatSum += *r.CSAT
+				a.csatN++
+			}
+			if r.NPS != nil {
+				a.npsN++
+				if *r.NPS >= 9 {
+					a.prom++
+				} else if *r.NPS <= 6 {
+					a.detr++
+				}
+			}
+		}
+	}
+	var tasks []model.Task
+	if err := db.Conn(ctx).Where("kind = ? AND status = ? AND done_at >= ? AND done_at < ?", "follow_up", "done", from.UTC(), to.UTC()).Find(&tasks).Error; err != nil {
+		return nil, err
+	}
+	for _, t := range tasks {
+		if t.AssignedTo != 0 {
+			staffRow(t.AssignedTo).row.FollowUpsDone++
+		}
+	}
+	out := make([]KPIRow, 0, len(rows))
+	for _, a := range rows {
+		out = append(out, a.finish())
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Scope != out[j].Scope {
+			return out[i].Scope < out[j].Scope
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
+
+func deptName(d string) string {
+	if d == "" {
+		return "未分配"
+	}
+	return d
+}
+
+// CompleteTask marks an open task done by the caller.
+func CompleteTask(ctx context.Context, db *model.DB, by Principal, id uint64, now time.Time) error {
+	q := db.Conn(ctx).Model(&model.Task{}).Where("id = ? AND status = ?", id, "open").
+		Updates(map[string]any{"status": "done", "done_at": now.UTC(), "assigned_to": by.ID})
+	if q.Error != nil {
+		return q.Error
+	}
+	if q.RowsAffected == 0 {
+		var n int64
+		if db.Conn(ctx).Model(&model.Task{}).Where("id = ?", id).Count(&n); n == 0 {
+			return model.ErrNotFound
+		}
+		return model.NewError(model.KindConflict, "task_done", "该任务已完成")
+	}
+	return nil
+}
