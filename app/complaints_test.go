@@ -1,0 +1,116 @@
+package app_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"careloop/app"
+	"careloop/model"
+	"careloop/notify"
+)
+
+func TestComplaintWorkflowAndKPI(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		mkt := newStaff(t, a, admin, "kefu", "marketing")
+		tok, pid := login(t, h, "dev:unhappy")
+		if r := call(t, h, "POST", "/api/mp/complaints", tok, map[string]any{"category": "rudeness", "content": "前台工作人员态度很差，让我等了很久"}); r.Status != 422 {
+			t.Fatalf("bad category: %d", r.Status)
+		}
+		r := call(t, h, "POST", "/api/mp/complaints", tok, map[string]any{"category": "service_attitude", "content": "前台工作人员态度很差，让我等了很久"})
+		if r.Status != 201 || r.Body["status"] != "received" {
+			t.Fatalf("file: %d %s", r.Status, r.Raw)
+		}
+		id := uint64(r.Body["id"].(float64))
+		other, _ := login(t, h, "dev:bystander")
+		if r := call(t, h, "GET", fmt.Sprintf("/api/mp/complaints/%d", id), other, nil); r.Status != 404 {
+			t.Fatalf("another patient's complaint: %d", r.Status)
+		}
+		step := func(token string, body map[string]any) response {
+			return call(t, h, "POST", fmt.Sprintf("/api/admin/complaints/%d/steps", id), token, body)
+		}
+		if r := step(mkt, map[string]any{"to": "proposed"}); r.Status != 409 {
+			t.Fatalf("skipping steps: %d", r.Status)
+		}
+		if r := step(mkt, map[string]any{"to": "assigned"}); r.Status != 400 {
+			t.Fatalf("assign without department: %d", r.Status)
+		}
+		var mktID uint64
+		a.DB.Gorm().Model(&model.Staff{}).Where("username = ?", "kefu").Pluck("id", &mktID)
+		for _, b := range []map[string]any{
+			{"to": "assigned", "department": "前台", "assignee_id": mktID},
+			{"to": "investigating", "note": "调取监控"},
+			{"to": "proposed", "resolution": "对当事员工培训并向患者致歉"},
+		} {
+			if r := step(mkt, b); r.Status != 200 {
+				t.Fatalf("%v: %d %s", b["to"], r.Status, r.Raw)
+			}
+		}
+		if r := step(mkt, map[string]any{"to": "approved"}); r.Status != 403 {
+			t.Fatalf("marketing approves: %d", r.Status)
+		}
+		if r := step(admin, map[string]any{"to": "approved"}); r.Status != 200 {
+			t.Fatalf("approve: %d %s", r.Status, r.Raw)
+		}
+		if r := step(mkt, map[string]any{"to": "replied", "reply": "非常抱歉给您带来不便，我们已对相关员工进行培训。"}); r.Status != 200 {
+			t.Fatalf("reply: %d %s", r.Status, r.Raw)
+		}
+		var reply int64
+		a.DB.Gorm().Model(&model.Notification{}).Where("patient_id = ? AND reason = ?", pid, notify.ReasonComplaintReply).Count(&reply)
+		if reply != 1 {
+			t.Fatalf("reply notices: %d", reply)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/complaints/%d/rate", id), tok, map[string]any{"rating": 4}); r.Status != 204 {
+			t.Fatalf("rate: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/complaints/%d/rate", id), tok, map[string]any{"rating": 1}); r.Status != 409 {
+			t.Fatalf("rate twice: %d", r.Status)
+		}
+		d := call(t, h, "GET", fmt.Sprintf("/api/mp/complaints/%d", id), tok, nil)
+		steps := d.Body["steps"].([]any)
+		if d.Body["status"] != "rated" || len(steps) != 7 || steps[4].(map[string]any)["by"].(float64) == 0 {
+			t.Fatalf("steps: %s", d.Raw)
+		}
+		// Overdue: a new complaint whose first step is late.
+		r = call(t, h, "POST", "/api/mp/complaints", tok, map[string]any{"category": "environment", "content": "候诊区太冷了，空调开得太低"})
+		a.DB.Gorm().Model(&model.Complaint{}).Where("id = ?", uint64(r.Body["id"].(float64))).Update("step_due_at", time.Now().Add(-time.Hour))
+		od := call(t, h, "GET", "/api/admin/complaints?overdue=true", mkt, nil).Body["items"].([]any)
+		if len(od) != 1 || od[0].(map[string]any)["overdue"] != true {
+			t.Fatalf("overdue: %v", od)
+		}
+		// A follow-up done counts for the staff member.
+		a.DB.Gorm().Create(&model.Task{Kind: "follow_up", Role: model.RoleMarketing, PatientID: pid, Status: "open"})
+		var task model.Task
+		a.DB.Gorm().Where("kind = ?", "follow_up").Take(&task)
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/tasks/%d/done", task.ID), mkt, nil); r.Status != 204 {
+			t.Fatalf("task done: %d", r.Status)
+		}
+		k := call(t, h, "GET", "/api/admin/kpi", admin, nil)
+		var dept, person map[string]any
+		for _, it := range k.Body["items"].([]any) {
+			row := it.(map[string]any)
+			if row["scope"] == "department" && row["name"] == "前台" {
+				dept = row
+			}
+			if row["scope"] == "staff" && row["name"] == "kefu" {
+				person = row
+			}
+		}
+		if dept == nil || dept["complaints"].(float64) != 1 || dept["resolved"].(float64) != 1 || dept["avg_resolution_hours"] == nil {
+			t.Fatalf("department KPI: %s", k.Raw)
+		}
+		if person == nil || person["follow_ups_done"].(float64) != 1 || person["complaints"].(float64) != 1 {
+			t.Fatalf("staff KPI: %s", k.Raw)
+		}
+		csv := call(t, h, "GET", "/api/admin/kpi?format=csv", admin, nil)
+		if csv.Status != 200 || !strings.HasPrefix(string(csv.Raw), "\xef\xbb\xbf范围,名称,投诉数") || !strings.Contains(string(csv.Raw), "科室,前台,1,1,") {
+			t.Fatalf("csv: %q", csv.Raw)
+		}
+		if r := call(t, h, "GET", "/api/admin/kpi", mkt, nil); r.Status != 403 {
+			t.Fatalf("KPI for marketing: %d", r.Status)
+		}
+	})
+}
