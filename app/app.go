@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Sealer = sealer
 	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, nil)
 	catalog := service.NewCatalog(a.DB)
-	a.Points = service.NewPoints(a.DB, a.Outbox, audit, service.PointsConfig{}, nil)
+	a.Points = service.NewPoints(a.DB, a.Outbox, audit, service.PointsConfig{PointsPerYuan: cfg.PointsPerYuan, SurveyPoints: cfg.SurveyPoints}, nil)
 	a.Surveys = service.NewSurveys(a.DB, a.Outbox, a.Points, service.SurveyConfig{}, a.Bookings.CareRules, nil)
 	a.Bookings.OnCompleted = append(a.Bookings.OnCompleted, a.Points.EarnForBooking, a.Surveys.InviteForBooking)
 	a.Bookings.PriceFor = a.Points.DiscountedPrice

@@ -75,6 +75,9 @@ type Config struct {
 	NotifyConcurrency int64         `env:"CARELOOP_NOTIFY_CONCURRENCY" yaml:"notify_concurrency"`
 	NotifyLease       time.Duration `env:"CARELOOP_NOTIFY_LEASE" yaml:"notify_lease"`
 	QuietHours        string        `env:"CARELOOP_QUIET_HOURS" yaml:"quiet_hours"`
+	// Points.
+	PointsPerYuan int64 `env:"CARELOOP_POINTS_PER_YUAN" yaml:"points_per_yuan"`
+	SurveyPoints  int64 `env:"CARELOOP_SURVEY_POINTS" yaml:"survey_points"`
 	// NotifyReasons maps each notice reason to WeChat templates (file only;
 	// sandbox templates by default).
 	NotifyReasons []notify.Reason `yaml:"notify_reasons"`
@@ -92,6 +95,8 @@ func Defaults() Config {
 		ShutdownGrace: 20 * time.Second,
 		LogLevel:      "info",
 		ServeWorkers:  true,
+		PointsPerYuan: 1,
+		SurveyPoints:  50,
 		MySQLMaxConns: 50,
 		NotifyRate:    200, NotifyConcurrency: 32, NotifyLease: time.Minute,
 		QuietHours: "21:00-08:00",

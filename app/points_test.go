@@ -180,3 +180,29 @@ func TestEarningLevelsCouponsAndExpiry(t *testing.T) {
 		}
 	})
 }
+
+// A month before points expire, the patient is told, once.
+func TestPointsExpiryReminder(t *testing.T) {
+	forEachBackend(t, func(c *app.Config) { c.PointsPerYuan = 2 }, func(t *testing.T, a *app.App) {
+		ctx := context.Background()
+		_, pid := login(t, a.Router, "dev:saver2")
+		grantPoints(t, a, pid, 120)
+		soon := time.Now().AddDate(0, 0, 20)
+		a.DB.Gorm().Model(&model.PointsEntry{}).Where("patient_id = ?", pid).Update("expires_at", soon)
+		for i := 0; i < 2; i++ {
+			if err := a.Points.ExpiryReminders(ctx, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ns []model.Notification
+		a.DB.Gorm().Where("patient_id = ? AND reason = ?", pid, "points_expiry").Find(&ns)
+		if len(ns) != 1 || !strings.Contains(ns[0].Params, "120") {
+			t.Fatalf("expiry reminders: %+v", ns)
+		}
+		// The configured rate applies to checkups: 2 points per yuan.
+		b := model.Booking{ID: 999999, PatientID: pid, PriceFen: 10000}
+		if err := a.Points.EarnForBooking(ctx, &b); err != nil || balance(a, pid) != 120+200 {
+			t.Fatalf("rate: balance %d, %v", balance(a, pid), err)
+		}
+	})
+}

@@ -286,23 +286,33 @@ func (s *Points) Expire(ctx context.Context, now time.Time) error {
 
 // ExpiryReminders tells patients, a month ahead, of points about to expire.
 func (s *Points) ExpiryReminders(ctx context.Context, now time.Time) error {
-	type row struct {
-		PatientID uint64
-		Points    int64
-		ExpiresAt time.Time
-	}
-	var rows []row
-	err := s.db.Conn(ctx).Model(&model.PointsEntry{}).Select("patient_id, SUM(remaining) AS points, MIN(expires_at) AS expires_at").
+	// Grouped here rather than in SQL: SQLite's MIN() of a datetime comes
+	// back as text.
+	var grants []model.PointsEntry
+	err := s.db.Conn(ctx).Select("patient_id", "remaining", "expires_at").
 		Where("remaining > 0 AND expires_at > ? AND expires_at <= ?", now.UTC(), now.AddDate(0, 1, 0).UTC()).
-		Group("patient_id").Scan(&rows).Error
+		Order("patient_id, expires_at").Find(&grants).Error
 	if err != nil {
 		return err
 	}
+	type sum struct {
+		points int64
+		first  time.Time
+	}
+	by := map[uint64]*sum{}
+	var order []uint64
+	for _, g := range grants {
+		if by[g.PatientID] == nil {
+			by[g.PatientID] = &sum{first: *g.ExpiresAt}
+			order = append(order, g.PatientID)
+		}
+		by[g.PatientID].points += g.Remaining
+	}
 	var ns []notify.Notice
-	for _, r := range rows {
-		day := r.ExpiresAt.In(model.Shanghai).Format(time.DateOnly)
-		ns = append(ns, notify.Notice{PatientID: r.PatientID, Reason: notify.ReasonPointsExpiry, Occurrence: "expiry-" + day,
-			Params: map[string]string{"title": "积分即将到期", "note": fmt.Sprintf("%d 积分将于 %s 到期", r.Points, day)}})
+	for _, pid := range order {
+		day := by[pid].first.In(model.Shanghai).Format(time.DateOnly)
+		ns = append(ns, notify.Notice{PatientID: pid, Reason: notify.ReasonPointsExpiry, Occurrence: "expiry-" + day,
+			Params: map[string]string{"title": "积分即将到期", "note": fmt.Sprintf("%d 积分将于 %s 到期", by[pid].points, day)}})
 	}
 	return s.out.EnqueueMany(ctx, ns)
 }
