@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -368,18 +367,8 @@ func (h adminStaff) auditLog(c *gin.Context) {
 	f.Limit, _ = strconv.Atoi(c.Query("limit"))
 	f.StaffID, _ = strconv.ParseUint(c.Query("staff_id"), 10, 64)
 	f.PatientID, _ = strconv.ParseUint(c.Query("patient_id"), 10, 64)
-	for _, b := range []struct {
-		key string
-		dst *time.Time
-	}{{"from", &f.From}, {"to", &f.To}} {
-		if v := c.Query(b.key); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				fail(c, model.ErrInvalid.WithMessage("%s 应为 RFC 3339 时间，例如 2026-11-24T00:00:00+08:00", b.key))
-				return
-			}
-			*b.dst = t
-		}
+	if !queryTimes(c, &f.From, &f.To) {
+		return
 	}
 	rows, next, err := h.audit.List(c.Request.Context(), f)
 	if err != nil {

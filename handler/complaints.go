@@ -168,18 +168,8 @@ func (h complaintHandlers) kpi(c *gin.Context) {
 	now := time.Now().In(model.Shanghai)
 	from := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, model.Shanghai)
 	to := from.AddDate(0, 1, 0)
-	for _, b := range []struct {
-		key string
-		dst *time.Time
-	}{{"from", &from}, {"to", &to}} {
-		if v := c.Query(b.key); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				fail(c, model.ErrInvalid.WithMessage("%s 应为 RFC 3339 时间", b.key))
-				return
-			}
-			*b.dst = t
-		}
+	if !queryTimes(c, &from, &to) {
+		return
 	}
 	rows, err := service.KPI(c.Request.Context(), h.db, from, to)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -105,4 +106,23 @@ func shortBindError(err error) string {
 		s = s[:120]
 	}
 	return s
+}
+
+// queryTimes reads the optional "from" and "to" query parameters (RFC 3339)
+// into from and to, or records a 400 and returns false.
+func queryTimes(c *gin.Context, from, to *time.Time) bool {
+	for _, q := range []struct {
+		key string
+		dst *time.Time
+	}{{"from", from}, {"to", to}} {
+		if v := c.Query(q.key); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				fail(c, model.ErrInvalid.WithMessage("%s 应为 RFC 3339 时间，例如 2026-11-24T00:00:00+08:00", q.key))
+				return false
+			}
+			*q.dst = t
+		}
+	}
+	return true
 }

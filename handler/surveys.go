@@ -3,7 +3,6 @@ package handler
 import (
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -121,18 +120,8 @@ func (h surveyHandlers) results(c *gin.Context) {
 	f := service.ResultFilter{SurveyCode: c.Query("code"), Department: c.Query("department")}
 	f.PackageID, _ = strconv.ParseUint(c.Query("package_id"), 10, 64)
 	f.DoctorID, _ = strconv.ParseUint(c.Query("doctor_id"), 10, 64)
-	for _, b := range []struct {
-		key string
-		dst *time.Time
-	}{{"from", &f.From}, {"to", &f.To}} {
-		if v := c.Query(b.key); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				fail(c, model.ErrInvalid.WithMessage("%s 应为 RFC 3339 时间", b.key))
-				return
-			}
-			*b.dst = t
-		}
+	if !queryTimes(c, &f.From, &f.To) {
+		return
 	}
 	r, err := h.s.Results(c.Request.Context(), f)
 	if err != nil {
