@@ -46,6 +46,7 @@ type App struct {
 	Reports  *service.Reports
 	Points   *service.Points
 	Surveys  *service.Surveys
+	OA       *service.OA
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -127,6 +128,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, nil)
 	catalog := service.NewCatalog(a.DB)
 	a.Points = service.NewPoints(a.DB, a.Outbox, audit, service.PointsConfig{PointsPerYuan: cfg.PointsPerYuan, SurveyPoints: cfg.SurveyPoints}, nil)
+	a.OA = service.NewOA(a.DB, a.WX, log, nil)
+	var oaKey []byte // nil: plain mode
+	if cfg.OAMode == "safe" {
+		if oaKey, err = wxconfig.AESKey(cfg.OAAESKey); err != nil {
+			return nil, fmt.Errorf("CARELOOP_OA_AES_KEY: %w", err)
+		}
+	}
 	a.Surveys = service.NewSurveys(a.DB, a.Outbox, a.Points, service.SurveyConfig{}, a.Bookings.CareRules, nil)
 	a.Bookings.OnCompleted = append(a.Bookings.OnCompleted, a.Points.EarnForBooking, a.Surveys.InviteForBooking)
 	a.Bookings.PriceFor = a.Points.DiscountedPrice
@@ -163,6 +171,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Points:             a.Points,
 		Surveys:            a.Surveys,
 		Complaints:         service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil),
+		OA:                 a.OA,
+		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
 		URLKey:             []byte("file-links|" + cfg.TokenSecret),
 		MaxBodyBytes:       cfg.MaxBodyBytes,
@@ -179,6 +189,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		deps.Sandbox = a.Sandbox.ControlHandler(cfg.OAAppID, cfg.MPAppID)
 		// In the sandbox, the patient's tap on "accept" reaches WeChat too.
 		deps.OnSubscribeAccept = func(openID, templateID string) { a.Sandbox.GrantSubscribe(cfg.MPAppID, openID, templateID, 1) }
+		// A user message our callback accepted opens WeChat's 48-hour window.
+		a.OA.OnUserMessage = func(openID string) { a.Sandbox.OpenWindow(cfg.OAAppID, openID) }
 	}
 	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck, a.Points.Expire,
 		func(ctx context.Context, now time.Time) error {

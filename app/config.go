@@ -95,6 +95,7 @@ func Defaults() Config {
 		ShutdownGrace: 20 * time.Second,
 		LogLevel:      "info",
 		ServeWorkers:  true,
+		OAMode:        "safe",
 		PointsPerYuan: 1,
 		SurveyPoints:  50,
 		MySQLMaxConns: 50,
@@ -222,6 +223,9 @@ func (c Config) Validate() error {
 		if c.WeChatAPIBase != "" {
 			problems = append(problems, "CARELOOP_WECHAT_API_BASE points WeChat elsewhere; it is for sandbox mode only")
 		}
+	}
+	if c.OAMode != "safe" && c.OAMode != "plain" {
+		problems = append(problems, `CARELOOP_OA_MODE must be "safe" or "plain"`)
 	}
 	if _, _, err := c.QuietWindow(); err != nil {
 		problems = append(problems, err.Error())

@@ -35,6 +35,8 @@ type Deps struct {
 	Points       *service.Points
 	Surveys      *service.Surveys
 	Complaints   *service.Complaints
+	OA           *service.OA
+	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
 	IntegrationSecrets map[string]string
 	// URLKey signs short-lived file links.
@@ -63,6 +65,7 @@ func NewRouter(d Deps) *gin.Engine {
 	// Report ingestion carries PDFs: it sets its own, larger body limit.
 	rh := reportHandlers{r: d.Reports, secrets: d.IntegrationSecrets, urlKey: d.URLKey}
 	rh.registerIntegration(r)
+	wechatHandlers{oa: d.OA, cfg: d.OAConfig, log: d.Log}.register(r)
 	r.Use(bodyLimit(d.MaxBodyBytes))
 	r.NoRoute(func(c *gin.Context) { fail(c, model.ErrNotFound.WithMessage("接口不存在")) })
 	r.NoMethod(func(c *gin.Context) {
@@ -105,6 +108,7 @@ func NewRouter(d Deps) *gin.Engine {
 	ph.registerAdmin(staff)
 	sh.registerAdmin(staff)
 	ch.registerAdmin(staff)
+	oaAdmin{oa: d.OA}.register(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

@@ -84,5 +84,6 @@ func AllModels() []any {
 		&Package{}, &Slot{}, &Booking{}, &ClosedDay{},
 		&Report{}, &ReportVersion{}, &Task{},
 		&Level{}, &PointsAccount{}, &PointsEntry{}, &Reward{}, &Coupon{},
-		&Survey{}, &SurveyInvite{}, &SurveyResponse{}, &Complaint{}, &ComplaintStep{}}
+		&Survey{}, &SurveyInvite{}, &SurveyResponse{}, &Complaint{}, &ComplaintStep{},
+		&OAEvent{}, &AutoReply{}}
 }

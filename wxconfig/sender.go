@@ -48,3 +48,16 @@ func (c *Clients) Template(ctx context.Context, openID, templateID, clientMsgID,
 	})
 	return strconv.FormatInt(id, 10), err
 }
+
+// FollowerUnionID asks WeChat for an official-account follower's unionid.
+func (c *Clients) FollowerUnionID(ctx context.Context, openID string) (string, error) {
+	var union string
+	err := c.DoOA(ctx, "user info", func(context.Context) error {
+		info, err := c.OA.GetUser().GetUserInfo(openID)
+		if err == nil {
+			union = info.UnionID
+		}
+		return err
+	})
+	return union, err
+}

@@ -1,0 +1,201 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"careloop/model"
+	"careloop/service"
+	"careloop/wxconfig"
+)
+
+// OAConfig is what the official-account callback needs.
+type OAConfig struct {
+	AppID, Token string
+	// AESKey set means safe mode: plaintext posts are refused.
+	AESKey []byte
+}
+
+// wechatHandlers serves WeChat's callbacks.
+type wechatHandlers struct {
+	oa  *service.OA
+	cfg OAConfig
+	log *slog.Logger
+}
+
+func (h wechatHandlers) register(r gin.IRoutes) {
+	r.GET("/wechat/oa/callback", h.verify)
+	r.POST("/wechat/oa/callback", h.callback)
+}
+
+func (h wechatHandlers) refuse(c *gin.Context, err error) {
+	code := "bad_signature"
+	switch {
+	case errors.Is(err, wxconfig.ErrCallbackStale):
+		code = "stale_timestamp"
+	case errors.Is(err, wxconfig.ErrCallbackPlaintext):
+		code = "plaintext_refused"
+	case errors.Is(err, wxconfig.ErrCallbackDecrypt), errors.Is(err, wxconfig.ErrCallbackAppID):
+		code = "bad_ciphertext"
+	case errors.Is(err, wxconfig.ErrCallbackXML):
+		code = "bad_message"
+	}
+	status := http.StatusForbidden
+	if code == "bad_message" || code == "plaintext_refused" || code == "bad_ciphertext" {
+		status = http.StatusBadRequest
+	}
+	c.JSON(status, ErrorBody{Error: ErrorDetail{Code: code, Message: err.Error()}})
+}
+
+// verify answers WeChat's URL check with the echo string.
+func (h wechatHandlers) verify(c *gin.Context) {
+	q := c.Request.URL.Query()
+	if err := wxconfig.VerifyURL(h.cfg.Token, q.Get("signature"), q.Get("timestamp"), q.Get("nonce"), time.Now()); err != nil {
+		h.refuse(c, err)
+		return
+	}
+	c.String(http.StatusOK, q.Get("echostr"))
+}
+
+// callback takes a message or event: signatures and freshness checked,
+// decrypted in safe mode, processed once, answered at once (a passive reply
+// or "success"); slow work goes to the background.
+func (h wechatHandlers) callback(c *gin.Context) {
+	q := c.Request.URL.Query()
+	now := time.Now()
+	if err := wxconfig.VerifyURL(h.cfg.Token, q.Get("signature"), q.Get("timestamp"), q.Get("nonce"), now); err != nil {
+		h.refuse(c, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, 1<<20))
+	if err != nil {
+		h.refuse(c, wxconfig.ErrCallbackXML)
+		return
+	}
+	safe := h.cfg.AESKey != nil
+	if safe {
+		if q.Get("encrypt_type") != "aes" || q.Get("msg_signature") == "" {
+			h.refuse(c, wxconfig.ErrCallbackPlaintext)
+			return
+		}
+		if body, err = wxconfig.OpenSafe(h.cfg.Token, h.cfg.AESKey, h.cfg.AppID, q.Get("msg_signature"), q.Get("timestamp"), q.Get("nonce"), body); err != nil {
+			h.refuse(c, err)
+			return
+		}
+	}
+	m, err := wxconfig.ParseMessage(body)
+	if err != nil {
+		h.refuse(c, err)
+		return
+	}
+	in := service.InboundMessage{DedupeKey: m.DedupeKey(), From: m.FromUserName, Type: m.MsgType, Event: m.Event,
+		EventKey: m.EventKey, Content: m.Content, MsgID: m.MsgIDEvent, Status: m.Status}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 4*time.Second)
+	defer cancel()
+	reply, fresh, err := h.oa.Handle(ctx, in)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if fresh && m.MsgType == "event" && m.Event == "subscribe" {
+		go func(openID string) { // WeChat wants its answer within 5 s
+			bg, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := h.oa.LinkFollower(bg, openID); err != nil {
+				h.log.Warn("link follower", "err", err)
+			}
+		}(m.FromUserName)
+	}
+	if reply == "" {
+		c.String(http.StatusOK, "success")
+		return
+	}
+	out := wxconfig.TextReply(m.FromUserName, m.ToUserName, reply, now)
+	if safe {
+		if out, err = wxconfig.SealReply(h.cfg.Token, h.cfg.AESKey, h.cfg.AppID, out, now); err != nil {
+			fail(c, err)
+			return
+		}
+	}
+	c.Data(http.StatusOK, "application/xml; charset=utf-8", out)
+}
+
+// oaAdmin serves marketing's settings of the official account.
+type oaAdmin struct {
+	oa *service.OA
+}
+
+func (h oaAdmin) register(rg *gin.RouterGroup) {
+	mkt := requireRole(model.RoleMarketing)
+	rg.GET("/oa/auto-replies", mkt, h.list)
+	rg.POST("/oa/auto-replies", mkt, h.create)
+	rg.DELETE("/oa/auto-replies/:id", mkt, h.delete)
+	rg.PUT("/oa/welcome", mkt, h.welcome)
+}
+
+func (h oaAdmin) list(c *gin.Context) {
+	rs, err := h.oa.AutoReplies(c.Request.Context())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]gin.H, 0, len(rs))
+	for _, r := range rs {
+		items = append(items, gin.H{"id": r.ID, "keyword": r.Keyword, "match": r.Match, "priority": r.Priority, "reply": r.Reply, "active": r.Active})
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+type autoReplyRequest struct {
+	Keyword  string `json:"keyword" binding:"required"`
+	Match    string `json:"match" binding:"required"`
+	Priority int    `json:"priority"`
+	Reply    string `json:"reply" binding:"required"`
+}
+
+func (h oaAdmin) create(c *gin.Context) {
+	var req autoReplyRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	r, err := h.oa.SaveAutoReply(c.Request.Context(), model.AutoReply{Keyword: req.Keyword, Match: req.Match, Priority: req.Priority, Reply: req.Reply})
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, gin.H{"id": r.ID, "keyword": r.Keyword, "match": r.Match, "priority": r.Priority, "reply": r.Reply, "active": r.Active})
+}
+
+func (h oaAdmin) delete(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	if err := h.oa.DeleteAutoReply(c.Request.Context(), id); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+type welcomeRequest struct {
+	Text string `json:"text" binding:"required"`
+}
+
+func (h oaAdmin) welcome(c *gin.Context) {
+	var req welcomeRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if err := h.oa.SetWelcome(c.Request.Context(), principal(c), req.Text); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}

@@ -1,0 +1,225 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"careloop/model"
+)
+
+// OAUserInfo is what linking a follower needs from WeChat.
+type OAUserInfo interface {
+	// FollowerUnionID returns the unionid of an official-account follower.
+	FollowerUnionID(ctx context.Context, openID string) (string, error)
+}
+
+// InboundMessage is an official-account message or event, decoded.
+type InboundMessage struct {
+	DedupeKey string
+	From      string
+	Type      string // text, image, event …
+	Event     string // subscribe, unsubscribe, CLICK, SCAN, TEMPLATESENDJOBFINISH
+	EventKey  string
+	Content   string
+	MsgID     int64 // for TEMPLATESENDJOBFINISH
+	Status    string
+}
+
+// OA handles the official account's callbacks: followers, replies, and
+// template-send results.
+type OA struct {
+	db  *model.DB
+	wx  OAUserInfo
+	log *slog.Logger
+	now func() time.Time
+	// OnUserMessage runs after a user message is accepted (the sandbox
+	// opens its 48-hour window; the chat issue will route it).
+	OnUserMessage func(openID string)
+}
+
+// NewOA returns the official-account use cases.
+func NewOA(db *model.DB, wx OAUserInfo, log *slog.Logger, now func() time.Time) *OA {
+	if now == nil {
+		now = time.Now
+	}
+	return &OA{db: db, wx: wx, log: log, now: now}
+}
+
+const welcomeKey = "oa.welcome"
+
+// DefaultWelcome greets new followers until marketing writes their own.
+const DefaultWelcome = "欢迎关注！您可以在这里预约体检、查看报告、咨询医生。"
+
+// Handle processes one accepted message and returns the passive text reply
+// ("" for none). A retry of a message already handled returns ("", false).
+func (s *OA) Handle(ctx context.Context, m InboundMessage) (string, bool, error) {
+	ev := model.OAEvent{DedupeKey: truncate(m.DedupeKey, 120), OpenID: m.From, Kind: m.Type + ":" + m.Event, Content: truncate(m.Content, 2000)}
+	if err := s.db.Conn(ctx).Create(&ev).Error; err != nil {
+		if model.IsDuplicate(err) {
+			return "", false, nil // WeChat's retry of a message we have
+		}
+		return "", false, err
+	}
+	switch {
+	case m.Type == "event" && m.Event == "subscribe":
+		scene := strings.TrimPrefix(m.EventKey, "qrscene_")
+		if err := s.follow(ctx, m.From, true, scene); err != nil {
+			return "", true, err
+		}
+		return s.welcome(ctx), true, nil
+	case m.Type == "event" && m.Event == "unsubscribe":
+		return "", true, s.follow(ctx, m.From, false, "")
+	case m.Type == "event" && m.Event == "CLICK":
+		return s.autoReply(ctx, m.EventKey, true), true, nil
+	case m.Type == "event" && m.Event == "TEMPLATESENDJOBFINISH":
+		return "", true, s.templateResult(ctx, m.MsgID, m.Status)
+	case m.Type == "text":
+		if s.OnUserMessage != nil {
+			s.OnUserMessage(m.From)
+		}
+		return s.autoReply(ctx, m.Content, false), true, nil
+	case m.Type != "event":
+		if s.OnUserMessage != nil {
+			s.OnUserMessage(m.From)
+		}
+	}
+	return "", true, nil
+}
+
+func (s *OA) follow(ctx context.Context, openID string, subscribed bool, scene string) error {
+	f := model.Follower{OpenID: openID, Subscribed: subscribed, Scene: truncate(scene, 120), SubscribedAt: s.now().UTC()}
+	cols := []string{"subscribed", "updated_at"}
+	if subscribed {
+		cols = append(cols, "scene", "subscribed_at")
+	}
+	return s.db.Conn(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "open_id"}}, DoUpdates: clause.AssignmentColumns(cols)}).Create(&f).Error
+}
+
+// LinkFollower asks WeChat for a follower's unionid and links the follower
+// to the patient with that unionid (creating the patient, marked with the
+// QR scene as first touch, when the person is new). It runs after the
+// callback has answered: WeChat wants an answer within 5 seconds.
+func (s *OA) LinkFollower(ctx context.Context, openID string) error {
+	union, err := s.wx.FollowerUnionID(ctx, openID)
+	if err != nil || union == "" {
+		return err
+	}
+	var f model.Follower
+	if err := s.db.Conn(ctx).Where("open_id = ?", openID).Take(&f).Error; err != nil {
+		return err
+	}
+	var p model.Patient
+	err = s.db.Conn(ctx).Where("union_id = ?", union).Take(&p).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		p = model.Patient{UnionID: &union, Gender: "unknown", Source: f.Scene}
+		if err := s.db.Conn(ctx).Create(&p).Error; err != nil {
+			if !model.IsDuplicate(err) {
+				return err
+			}
+			if err := s.db.Conn(ctx).Where("union_id = ?", union).Take(&p).Error; err != nil {
+				return err
+			}
+		}
+	} else if err != nil {
+		return err
+	} else if p.Source == "" && f.Scene != "" {
+		s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ? AND source = ?", p.ID, "").Update("source", f.Scene)
+	}
+	return s.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", openID).Updates(map[string]any{"patient_id": p.ID, "union_id": union}).Error
+}
+
+func (s *OA) welcome(ctx context.Context) string {
+	var st model.Setting
+	if err := s.db.Conn(ctx).Where("`key` = ?", welcomeKey).Take(&st).Error; err == nil && st.Value != "" {
+		return st.Value
+	}
+	return DefaultWelcome
+}
+
+// SetWelcome changes the greeting new followers get.
+func (s *OA) SetWelcome(ctx context.Context, by Principal, text string) error {
+	text = strings.TrimSpace(text)
+	if text == "" || utf8.RuneCountInString(text) > 600 {
+		return model.ErrInvalid.WithMessage("欢迎语不能为空，最多 600 字")
+	}
+	return s.db.Conn(ctx).Clauses(clause.OnConflict{UpdateAll: true}).
+		Create(&model.Setting{Key: welcomeKey, Value: text, UpdatedBy: by.ID, UpdatedAt: s.now()}).Error
+}
+
+// autoReply finds the reply to text: exact matches first, then contains,
+// each by priority; a menu click matches its key exactly.
+func (s *OA) autoReply(ctx context.Context, text string, exactOnly bool) string {
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return ""
+	}
+	var rules []model.AutoReply
+	if err := s.db.Conn(ctx).Where("active = ?", true).Order("priority DESC, id").Find(&rules).Error; err != nil {
+		return ""
+	}
+	for _, r := range rules {
+		if r.Match == "exact" && r.Keyword == text {
+			return r.Reply
+		}
+	}
+	if exactOnly {
+		return ""
+	}
+	for _, r := range rules {
+		if r.Match == "contains" && strings.Contains(text, r.Keyword) {
+			return r.Reply
+		}
+	}
+	return ""
+}
+
+// AutoReplies lists the keyword replies.
+func (s *OA) AutoReplies(ctx context.Context) ([]model.AutoReply, error) {
+	var out []model.AutoReply
+	return out, s.db.Conn(ctx).Order("priority DESC, id").Find(&out).Error
+}
+
+// SaveAutoReply creates a keyword reply.
+func (s *OA) SaveAutoReply(ctx context.Context, r model.AutoReply) (*model.AutoReply, error) {
+	r.Keyword = strings.TrimSpace(r.Keyword)
+	if r.Keyword == "" || (r.Match != "exact" && r.Match != "contains") || strings.TrimSpace(r.Reply) == "" || utf8.RuneCountInString(r.Reply) > 600 {
+		return nil, model.NewError(model.KindRule, "invalid_auto_reply", "关键词、匹配方式（exact/contains）与回复内容不正确")
+	}
+	r.Active = true
+	return &r, s.db.Conn(ctx).Create(&r).Error
+}
+
+// DeleteAutoReply removes a keyword reply.
+func (s *OA) DeleteAutoReply(ctx context.Context, id uint64) error {
+	res := s.db.Conn(ctx).Delete(&model.AutoReply{}, id)
+	if res.Error == nil && res.RowsAffected == 0 {
+		return model.ErrNotFound
+	}
+	return res.Error
+}
+
+// templateResult applies WeChat's delivery report to the notification sent
+// with that msgid.
+func (s *OA) templateResult(ctx context.Context, msgID int64, status string) error {
+	if msgID == 0 {
+		return nil
+	}
+	upd := map[string]any{}
+	switch {
+	case status == "success":
+		upd["last_error"] = ""
+	case strings.Contains(status, "block"):
+		upd["status"], upd["last_error"] = model.NotifyUndeliverable, "WeChat: "+status+" (the user blocks template messages)"
+	default:
+		upd["status"], upd["last_error"] = model.NotifyDead, "WeChat: "+truncate(status, 100)
+	}
+	return s.db.Conn(ctx).Model(&model.Notification{}).Where("channel = ? AND msg_id = ?", "template", fmt.Sprint(msgID)).Updates(upd).Error
+}

@@ -1,0 +1,76 @@
+package wxsandbox
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Callback is a request as WeChat would send it to a server's callback URL.
+type Callback struct {
+	Query url.Values
+	Body  []byte
+}
+
+// BuildCallback signs (and in safe mode encrypts) body the way WeChat does:
+// signature = sha1(sorted token, timestamp, nonce); in safe mode the body is
+// <xml><ToUserName/><Encrypt/></xml> with msg_signature = sha1(sorted token,
+// timestamp, nonce, Encrypt) and AES-256-CBC over random16|len|msg|appid.
+func BuildCallback(token, encodingAESKey, appID string, body []byte, safe bool, at time.Time) (Callback, error) {
+	ts := strconv.FormatInt(at.Unix(), 10)
+	nonce := strconv.FormatInt(at.UnixNano()%1000000007, 10)
+	q := url.Values{"timestamp": {ts}, "nonce": {nonce}, "signature": {sandboxSHA1(token, ts, nonce)}}
+	if !safe {
+		return Callback{Query: q, Body: body}, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(encodingAESKey + "=")
+	if err != nil || len(key) != 32 {
+		return Callback{}, fmt.Errorf("bad EncodingAESKey")
+	}
+	var plain bytes.Buffer
+	plain.WriteString(randHex(8)) // 16 random bytes
+	_ = binary.Write(&plain, binary.BigEndian, uint32(len(body)))
+	plain.Write(body)
+	plain.WriteString(appID)
+	pad := 32 - plain.Len()%32
+	plain.Write(bytes.Repeat([]byte{byte(pad)}, pad))
+	block, _ := aes.NewCipher(key)
+	ct := make([]byte, plain.Len())
+	cipher.NewCBCEncrypter(block, key[:16]).CryptBlocks(ct, plain.Bytes())
+	enc := base64.StdEncoding.EncodeToString(ct)
+	q.Set("encrypt_type", "aes")
+	q.Set("msg_signature", sandboxSHA1(token, ts, nonce, enc))
+	env := fmt.Sprintf("<xml><ToUserName><![CDATA[%s]]></ToUserName><Encrypt><![CDATA[%s]]></Encrypt></xml>", "gh_sandbox", enc)
+	return Callback{Query: q, Body: []byte(env)}, nil
+}
+
+func sandboxSHA1(parts ...string) string {
+	sort.Strings(parts)
+	h := sha1.Sum([]byte(strings.Join(parts, "")))
+	return hex.EncodeToString(h[:])
+}
+
+// TextMessage is a user's text message to the official account.
+func TextMessage(from, content string, msgID int64, at time.Time) []byte {
+	return []byte(fmt.Sprintf("<xml><ToUserName><![CDATA[gh_sandbox]]></ToUserName><FromUserName><![CDATA[%s]]></FromUserName>"+
+		"<CreateTime>%d</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[%s]]></Content><MsgId>%d</MsgId></xml>",
+		from, at.Unix(), content, msgID))
+}
+
+// EventMessage is an event (subscribe, unsubscribe, CLICK, SCAN,
+// TEMPLATESENDJOBFINISH) for the official account.
+func EventMessage(from, event, key string, at time.Time, extra string) []byte {
+	return []byte(fmt.Sprintf("<xml><ToUserName><![CDATA[gh_sandbox]]></ToUserName><FromUserName><![CDATA[%s]]></FromUserName>"+
+		"<CreateTime>%d</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[%s]]></Event><EventKey><![CDATA[%s]]></EventKey>%s</xml>",
+		from, at.Unix(), event, key, extra))
+}
