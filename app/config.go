@@ -62,6 +62,9 @@ type Config struct {
 	OASecret      string `env:"CARELOOP_OA_SECRET" yaml:"oa_secret" secret:"true"`
 	OAToken       string `env:"CARELOOP_OA_TOKEN" yaml:"oa_token" secret:"true"`
 	OAAESKey      string `env:"CARELOOP_OA_AES_KEY" yaml:"oa_aes_key" secret:"true"`
+	// OAMode is the official account message mode: "safe" (AES, the default;
+	// plaintext posts are refused) or "plain".
+	OAMode        string `env:"CARELOOP_OA_MODE" yaml:"oa_mode"`
 	WeChatAPIBase string `env:"CARELOOP_WECHAT_API_BASE" yaml:"wechat_api_base"`
 	// IntegrationSecrets are "source=secret" pairs for signed integrations (PEIS).
 	IntegrationSecrets string        `env:"CARELOOP_INTEGRATION_SECRETS" yaml:"integration_secrets" secret:"true"`
