@@ -172,6 +172,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Surveys:            a.Surveys,
 		Complaints:         service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil),
 		OA:                 a.OA,
+		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
 		URLKey:             []byte("file-links|" + cfg.TokenSecret),

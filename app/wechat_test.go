@@ -179,3 +179,33 @@ func TestOACallbackPlainModeRepliesAndResults(t *testing.T) {
 		t.Fatal("unsubscribe not recorded")
 	}
 }
+
+func TestOAMenuPublish(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	mkt := newStaff(t, a, admin, "mkt", "marketing")
+	menu := map[string]any{
+		"button": []map[string]any{
+			{"type": "miniprogram", "name": "预约体检", "appid": a.Cfg.MPAppID, "pagepath": "pages/packages/list", "url": "https://example.org"},
+			{"name": "我的", "sub_button": []map[string]any{{"type": "click", "name": "查报告", "key": "REPORT"}}},
+		},
+		"conditional": []map[string]any{{"button": []map[string]any{{"type": "click", "name": "VIP 专线", "key": "VIP"}}, "matchrule": map[string]any{"tag_id": "100"}}},
+	}
+	if r := call(t, a.Router, "PUT", "/api/admin/oa/menu", mkt, menu); r.Status != 200 {
+		t.Fatalf("save: %d %s", r.Status, r.Raw)
+	}
+	if r := call(t, a.Router, "POST", "/api/admin/oa/menu/publish", mkt, nil); r.Status != 204 {
+		t.Fatalf("publish: %d %s", r.Status, r.Raw)
+	}
+	if a.Sandbox.Calls(wxsandbox.APIMenuCreate) != 1 || a.Sandbox.Calls(wxsandbox.APIMenuAddCond) != 1 {
+		t.Fatal("the sandbox did not receive the menu and its conditional menu")
+	}
+	four := map[string]any{"button": []map[string]any{{"name": "1"}, {"name": "2"}, {"name": "3"}, {"name": "4"}}}
+	if r := call(t, a.Router, "PUT", "/api/admin/oa/menu", mkt, four); r.Status != 422 || r.ErrCode() != "invalid_menu" {
+		t.Fatalf("four buttons: %d %s", r.Status, r.Raw)
+	}
+	a.Sandbox.FailNext(wxsandbox.APIMenuCreate, 1, wxsandbox.Fault{ErrCode: 40016})
+	if r := call(t, a.Router, "POST", "/api/admin/oa/menu/publish", mkt, nil); r.Status != 422 || r.ErrCode() != "wechat_refused" {
+		t.Fatalf("WeChat refuses: %d %s", r.Status, r.Raw)
+	}
+}

@@ -5,6 +5,7 @@ package handler
 import (
 	"log/slog"
 	"net/http"
+	"reflect"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,7 @@ type Deps struct {
 	Surveys      *service.Surveys
 	Complaints   *service.Complaints
 	OA           *service.OA
+	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
 	IntegrationSecrets map[string]string
@@ -54,8 +56,28 @@ type Deps struct {
 	Sandbox http.Handler
 }
 
+// optionalDeps may be nil: sandbox-only hooks and extras.
+var optionalDeps = map[string]bool{"Sandbox": true, "OnSubscribeAccept": true, "Collectors": true, "Spec": true, "Checks": true,
+	"IntegrationSecrets": true, "URLKey": true}
+
+// mustBeWired panics at start-up, naming the field, when main forgot to
+// wire a service: better than a nil dereference on the first request.
+func mustBeWired(d Deps) {
+	v := reflect.ValueOf(d)
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Type().Field(i)
+		switch f.Type.Kind() {
+		case reflect.Pointer, reflect.Interface, reflect.Func, reflect.Map, reflect.Slice:
+			if v.Field(i).IsNil() && !optionalDeps[f.Name] {
+				panic("handler.NewRouter: Deps." + f.Name + " is not wired")
+			}
+		}
+	}
+}
+
 // NewRouter builds the whole HTTP surface.
 func NewRouter(d Deps) *gin.Engine {
+	mustBeWired(d)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.ContextWithFallback = true
@@ -108,7 +130,7 @@ func NewRouter(d Deps) *gin.Engine {
 	ph.registerAdmin(staff)
 	sh.registerAdmin(staff)
 	ch.registerAdmin(staff)
-	oaAdmin{oa: d.OA}.register(staff)
+	oaAdmin{oa: d.OA, menus: d.OAMenus}.register(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

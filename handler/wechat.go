@@ -128,7 +128,8 @@ func (h wechatHandlers) callback(c *gin.Context) {
 
 // oaAdmin serves marketing's settings of the official account.
 type oaAdmin struct {
-	oa *service.OA
+	oa    *service.OA
+	menus service.OAMenus
 }
 
 func (h oaAdmin) register(rg *gin.RouterGroup) {
@@ -137,6 +138,38 @@ func (h oaAdmin) register(rg *gin.RouterGroup) {
 	rg.POST("/oa/auto-replies", mkt, h.create)
 	rg.DELETE("/oa/auto-replies/:id", mkt, h.delete)
 	rg.PUT("/oa/welcome", mkt, h.welcome)
+	rg.GET("/oa/menu", mkt, h.menu)
+	rg.PUT("/oa/menu", mkt, h.saveMenu)
+	rg.POST("/oa/menu/publish", mkt, h.publishMenu)
+}
+
+func (h oaAdmin) menu(c *gin.Context) {
+	m, err := h.oa.LoadMenu(c.Request.Context())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, m)
+}
+
+func (h oaAdmin) saveMenu(c *gin.Context) {
+	var m service.Menu
+	if !bindJSON(c, &m) {
+		return
+	}
+	if err := h.oa.SaveMenu(c.Request.Context(), principal(c), m); err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, m)
+}
+
+func (h oaAdmin) publishMenu(c *gin.Context) {
+	if err := h.oa.PublishMenu(c.Request.Context(), principal(c), h.menus); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
 }
 
 func (h oaAdmin) list(c *gin.Context) {

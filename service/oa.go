@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -222,4 +223,74 @@ func (s *OA) templateResult(ctx context.Context, msgID int64, status string) err
 		upd["status"], upd["last_error"] = model.NotifyDead, "WeChat: "+truncate(status, 100)
 	}
 	return s.db.Conn(ctx).Model(&model.Notification{}).Where("channel = ? AND msg_id = ?", "template", fmt.Sprint(msgID)).Updates(upd).Error
+}
+
+// OAMenus publishes menus to WeChat (wxconfig.Clients satisfies it).
+type OAMenus interface {
+	PublishMenu(ctx context.Context, menuJSON string, conditional []string) error
+}
+
+// Menu is the official account's menu as marketing edits it: the default
+// menu and conditional menus (matchrule by tag and the like).
+type Menu struct {
+	Button      []json.RawMessage `json:"button"`
+	Conditional []struct {
+		Button    []json.RawMessage `json:"button"`
+		MatchRule map[string]any    `json:"matchrule"`
+	} `json:"conditional"`
+}
+
+const menuKey = "oa.menu"
+
+// ErrBadMenu says the menu breaks WeChat's rules.
+var ErrBadMenu = model.NewError(model.KindRule, "invalid_menu", "菜单不符合微信规则（最多 3 个一级菜单、每个最多 5 个子菜单，个性化菜单需匹配规则）")
+
+// SaveMenu checks and stores the menu (not yet published).
+func (s *OA) SaveMenu(ctx context.Context, by Principal, m Menu) error {
+	if len(m.Button) == 0 || len(m.Button) > 3 {
+		return ErrBadMenu
+	}
+	for _, c := range m.Conditional {
+		if len(c.Button) == 0 || len(c.Button) > 3 || len(c.MatchRule) == 0 {
+			return ErrBadMenu
+		}
+	}
+	b, _ := json.Marshal(m)
+	return s.db.Conn(ctx).Clauses(clause.OnConflict{UpdateAll: true}).
+		Create(&model.Setting{Key: menuKey, Value: string(b), UpdatedBy: by.ID, UpdatedAt: s.now()}).Error
+}
+
+// LoadMenu returns the stored menu.
+func (s *OA) LoadMenu(ctx context.Context) (*Menu, error) {
+	var st model.Setting
+	if err := s.db.Conn(ctx).Where("`key` = ?", menuKey).Take(&st).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
+	var m Menu
+	return &m, json.Unmarshal([]byte(st.Value), &m)
+}
+
+// ErrWeChatRefused carries WeChat's refusal of a publish to staff.
+var ErrWeChatRefused = model.NewError(model.KindRule, "wechat_refused", "微信拒绝了该操作")
+
+// PublishMenu sends the stored menu to WeChat.
+func (s *OA) PublishMenu(ctx context.Context, by Principal, menus OAMenus) error {
+	m, err := s.LoadMenu(ctx)
+	if err != nil {
+		return err
+	}
+	main, _ := json.Marshal(map[string]any{"button": m.Button})
+	var cond []string
+	for _, c := range m.Conditional {
+		b, _ := json.Marshal(map[string]any{"button": c.Button, "matchrule": c.MatchRule})
+		cond = append(cond, string(b))
+	}
+	if err := menus.PublishMenu(ctx, string(main), cond); err != nil {
+		var wc wechatCoder
+		if errors.As(err, &wc) && wc.WeChatCode() > 0 {
+			return ErrWeChatRefused.WithMessage("微信拒绝了菜单（错误码 %d）", wc.WeChatCode())
+		}
+		return fmt.Errorf("%w: %v", ErrWeChatDown, err)
+	}
+	return nil
 }

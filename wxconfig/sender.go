@@ -61,3 +61,19 @@ func (c *Clients) FollowerUnionID(ctx context.Context, openID string) (string, e
 	})
 	return union, err
 }
+
+// PublishMenu replaces the official account's menu and then adds the
+// conditional menus (each a JSON object with "button" and "matchrule").
+func (c *Clients) PublishMenu(ctx context.Context, menuJSON string, conditional []string) error {
+	err := c.DoOA(ctx, "menu create", func(context.Context) error { return c.OA.GetMenu().SetMenuByJSON(menuJSON) })
+	if err != nil {
+		return err
+	}
+	for _, cm := range conditional {
+		// AddConditionalByJSON, not MatchRule: the SDK's MatchRule sends the old group_id.
+		if err := c.DoOA(ctx, "menu addconditional", func(context.Context) error { return c.OA.GetMenu().AddConditionalByJSON(cm) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
