@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -40,6 +41,10 @@ type Points struct {
 	audit *Audit
 	cfg   PointsConfig
 	now   func() time.Time
+
+	levelsMu sync.Mutex
+	levels   []model.Level
+	levelsAt time.Time
 }
 
 // NewPoints returns the membership and points use cases.
@@ -330,7 +335,7 @@ func (s *Points) SaveLevels(ctx context.Context, by Principal, levels []model.Le
 			return model.NewError(model.KindRule, "invalid_level", "等级设置不正确（折扣 0–50%，门槛与权益不能为负）")
 		}
 	}
-	return s.db.InTx(ctx, func(ctx context.Context) error {
+	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		if err := s.db.Conn(ctx).Where("1 = 1").Delete(&model.Level{}).Error; err != nil {
 			return err
 		}
@@ -342,6 +347,10 @@ func (s *Points) SaveLevels(ctx context.Context, by Principal, levels []model.Le
 		}
 		return s.audit.Record(ctx, by, "levels.change", nil, fmt.Sprintf("%d levels", len(levels)))
 	})
+	s.levelsMu.Lock()
+	s.levels = nil // this process prices with the new table at once
+	s.levelsMu.Unlock()
+	return err
 }
 
 // levelFor picks the highest level whose threshold growth reaches.
@@ -385,13 +394,45 @@ func (s *Points) Summary(ctx context.Context, patientID uint64) (*Summary, error
 	return out, nil
 }
 
-// DiscountedPrice applies the patient's level discount to a price.
+// DiscountedPrice applies the patient's level discount to a price. It is on
+// the booking path: the level table comes from a short cache, and the
+// patient's growth is read only when some level gives a discount.
 func (s *Points) DiscountedPrice(ctx context.Context, patientID uint64, priceFen int64) int64 {
-	sum, err := s.Summary(ctx, patientID)
-	if err != nil || sum.Level == nil || sum.Level.DiscountPct == 0 {
+	levels, err := s.cachedLevels(ctx)
+	if err != nil {
 		return priceFen
 	}
-	return priceFen * int64(100-sum.Level.DiscountPct) / 100
+	discounts := false
+	for _, l := range levels {
+		discounts = discounts || l.DiscountPct > 0
+	}
+	if !discounts {
+		return priceFen
+	}
+	var growth int64
+	if err := s.db.Conn(ctx).Model(&model.PointsAccount{}).Where("patient_id = ?", patientID).Pluck("growth", &growth).Error; err != nil {
+		return priceFen
+	}
+	if cur, _ := levelFor(levels, growth); cur != nil {
+		return priceFen * int64(100-cur.DiscountPct) / 100
+	}
+	return priceFen
+}
+
+// cachedLevels is Levels kept for a few seconds (levels change rarely;
+// SaveLevels forgets the copy at once).
+func (s *Points) cachedLevels(ctx context.Context) ([]model.Level, error) {
+	s.levelsMu.Lock()
+	defer s.levelsMu.Unlock()
+	if s.levels != nil && time.Since(s.levelsAt) < 5*time.Second {
+		return s.levels, nil
+	}
+	ls, err := s.Levels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.levels, s.levelsAt = ls, time.Now()
+	return ls, nil
 }
 
 // Ledger lists a patient's entries, newest first.
