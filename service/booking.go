@@ -641,31 +641,46 @@ type BookingView struct {
 	PackageName string
 }
 
-// Views joins bookings with their slots and packages, from the short-lived
-// cache where it can.
+// Views joins bookings with their slots and packages: from the short-lived
+// cache, and what it lacks in one query per table.
 func (s *Bookings) Views(ctx context.Context, bs []model.Booking) ([]BookingView, error) {
+	slots, names := map[uint64]model.Slot{}, map[uint64]string{}
+	var missSlots, missPkgs []uint64
+	for _, b := range bs {
+		if v, ok := s.cache.get(fmt.Sprintf("slot:%d", b.SlotID)); ok {
+			slots[b.SlotID] = v.(model.Slot)
+		} else {
+			missSlots = append(missSlots, b.SlotID)
+		}
+		if v, ok := s.cache.get(fmt.Sprintf("pkgname:%d", b.PackageID)); ok {
+			names[b.PackageID] = v.(string)
+		} else {
+			missPkgs = append(missPkgs, b.PackageID)
+		}
+	}
+	if len(missSlots) > 0 {
+		var rows []model.Slot
+		if err := s.db.Conn(ctx).Where("id IN ?", missSlots).Find(&rows).Error; err != nil {
+			return nil, err
+		}
+		for _, sl := range rows {
+			slots[sl.ID] = sl
+			s.cache.put(fmt.Sprintf("slot:%d", sl.ID), sl, 5*time.Second)
+		}
+	}
+	if len(missPkgs) > 0 {
+		var rows []model.Package
+		if err := s.db.Conn(ctx).Select("id", "name").Where("id IN ?", missPkgs).Find(&rows).Error; err != nil {
+			return nil, err
+		}
+		for _, p := range rows {
+			names[p.ID] = p.Name
+			s.cache.put(fmt.Sprintf("pkgname:%d", p.ID), p.Name, time.Minute)
+		}
+	}
 	out := make([]BookingView, 0, len(bs))
 	for _, b := range bs {
-		v := BookingView{Booking: b}
-		if sl, err := s.slot(ctx, b.SlotID); err == nil {
-			v.Start, v.End = sl.Start, sl.End
-		}
-		v.PackageName = s.packageName(ctx, b.PackageID)
-		out = append(out, v)
+		out = append(out, BookingView{Booking: b, Start: slots[b.SlotID].Start, End: slots[b.SlotID].End, PackageName: names[b.PackageID]})
 	}
 	return out, nil
-}
-
-// packageName names a package, active or not.
-func (s *Bookings) packageName(ctx context.Context, id uint64) string {
-	key := fmt.Sprintf("pkgname:%d", id)
-	if v, ok := s.cache.get(key); ok {
-		return v.(string)
-	}
-	var p model.Package
-	if err := s.db.Conn(ctx).Select("id", "name").Where("id = ?", id).Take(&p).Error; err != nil {
-		return ""
-	}
-	s.cache.put(key, p.Name, time.Minute)
-	return p.Name
 }

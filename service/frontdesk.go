@@ -170,20 +170,19 @@ func (s *Bookings) AnnualRecheck(ctx context.Context, now time.Time) error {
 		Date      string
 	}
 	var rows []last
+	// One query: the last completed checkup per patient, old enough, and
+	// nothing booked or checked in since (a later completed checkup would
+	// have been the maximum; a stale "booked" one is marked missed by day end).
 	err := s.db.Conn(ctx).Model(&model.Booking{}).Select("patient_id, MAX(date) AS date").
-		Where("status = ? AND family_member_id IS NULL", model.BookingCompleted).Group("patient_id").
-		Having("MAX(date) <= ?", cutoff).Find(&rows).Error
+		Where("status = ? AND family_member_id IS NULL", model.BookingCompleted).
+		Where("patient_id NOT IN (?)", s.db.Conn(ctx).Model(&model.Booking{}).Select("patient_id").
+			Where("family_member_id IS NULL AND status IN ?", []string{model.BookingBooked, model.BookingCheckedIn})).
+		Group("patient_id").Having("MAX(date) <= ?", cutoff).Find(&rows).Error
 	if err != nil {
 		return err
 	}
-	var notices []notify.Notice
+	notices := make([]notify.Notice, 0, len(rows))
 	for _, r := range rows {
-		var later int64
-		s.db.Conn(ctx).Model(&model.Booking{}).Where("patient_id = ? AND family_member_id IS NULL AND date > ? AND status IN ?",
-			r.PatientID, r.Date, []string{model.BookingBooked, model.BookingCheckedIn, model.BookingCompleted}).Count(&later)
-		if later > 0 {
-			continue
-		}
 		notices = append(notices, notify.Notice{PatientID: r.PatientID, Reason: notify.ReasonAnnualRecheck, Occurrence: "after-" + r.Date,
 			Params: map[string]string{"title": "年度体检提醒", "note": "距上次体检已近一年，欢迎预约复查"}})
 	}

@@ -360,6 +360,11 @@ func (s *Reports) view(ctx context.Context, r *model.Report) (*ReportView, error
 	if err := s.db.Conn(ctx).Where("report_id = ? AND version = ?", r.ID, r.Version).Take(&v).Error; err != nil {
 		return nil, err
 	}
+	return s.open(r, &v)
+}
+
+// open decrypts a version of r into its view.
+func (s *Reports) open(r *model.Report, v *model.ReportVersion) (*ReportView, error) {
 	plain, err := s.sealer.Open(v.DataEnc)
 	if err != nil {
 		return nil, err
@@ -416,9 +421,34 @@ func (s *Reports) Trends(ctx context.Context, p Principal, code string, familyID
 	if err := q.Order("exam_date, id").Limit(100).Find(&rs).Error; err != nil {
 		return nil, err
 	}
+	// The visible versions of all of them in one query.
+	ids := make([]uint64, len(rs))
+	for i := range rs {
+		ids[i] = rs[i].ID
+	}
+	var versions []model.ReportVersion
+	if len(ids) > 0 {
+		if err := s.db.Conn(ctx).Where("report_id IN ?", ids).Find(&versions).Error; err != nil {
+			return nil, err
+		}
+	}
+	visible := map[uint64]*model.ReportVersion{}
+	byID := map[uint64]*model.Report{}
+	for i := range rs {
+		byID[rs[i].ID] = &rs[i]
+	}
+	for i := range versions {
+		if r := byID[versions[i].ReportID]; r != nil && r.Version == versions[i].Version {
+			visible[r.ID] = &versions[i]
+		}
+	}
 	out := []TrendPoint{}
 	for i := range rs {
-		v, err := s.view(ctx, &rs[i])
+		ver := visible[rs[i].ID]
+		if ver == nil {
+			continue
+		}
+		v, err := s.open(&rs[i], ver)
 		if err != nil {
 			return nil, err
 		}
