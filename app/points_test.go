@@ -206,3 +206,47 @@ func TestPointsExpiryReminder(t *testing.T) {
 		}
 	})
 }
+
+// One coupon, many bookings at once: it pays for one of them only, and
+// another patient cannot use it at all.
+func TestCouponUsedOnceUnderRace(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		ctx := context.Background()
+		tok, pid := login(t, a.Router, "dev:couponer")
+		grantPoints(t, a, pid, 100)
+		cp, _ := a.Points.SaveReward(ctx, model.Reward{Name: "30 元券", Kind: model.RewardCoupon, CostPoints: 100, Stock: 5, CouponValueFen: 3000, Active: true})
+		couponID := uint64(redeemCall(t, a, tok, cp.ID, "one").Body["coupon"].(map[string]any)["id"].(float64))
+		pkg := anyPackage(t, a)
+		thief, _ := login(t, a.Router, "dev:thief")
+		if r := bookCall(t, a.Router, thief, "x", map[string]any{"package_id": pkg.ID, "slot_id": testSlot(t, a, "04:00", 5).ID, "coupon_id": couponID}); r.Status != 422 || r.ErrCode() != "coupon_unusable" {
+			t.Fatalf("another patient's coupon: %d %s", r.Status, r.Raw)
+		}
+		// Eight bookings on eight different days (one booking a day per person), all with the coupon.
+		var slots []model.Slot
+		for i := 0; i < 8; i++ {
+			sl := model.Slot{Date: time.Now().In(model.Shanghai).AddDate(0, 0, 3+i).Format(time.DateOnly), Start: "04:30", End: "04:59", Capacity: 5}
+			a.DB.Gorm().Create(&sl)
+			slots = append(slots, sl)
+		}
+		rs := race(8, func(i int) response {
+			return bookCall(t, a.Router, tok, fmt.Sprintf("c%d", i), map[string]any{"package_id": pkg.ID, "slot_id": slots[i].ID, "coupon_id": couponID})
+		})
+		discounted := 0
+		for _, r := range rs {
+			switch {
+			case r.Status == 201 && int64(r.Body["price_fen"].(float64)) == pkg.PriceFen-3000:
+				discounted++
+			case r.Status == 422 && r.ErrCode() == "coupon_unusable":
+			default:
+				t.Fatalf("unexpected answer: %d %s", r.Status, r.Raw)
+			}
+		}
+		var c model.Coupon
+		a.DB.Gorm().Where("id = ?", couponID).Take(&c)
+		var booked int64
+		a.DB.Gorm().Model(&model.Booking{}).Where("patient_id = ?", pid).Count(&booked)
+		if discounted != 1 || c.Status != model.CouponUsed || c.BookingID == nil || booked != 1 {
+			t.Fatalf("discounted=%d coupon=%+v bookings=%d", discounted, c, booked)
+		}
+	})
+}
