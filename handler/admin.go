@@ -221,15 +221,7 @@ func tagDTO(t *model.Tag) TagDTO {
 
 func (h adminTags) list(c *gin.Context) {
 	ts, err := h.tags.List(c.Request.Context(), c.Query("category"))
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]TagDTO, 0, len(ts))
-	for i := range ts {
-		items = append(items, tagDTO(&ts[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderList(c, ts, err, tagDTO)
 }
 
 type tagRequest struct {

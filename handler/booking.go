@@ -67,19 +67,7 @@ func packageDTO(p *model.Package) PackageDTO {
 
 func (h bookingHandlers) packages(c *gin.Context) {
 	ps, err := h.b.Packages(c.Request.Context())
-	renderPackages(c, ps, err)
-}
-
-func renderPackages(c *gin.Context, ps []model.Package, err error) {
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]PackageDTO, 0, len(ps))
-	for i := range ps {
-		items = append(items, packageDTO(&ps[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderList(c, ps, err, packageDTO)
 }
 
 func (h bookingHandlers) pkg(c *gin.Context) {
@@ -115,15 +103,7 @@ func (h bookingHandlers) slots(c *gin.Context) {
 		return
 	}
 	ss, err := h.b.Slots(c.Request.Context(), id, c.Query("from"), c.Query("to"))
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]SlotDTO, 0, len(ss))
-	for i := range ss {
-		items = append(items, slotDTO(&ss[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderList(c, ss, err, slotDTO)
 }
 
 // BookingDTO is a booking.
@@ -250,7 +230,7 @@ func (h bookingHandlers) reschedule(c *gin.Context) {
 
 func (h bookingHandlers) allPackages(c *gin.Context) {
 	ps, err := h.catalog.AllPackages(c.Request.Context())
-	renderPackages(c, ps, err)
+	renderList(c, ps, err, packageDTO)
 }
 
 type packageRequest struct {

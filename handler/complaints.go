@@ -66,24 +66,12 @@ func (h complaintHandlers) file(c *gin.Context) {
 
 func (h complaintHandlers) mine(c *gin.Context) {
 	cs, err := h.c.Mine(c.Request.Context(), principal(c))
-	h.renderList(c, cs, err)
+	renderList(c, cs, err, h.dto)
 }
 
 func (h complaintHandlers) list(c *gin.Context) {
 	cs, err := h.c.List(c.Request.Context(), c.Query("status"), c.Query("overdue") == "true")
-	h.renderList(c, cs, err)
-}
-
-func (h complaintHandlers) renderList(c *gin.Context, cs []model.Complaint, err error) {
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]gin.H, 0, len(cs))
-	for i := range cs {
-		items = append(items, h.dto(&cs[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderList(c, cs, err, h.dto)
 }
 
 func (h complaintHandlers) get(c *gin.Context) {

@@ -126,3 +126,17 @@ func queryTimes(c *gin.Context, from, to *time.Time) bool {
 	}
 	return true
 }
+
+// renderList answers a whole list as {"items": [...], "next_cursor": ""},
+// each row through dto, or records err.
+func renderList[T, D any](c *gin.Context, rows []T, err error, dto func(*T) D) {
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]D, 0, len(rows))
+	for i := range rows {
+		items = append(items, dto(&rows[i]))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}

@@ -267,15 +267,7 @@ func idParam(c *gin.Context) (uint64, bool) {
 
 func (h mpProfile) listFamily(c *gin.Context) {
 	ms, err := h.family.List(c.Request.Context(), principal(c))
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]FamilyDTO, 0, len(ms))
-	for i := range ms {
-		items = append(items, h.familyDTO(&ms[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderList(c, ms, err, h.familyDTO)
 }
 
 func (h mpProfile) createFamily(c *gin.Context) {

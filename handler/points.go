@@ -139,15 +139,7 @@ func rewardDTO(r *model.Reward) RewardDTO {
 
 func (h pointsHandlers) listRewards(c *gin.Context, all bool) {
 	rs, err := h.p.Rewards(c.Request.Context(), all)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]RewardDTO, 0, len(rs))
-	for i := range rs {
-		items = append(items, rewardDTO(&rs[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderList(c, rs, err, rewardDTO)
 }
 
 func (h pointsHandlers) rewards(c *gin.Context)    { h.listRewards(c, false) }
@@ -208,15 +200,7 @@ func couponDTO(cp *model.Coupon) gin.H {
 
 func (h pointsHandlers) coupons(c *gin.Context) {
 	cs, err := h.p.Coupons(c.Request.Context(), principal(c).ID)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]gin.H, 0, len(cs))
-	for i := range cs {
-		items = append(items, couponDTO(&cs[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderList(c, cs, err, couponDTO)
 }
 
 type adjustRequest struct {

@@ -128,15 +128,7 @@ func nonNil(s []string) []string {
 
 func (h reportHandlers) mine(c *gin.Context) {
 	rs, err := h.r.Mine(c.Request.Context(), principal(c))
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]ReportSummaryDTO, 0, len(rs))
-	for i := range rs {
-		items = append(items, reportSummary(&rs[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderList(c, rs, err, reportSummary)
 }
 
 func (h reportHandlers) get(c *gin.Context) {

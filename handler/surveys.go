@@ -35,15 +35,7 @@ func inviteDTO(i *model.SurveyInvite) gin.H {
 
 func (h surveyHandlers) pending(c *gin.Context) {
 	is, err := h.s.Pending(c.Request.Context(), principal(c))
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]gin.H, 0, len(is))
-	for i := range is {
-		items = append(items, inviteDTO(&is[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	renderList(c, is, err, inviteDTO)
 }
 
 func (h surveyHandlers) invite(c *gin.Context) {
