@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"careloop/model"
 )
@@ -104,7 +105,7 @@ func newMetrics(extra ...prometheus.Collector) *metrics {
 		}, []string{"route", "method"}),
 	}
 	m.reg.MustRegister(m.requests, m.latency,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range extra {
 		_ = m.reg.Register(c) // the API and ops routers of one process share them
 	}
