@@ -90,24 +90,9 @@ var ErrUnknownReason = fmt.Errorf("notify: unknown reason")
 // second notice with the same reason, patient and occurrence is ignored. It
 // returns whether a row was written.
 func (o *Outbox) Enqueue(ctx context.Context, n Notice) (bool, error) {
-	r, ok := o.cfg.reason(n.Reason)
-	if !ok {
-		return false, fmt.Errorf("%w %q", ErrUnknownReason, n.Reason)
-	}
-	params, _ := json.Marshal(n.Params)
-	due := n.DueAt
-	if due.IsZero() {
-		due = o.now()
-	}
-	due = o.cfg.afterQuiet(r.Category, due)
-	page := n.Page
-	if page == "" {
-		page = r.Page
-	}
-	row := model.Notification{
-		PatientID: n.PatientID, Reason: n.Reason, Category: r.Category,
-		DedupeKey: fmt.Sprintf("%s:%d:%s", n.Reason, n.PatientID, n.Occurrence),
-		Params:    string(params), Page: page, Status: model.NotifyPending, DueAt: due.UTC(),
+	row, err := o.row(n)
+	if err != nil {
+		return false, err
 	}
 	// A plain insert: MySQL's "ON DUPLICATE KEY UPDATE id=id" reports a row
 	// affected even when it inserted nothing. A duplicate-key error fails
@@ -119,6 +104,33 @@ func (o *Outbox) Enqueue(ctx context.Context, n Notice) (bool, error) {
 		return false, fmt.Errorf("enqueue %s: %w", n.Reason, err)
 	}
 	return true, nil
+}
+
+// DedupeKey is the notification's unique key: reason, patient, occurrence.
+func DedupeKey(reason string, patientID uint64, occurrence string) string {
+	return fmt.Sprintf("%s:%d:%s", reason, patientID, occurrence)
+}
+
+// row is the outbox row for n: its reason's category and page, due now or
+// when asked, after the quiet hours where they apply.
+func (o *Outbox) row(n Notice) (model.Notification, error) {
+	r, ok := o.cfg.reason(n.Reason)
+	if !ok {
+		return model.Notification{}, fmt.Errorf("%w %q", ErrUnknownReason, n.Reason)
+	}
+	params, _ := json.Marshal(n.Params)
+	due := n.DueAt
+	if due.IsZero() {
+		due = o.now()
+	}
+	page := n.Page
+	if page == "" {
+		page = r.Page
+	}
+	return model.Notification{
+		PatientID: n.PatientID, Reason: n.Reason, Category: r.Category, DedupeKey: DedupeKey(n.Reason, n.PatientID, n.Occurrence),
+		Params: string(params), Page: page, Status: model.NotifyPending, DueAt: o.cfg.afterQuiet(r.Category, due).UTC(),
+	}, nil
 }
 
 // Wake nudges idle workers; call it after the transaction that enqueued

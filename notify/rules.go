@@ -101,22 +101,11 @@ func SaveRules(ctx context.Context, db *model.DB, r Rules, by uint64) error {
 func (o *Outbox) EnqueueMany(ctx context.Context, ns []Notice) error {
 	rows := make([]model.Notification, 0, len(ns))
 	for _, n := range ns {
-		r, ok := o.cfg.reason(n.Reason)
-		if !ok {
-			return fmt.Errorf("%w %q", ErrUnknownReason, n.Reason)
+		row, err := o.row(n)
+		if err != nil {
+			return err
 		}
-		params, _ := json.Marshal(n.Params)
-		due := n.DueAt
-		if due.IsZero() {
-			due = o.now()
-		}
-		page := n.Page
-		if page == "" {
-			page = r.Page
-		}
-		rows = append(rows, model.Notification{PatientID: n.PatientID, Reason: n.Reason, Category: r.Category,
-			DedupeKey: fmt.Sprintf("%s:%d:%s", n.Reason, n.PatientID, n.Occurrence), Params: string(params),
-			Page: page, Status: model.NotifyPending, DueAt: o.cfg.afterQuiet(r.Category, due).UTC()})
+		rows = append(rows, row)
 	}
 	if len(rows) == 0 {
 		return nil

@@ -491,7 +491,7 @@ func (s *Bookings) notifyBooked(ctx context.Context, b *model.Booking, pkg *mode
 func (s *Bookings) cancelReminders(ctx context.Context, b *model.Booking) error {
 	return s.db.Conn(ctx).Model(&model.Notification{}).
 		Where("reason = ? AND patient_id = ? AND dedupe_key LIKE ? AND status IN ?", notify.ReasonCheckupReminder, b.PatientID,
-			fmt.Sprintf("%s:%d:booking-%d-%%", notify.ReasonCheckupReminder, b.PatientID, b.ID), []string{model.NotifyPending, model.NotifyFailed}).
+			notify.DedupeKey(notify.ReasonCheckupReminder, b.PatientID, fmt.Sprintf("booking-%d-", b.ID))+"%", []string{model.NotifyPending, model.NotifyFailed}).
 		Updates(map[string]any{"status": model.NotifyCancelled, "last_error": "booking cancelled or moved"}).Error
 }
 
