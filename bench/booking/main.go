@@ -10,19 +10,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"log"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"runtime/pprof"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +25,7 @@ import (
 	_ "github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
 
-	"careloop/app"
+	"careloop/bench/benchenv"
 	"careloop/model"
 )
 
@@ -43,50 +38,36 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the HTTP booking phase")
 	flag.Parse()
 
-	name := fmt.Sprintf("careloop_bbench_%d", time.Now().UnixNano())
-	admin, err := sql.Open("mysql", *server)
-	must(err)
-	_, err = admin.Exec("CREATE DATABASE " + name + " CHARACTER SET utf8mb4")
-	must(err)
-	defer admin.Exec("DROP DATABASE " + name)
-	dsn := strings.TrimSuffix(*server, "/") + "/" + name
-
+	dsn, drop := benchenv.Database(*server, "bbench")
+	defer drop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	env := map[string]string{"CARELOOP_MYSQL_DSN": dsn, "CARELOOP_REDIS_ADDR": *redis, "CARELOOP_DATA_DIR": "/tmp/careloop-bbench",
-		"CARELOOP_REDIS_PREFIX": fmt.Sprintf("bbench-%d:", time.Now().UnixNano()), "CARELOOP_SERVE_WORKERS": "false"}
-	cfg, err := app.Load("", func(k string) string { return env[k] })
-	must(err)
-	a, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	must(err)
+	a, base := benchenv.Serve(ctx, map[string]string{"CARELOOP_MYSQL_DSN": dsn, "CARELOOP_REDIS_ADDR": *redis, "CARELOOP_DATA_DIR": "/tmp/careloop-bbench",
+		"CARELOOP_REDIS_PREFIX": fmt.Sprintf("bbench-%d:", time.Now().UnixNano())})
 	defer a.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(err)
-	go a.Serve(ctx, ln, a.Router)
-	base := "http://" + ln.Addr().String()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *c}}
 
 	day := time.Now().In(model.Shanghai).AddDate(0, 0, 3).Format(time.DateOnly)
 	hot := model.Slot{Date: day, Start: "05:00", End: "05:30", Capacity: 1 << 30}
-	must(a.DB.Gorm().Create(&hot).Error)
+	benchenv.Must(a.DB.Gorm().Create(&hot).Error)
 	var pkg model.Package
-	must(a.DB.Gorm().Where("gender = ? AND min_age = 0", "any").Take(&pkg).Error)
+	benchenv.Must(a.DB.Gorm().Where("gender = ? AND min_age = 0", "any").Take(&pkg).Error)
 
 	// Patients and their tokens.
 	tokens := make([]string, *n)
 	parallel(*n, *c, func(i int) {
 		body, _ := json.Marshal(map[string]string{"code": fmt.Sprintf("dev:bb%d", i)})
 		res, err := client.Post(base+"/api/mp/login", "application/json", bytes.NewReader(body))
-		must(err)
+		benchenv.Must(err)
 		var out struct{ Token string }
-		must(json.NewDecoder(res.Body).Decode(&out))
+		benchenv.Must(json.NewDecoder(res.Body).Decode(&out))
 		res.Body.Close()
 		tokens[i] = out.Token
 	})
 
 	// The ceiling: only the booking transaction, on the same database.
 	ceilSlot := model.Slot{Date: day, Start: "05:30", End: "06:00", Capacity: 1 << 30}
-	must(a.DB.Gorm().Create(&ceilSlot).Error)
+	benchenv.Must(a.DB.Gorm().Create(&ceilSlot).Error)
 	var patientIDs []uint64
 	a.DB.Gorm().Model(&model.Patient{}).Order("id").Pluck("id", &patientIDs)
 	start := time.Now()
@@ -103,7 +84,7 @@ func main() {
 			return tx.Create(&model.Booking{Code: fmt.Sprintf("C%07d", i), PatientID: patientIDs[i], PersonKey: fmt.Sprintf("c:%d", i),
 				ActiveDay: &d, PackageID: pkg.ID, SlotID: ceilSlot.ID, Date: day, Status: model.BookingBooked, IdempotencyKey: fmt.Sprintf("ceil-%d", i)}).Error
 		})
-		must(err)
+		benchenv.Must(err)
 		mu.Lock()
 		ceilLat = append(ceilLat, time.Since(t0))
 		mu.Unlock()
@@ -113,8 +94,8 @@ func main() {
 	// Through HTTP: the whole product path.
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
-		must(err)
-		must(pprof.StartCPUProfile(f))
+		benchenv.Must(err)
+		benchenv.Must(pprof.StartCPUProfile(f))
 	}
 	var lat []time.Duration
 	var failed atomic.Int64
@@ -127,7 +108,7 @@ func main() {
 		req.Header.Set("Content-Type", "application/json")
 		t0 := time.Now()
 		res, err := client.Do(req)
-		must(err)
+		benchenv.Must(err)
 		io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		if res.StatusCode != 201 {
@@ -156,7 +137,7 @@ func main() {
 				req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/mp/packages/%d/slots", base, pkg.ID), nil)
 				req.Header.Set("Authorization", "Bearer "+tokens[0])
 				res, err := client.Do(req)
-				must(err)
+				benchenv.Must(err)
 				io.Copy(io.Discard, res.Body)
 				res.Body.Close()
 				listed.Add(1)
@@ -197,10 +178,4 @@ func pct(ds []time.Duration, p int) time.Duration {
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	return ds[(len(ds)-1)*p/100].Round(100 * time.Microsecond)
-}
-
-func must(err error) {
-	if err != nil {
-		log.Fatal(err)
-	}
 }

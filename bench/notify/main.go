@@ -10,7 +10,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 
 	_ "github.com/go-sql-driver/mysql"
 
+	"careloop/bench/benchenv"
 	"careloop/model"
 	"careloop/notify"
 	"careloop/wxsandbox"
@@ -62,23 +62,18 @@ func main() {
 
 	// A fresh database with the outbox filled.
 	ctx := context.Background()
-	name := fmt.Sprintf("careloop_bench_%d", time.Now().UnixNano())
-	admin, err := sql.Open("mysql", *server)
-	must(err)
-	_, err = admin.Exec("CREATE DATABASE " + name + " CHARACTER SET utf8mb4")
-	must(err)
-	defer admin.Exec("DROP DATABASE " + name)
-	dsn := strings.TrimSuffix(*server, "/") + "/" + name
+	dsn, drop := benchenv.Database(*server, "bench")
+	defer drop()
 	db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: dsn})
-	must(err)
-	must(db.Migrate(ctx))
+	benchenv.Must(err)
+	benchenv.Must(db.Migrate(ctx))
 	var notices []notify.Notice
 	for i := 0; i < patients; i++ {
 		openID := fmt.Sprintf("b%04d", i)
 		p := model.Patient{OpenID: &openID, Name: openID, Gender: "unknown"}
-		must(db.Gorm().Create(&p).Error)
+		benchenv.Must(db.Gorm().Create(&p).Error)
 		pid := p.ID
-		must(db.Gorm().Create(&model.Follower{OpenID: "oa-" + openID, PatientID: &pid, Subscribed: true, SubscribedAt: time.Now()}).Error)
+		benchenv.Must(db.Gorm().Create(&model.Follower{OpenID: "oa-" + openID, PatientID: &pid, Subscribed: true, SubscribedAt: time.Now()}).Error)
 	}
 	var ids []uint64
 	db.Gorm().Model(&model.Patient{}).Order("id").Pluck("id", &ids)
@@ -88,7 +83,7 @@ func main() {
 	}
 	out := notify.NewOutbox(db, notify.DefaultConfig(), nil, nil)
 	for i := 0; i < len(notices); i += 5000 {
-		must(out.EnqueueMany(ctx, notices[i:min(i+5000, len(notices))]))
+		benchenv.Must(out.EnqueueMany(ctx, notices[i:min(i+5000, len(notices))]))
 	}
 
 	env := append(os.Environ(),
@@ -105,7 +100,7 @@ func main() {
 		cmd := exec.Command(*bin, "worker")
 		cmd.Env = append(env, "CARELOOP_ADDR="+addr)
 		cmd.Stderr = os.Stderr
-		must(cmd.Start())
+		benchenv.Must(cmd.Start())
 		procs = append(procs, cmd)
 	}
 	defer func() {
@@ -160,8 +155,8 @@ func bareLoop(base string, n, c int) float64 {
 	}
 	body, _ := json.Marshal(map[string]any{"grant_type": "client_credential", "appid": "wxbenchoa", "secret": "oa"})
 	res, err := http.Post(base+"/cgi-bin/stable_token", "application/json", bytes.NewReader(body))
-	must(err)
-	must(json.NewDecoder(res.Body).Decode(&tok))
+	benchenv.Must(err)
+	benchenv.Must(json.NewDecoder(res.Body).Decode(&tok))
 	res.Body.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}
 	var next atomic.Int64
@@ -203,10 +198,4 @@ func rssMiB(pid int) int {
 		}
 	}
 	return -1
-}
-
-func must(err error) {
-	if err != nil {
-		log.Fatal(err)
-	}
 }

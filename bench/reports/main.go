@@ -8,24 +8,19 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"log"
-	"log/slog"
-	"net"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
 
-	"careloop/app"
+	"careloop/bench/benchenv"
 	"careloop/model"
 	"careloop/service"
 )
@@ -36,29 +31,17 @@ func main() {
 	items := flag.Int("items", 30, "items per report")
 	server := flag.String("mysql", "root@tcp(127.0.0.1:3306)/", "MySQL server DSN")
 	flag.Parse()
-	name := fmt.Sprintf("careloop_rbench_%d", time.Now().UnixNano())
-	admin, err := sql.Open("mysql", *server)
-	must(err)
-	_, err = admin.Exec("CREATE DATABASE " + name + " CHARACTER SET utf8mb4")
-	must(err)
-	defer admin.Exec("DROP DATABASE " + name)
-	env := map[string]string{"CARELOOP_MYSQL_DSN": strings.TrimSuffix(*server, "/") + "/" + name, "CARELOOP_DATA_DIR": "/tmp/careloop-rbench", "CARELOOP_SERVE_WORKERS": "false"}
-	cfg, err := app.Load("", func(k string) string { return env[k] })
-	must(err)
+	dsn, drop := benchenv.Database(*server, "rbench")
+	defer drop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	must(err)
+	a, base := benchenv.Serve(ctx, map[string]string{"CARELOOP_MYSQL_DSN": dsn, "CARELOOP_DATA_DIR": "/tmp/careloop-rbench"})
 	defer a.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(err)
-	go a.Serve(ctx, ln, a.Router)
-	base := "http://" + ln.Addr().String()
 
 	// 1,000 patients with phones, so half the reports match.
 	for i := 0; i < 1000; i++ {
 		h := a.Sealer.Hash(fmt.Sprintf("139%08d", i))
-		must(a.DB.Gorm().Create(&model.Patient{Name: fmt.Sprint("p", i), Gender: "unknown", PhoneHash: &h, PhoneEnc: a.Sealer.Seal([]byte("x"))}).Error)
+		benchenv.Must(a.DB.Gorm().Create(&model.Patient{Name: fmt.Sprint("p", i), Gender: "unknown", PhoneHash: &h, PhoneEnc: a.Sealer.Seal([]byte("x"))}).Error)
 	}
 	bodies := make([][]byte, *n)
 	for i := range bodies {
@@ -96,7 +79,7 @@ func main() {
 				req.Header.Set("X-Careloop-Signature", service.Sign("sandbox-peis-secret", time.Now(), bodies[i]))
 				t0 := time.Now()
 				res, err := client.Do(req)
-				must(err)
+				benchenv.Must(err)
 				io.Copy(io.Discard, res.Body)
 				res.Body.Close()
 				if res.StatusCode != 201 {
@@ -115,10 +98,4 @@ func main() {
 	a.DB.Gorm().Model(&model.Report{}).Where("patient_id IS NOT NULL").Count(&matched)
 	fmt.Printf("%d reports x %d items, %d senders, MariaDB: %.0f reports/s (%.1fs), p50 %s, p99 %s, non-201: %d, matched: %d\n",
 		*n, *items, *c, float64(*n)/el.Seconds(), el.Seconds(), lat[len(lat)/2].Round(100*time.Microsecond), lat[len(lat)*99/100].Round(100*time.Microsecond), failed.Load(), matched)
-}
-
-func must(err error) {
-	if err != nil {
-		log.Fatal(err)
-	}
 }
