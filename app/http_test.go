@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"sort"
@@ -125,11 +126,20 @@ func TestSandboxMessagesListsAttempts(t *testing.T) {
 	if n := a.Sandbox.Credits(a.Cfg.MPAppID, "alice", "sbx-tmpl-report-ready"); n != 1 {
 		t.Fatalf("credits %d", n)
 	}
-	r := call(t, h, "GET", "/sandbox/wechat/messages", "", nil)
-	if r.Status != 200 {
-		t.Fatal(r.Status)
+	// Two sends: one with the credit just granted, one without (43101).
+	for i := 0; i < 2; i++ {
+		_, _ = a.WX.Subscribe(context.Background(), "alice", "sbx-tmpl-report-ready", "pages/report/detail",
+			map[string]string{"thing1": "报告已出", "time2": "2026-11-25 08:30", "thing3": "请查看"})
 	}
-	if _, ok := r.Body["items"].([]any); !ok {
-		t.Fatalf("messages: %s", r.Raw)
+	r := call(t, h, "GET", "/sandbox/wechat/messages", "", nil)
+	items, _ := r.Body["items"].([]any)
+	if r.Status != 200 || len(items) != 2 {
+		t.Fatalf("messages: %d %s", r.Status, r.Raw)
+	}
+	for i, want := range []float64{0, 43101} {
+		m := items[i].(map[string]any)
+		if m["api"] != "subscribe_send" || m["touser"] != "alice" || m["errcode"] != want || m["payload"] == nil {
+			t.Fatalf("attempt %d: %v", i, m)
+		}
 	}
 }
