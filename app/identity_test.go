@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bytes"
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -227,7 +226,6 @@ func TestPhoneBindingMergesImportedPatient(t *testing.T) {
 		if r := call(t, h, "POST", "/api/mp/phone", tok2, map[string]string{"code": "bogus"}); r.Status != 401 || r.ErrCode() != "invalid_code" {
 			t.Fatalf("bad phone code: %d %s", r.Status, r.Raw)
 		}
-		_ = context.Background()
 	})
 }
 

@@ -79,7 +79,9 @@ func TestImportPatients(t *testing.T) {
 			}
 		}
 		// A corrected export updates by HIS id and fills a missing phone.
-		rep, _ = im.Import(ctx, [][]string{{"姓名", "HIS号", "手机号"}, {"张三丰", "H001", ""}, {"钱七", "H006", "13900000006"}}, nil)
+		if rep, err = im.Import(ctx, [][]string{{"姓名", "HIS号", "手机号"}, {"张三丰", "H001", ""}, {"钱七", "H006", "13900000006"}}, nil); err != nil {
+			t.Fatal(err)
+		}
 		if rep.Updated != 2 || len(rep.Errors) != 0 {
 			t.Fatalf("corrections: %+v", rep)
 		}
@@ -89,12 +91,16 @@ func TestImportPatients(t *testing.T) {
 			t.Fatalf("correction: %+v", zhang)
 		}
 		// A phone that belongs to another HIS id is refused, not merged.
-		rep, _ = im.Import(ctx, [][]string{{"姓名", "HIS号", "手机号"}, {"冒名", "H999", "13800000001"}}, nil)
+		if rep, err = im.Import(ctx, [][]string{{"姓名", "HIS号", "手机号"}, {"冒名", "H999", "13800000001"}}, nil); err != nil {
+			t.Fatal(err)
+		}
 		if len(rep.Errors) != 1 || rep.Created != 0 {
 			t.Fatalf("phone of another HIS id: %+v", rep)
 		}
 		// Headers that cannot work are reported as such.
-		rep, _ = im.Import(ctx, [][]string{{"备注"}, {"x"}}, nil)
+		if rep, err = im.Import(ctx, [][]string{{"备注"}, {"x"}}, nil); err != nil {
+			t.Fatal(err)
+		}
 		if len(rep.Errors) != 1 || rep.Errors[0].Row != 1 {
 			t.Fatalf("bad header: %+v", rep)
 		}
