@@ -70,6 +70,7 @@ type Dispatcher struct {
 	m      *metrics
 	holdMu sync.Mutex
 	holds  map[string]time.Time // local copy of API holds, refreshed from co
+	asked  map[string]time.Time // when each API's hold was last read from co
 	// sentQ feeds the committer while Run runs.
 	sentQ  chan sentResult
 	rateMu sync.Mutex
@@ -88,7 +89,7 @@ func New(db *model.DB, co Coordinator, send Sender, cfg Config, now func() time.
 		now = time.Now
 	}
 	return &Dispatcher{db: db, co: co, send: send, cfg: cfg, now: now, log: log, m: newMetrics(),
-		holds: map[string]time.Time{}, tokens: map[string]*tokenPool{}}
+		holds: map[string]time.Time{}, asked: map[string]time.Time{}, tokens: map[string]*tokenPool{}}
 }
 
 // Run claims and delivers until ctx ends, then finishes the sends in
@@ -561,7 +562,7 @@ func (d *Dispatcher) zeroCredit(ctx context.Context, patientID uint64, tmpl stri
 func (d *Dispatcher) held(ctx context.Context, api string) (time.Time, bool) {
 	d.holdMu.Lock()
 	until, ok := d.holds[api]
-	checked := d.holds["checked:"+api]
+	checked := d.asked[api]
 	d.holdMu.Unlock()
 	if ok && d.now().Before(until) {
 		return until, true
@@ -571,7 +572,7 @@ func (d *Dispatcher) held(ctx context.Context, api string) (time.Time, bool) {
 	}
 	v, found, err := d.co.Get(ctx, "notify:hold:"+api)
 	d.holdMu.Lock()
-	d.holds["checked:"+api] = time.Now()
+	d.asked[api] = time.Now()
 	d.holdMu.Unlock()
 	if err != nil || !found {
 		return time.Time{}, false

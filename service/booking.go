@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -55,41 +54,7 @@ type Bookings struct {
 	// PriceFor gives the patient's price for a package (level discount).
 	PriceFor func(ctx context.Context, patientID uint64, priceFen int64) int64
 
-	rulesMu sync.Mutex
-	rules   notify.Rules
-	rulesAt time.Time
-	cache   ttlCache
-}
-
-// ttlCache keeps read-mostly values (packages, slot shapes, listings) for a
-// few seconds in this process. Nothing that decides a seat is read from it.
-type ttlCache struct {
-	mu sync.Mutex
-	m  map[string]ttlEntry
-}
-
-type ttlEntry struct {
-	v       any
-	expires time.Time
-}
-
-func (c *ttlCache) get(k string) (any, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[k]
-	if !ok || time.Now().After(e.expires) {
-		return nil, false
-	}
-	return e.v, true
-}
-
-func (c *ttlCache) put(k string, v any, ttl time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) > 10000 {
-		c.m = map[string]ttlEntry{}
-	}
-	c.m[k] = ttlEntry{v: v, expires: time.Now().Add(ttl)}
+	cache ttlCache
 }
 
 // NewBookings returns the booking use cases.
@@ -116,16 +81,15 @@ func (s *Bookings) CareRules(ctx context.Context) notify.Rules { return s.careRu
 func (s *Bookings) Config() BookingConfig { return s.cfg }
 
 func (s *Bookings) careRules(ctx context.Context) notify.Rules {
-	s.rulesMu.Lock()
-	defer s.rulesMu.Unlock()
-	if time.Since(s.rulesAt) > 30*time.Second {
-		if r, err := notify.LoadRules(ctx, s.db); err == nil {
-			s.rules, s.rulesAt = r, time.Now()
-		} else if s.rulesAt.IsZero() {
-			s.rules = notify.DefaultRules()
-		}
+	if v, ok := s.cache.get("rules"); ok {
+		return v.(notify.Rules)
 	}
-	return s.rules
+	r, err := notify.LoadRules(ctx, s.db)
+	if err != nil {
+		return notify.DefaultRules()
+	}
+	s.cache.put("rules", r, 30*time.Second)
+	return r
 }
 
 // Packages lists the active packages in display order.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -42,9 +41,7 @@ type Points struct {
 	cfg   PointsConfig
 	now   func() time.Time
 
-	levelsMu sync.Mutex
-	levels   []model.Level
-	levelsAt time.Time
+	cache ttlCache // the level table, for pricing
 }
 
 // NewPoints returns the membership and points use cases.
@@ -347,9 +344,7 @@ func (s *Points) SaveLevels(ctx context.Context, by Principal, levels []model.Le
 		}
 		return s.audit.Record(ctx, by, "levels.change", nil, fmt.Sprintf("%d levels", len(levels)))
 	})
-	s.levelsMu.Lock()
-	s.levels = nil // this process prices with the new table at once
-	s.levelsMu.Unlock()
+	s.cache.forget("levels") // this process prices with the new table at once
 	return err
 }
 
@@ -422,16 +417,14 @@ func (s *Points) DiscountedPrice(ctx context.Context, patientID uint64, priceFen
 // cachedLevels is Levels kept for a few seconds (levels change rarely;
 // SaveLevels forgets the copy at once).
 func (s *Points) cachedLevels(ctx context.Context) ([]model.Level, error) {
-	s.levelsMu.Lock()
-	defer s.levelsMu.Unlock()
-	if s.levels != nil && time.Since(s.levelsAt) < 5*time.Second {
-		return s.levels, nil
+	if v, ok := s.cache.get("levels"); ok {
+		return v.([]model.Level), nil
 	}
 	ls, err := s.Levels(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s.levels, s.levelsAt = ls, time.Now()
+	s.cache.put("levels", ls, 5*time.Second)
 	return ls, nil
 }
 
