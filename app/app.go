@@ -47,6 +47,8 @@ type App struct {
 	Points   *service.Points
 	Surveys  *service.Surveys
 	OA       *service.OA
+	Chat     *service.Chat
+	Live     *service.Live
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -138,7 +140,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Surveys = service.NewSurveys(a.DB, a.Outbox, a.Points, service.SurveyConfig{}, a.Bookings.CareRules, nil)
 	a.Bookings.OnCompleted = append(a.Bookings.OnCompleted, a.Points.EarnForBooking, a.Surveys.InviteForBooking)
 	a.Bookings.PriceFor = a.Points.DiscountedPrice
-	a.Reports = service.NewReports(a.DB, sealer, service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}, a.Outbox, a.Bookings, audit, nil)
+	files := service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}
+	a.Reports = service.NewReports(a.DB, sealer, files, a.Outbox, a.Bookings, audit, nil)
+	a.Live = service.NewLive(a.Store, log)
+	a.Chat = service.NewChat(a.DB, a.Outbox, a.Surveys, audit, a.Live, files, log, nil)
+	a.Chat.LinkFollower = a.OA.LinkFollower
+	a.OA.Chat = a.Chat
 
 	if cfg.AdminUser != "" {
 		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin); err != nil {
@@ -172,6 +179,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Surveys:            a.Surveys,
 		Complaints:         service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil),
 		OA:                 a.OA,
+		Chat:               a.Chat,
 		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
@@ -193,7 +201,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		// A user message our callback accepted opens WeChat's 48-hour window.
 		a.OA.OnUserMessage = func(openID string) { a.Sandbox.OpenWindow(cfg.OAAppID, openID) }
 	}
-	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck, a.Points.Expire,
+	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck, a.Points.Expire, a.Chat.Escalate,
 		func(ctx context.Context, now time.Time) error {
 			if now.Minute() != 0 { // hourly is plenty for a month's notice
 				return nil
@@ -230,6 +238,9 @@ func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 
 // Close releases connections.
 func (a *App) Close() {
+	if a.Live != nil {
+		a.Live.Close()
+	}
 	if a.Store != nil {
 		_ = a.Store.Close()
 	}

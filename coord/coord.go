@@ -55,12 +55,27 @@ type Signal interface {
 	Subscribe(ctx context.Context, topic string) (<-chan struct{}, func())
 }
 
+// Bus carries small messages to every process listening on a topic (live
+// chat events). Delivery is best-effort: a listener too slow to keep up
+// loses messages rather than holding up the others, and clients catch up
+// from the database.
+type Bus interface {
+	Publish(ctx context.Context, topic string, payload []byte) error
+	// Listen returns a channel of the payloads published on topic from now
+	// on, and a func to stop.
+	Listen(ctx context.Context, topic string) (<-chan []byte, func())
+}
+
+// listenBuffer is how many payloads a listener may fall behind by.
+const listenBuffer = 1024
+
 // Store bundles the primitives with a health check.
 type Store interface {
 	Cache
 	Locker
 	Limiter
 	Signal
+	Bus
 	// Ping reports whether the backing service answers.
 	Ping(ctx context.Context) error
 	// Kind names the implementation: "redis" or "memory".

@@ -89,6 +89,37 @@ func TestStores(t *testing.T) {
 			case <-time.After(2 * time.Second):
 				t.Fatal("no wake-up")
 			}
+			// The bus carries payloads, in order, to every listener of the
+			// topic and to none of another topic's.
+			a, stopA := s.Listen(ctx, "bus")
+			defer stopA()
+			b, stopB := s.Listen(ctx, "bus")
+			defer stopB()
+			other, stopO := s.Listen(ctx, "other")
+			defer stopO()
+			time.Sleep(50 * time.Millisecond)
+			for _, p := range []string{"one", "two"} {
+				if err := s.Publish(ctx, "bus", []byte(p)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, l := range []<-chan []byte{a, b} {
+				for _, want := range []string{"one", "two"} {
+					select {
+					case got := <-l:
+						if string(got) != want {
+							t.Fatalf("got %q, want %q", got, want)
+						}
+					case <-time.After(2 * time.Second):
+						t.Fatalf("%q never arrived", want)
+					}
+				}
+			}
+			select {
+			case got := <-other:
+				t.Fatalf("another topic received %q", got)
+			case <-time.After(50 * time.Millisecond):
+			}
 		})
 	}
 }

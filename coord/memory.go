@@ -10,11 +10,12 @@ import (
 
 // Memory is the in-process Store used when no Redis is configured.
 type Memory struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	values  map[string]memEntry
-	windows map[string]memWindow
-	subs    map[string]map[chan struct{}]struct{}
+	mu        sync.Mutex
+	now       func() time.Time
+	values    map[string]memEntry
+	windows   map[string]memWindow
+	subs      map[string]map[chan struct{}]struct{}
+	listeners map[string]map[chan []byte]struct{}
 }
 
 type memEntry struct {
@@ -188,6 +189,38 @@ func (m *Memory) Subscribe(_ context.Context, topic string) (<-chan struct{}, fu
 	return ch, func() {
 		m.mu.Lock()
 		delete(m.subs[topic], ch)
+		m.mu.Unlock()
+	}
+}
+
+// Publish implements Bus.
+func (m *Memory) Publish(_ context.Context, topic string, payload []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for ch := range m.listeners[topic] {
+		select {
+		case ch <- payload:
+		default: // the listener is behind: drop rather than block
+		}
+	}
+	return nil
+}
+
+// Listen implements Bus.
+func (m *Memory) Listen(_ context.Context, topic string) (<-chan []byte, func()) {
+	ch := make(chan []byte, listenBuffer)
+	m.mu.Lock()
+	if m.listeners == nil {
+		m.listeners = map[string]map[chan []byte]struct{}{}
+	}
+	if m.listeners[topic] == nil {
+		m.listeners[topic] = map[chan []byte]struct{}{}
+	}
+	m.listeners[topic][ch] = struct{}{}
+	m.mu.Unlock()
+	return ch, func() {
+		m.mu.Lock()
+		delete(m.listeners[topic], ch)
 		m.mu.Unlock()
 	}
 }

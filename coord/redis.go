@@ -189,3 +189,34 @@ func (r *Redis) Subscribe(ctx context.Context, topic string) (<-chan struct{}, f
 	}()
 	return out, func() { close(done); _ = ps.Close() }
 }
+
+// Publish implements Bus.
+func (r *Redis) Publish(ctx context.Context, topic string, payload []byte) error {
+	return r.rdb.Publish(ctx, r.Key("bus:"+topic), payload).Err()
+}
+
+// Listen implements Bus. The subscription reconnects by itself when Redis
+// comes back; what was published meanwhile is lost.
+func (r *Redis) Listen(ctx context.Context, topic string) (<-chan []byte, func()) {
+	ps := r.rdb.Subscribe(ctx, r.Key("bus:"+topic))
+	out := make(chan []byte, listenBuffer)
+	done := make(chan struct{})
+	go func() {
+		ch := ps.Channel(redis.WithChannelSize(listenBuffer))
+		for {
+			select {
+			case <-done:
+				return
+			case m, ok := <-ch:
+				if !ok {
+					return
+				}
+				select {
+				case out <- []byte(m.Payload):
+				default: // the listener is behind: drop rather than block
+				}
+			}
+		}
+	}()
+	return out, func() { close(done); _ = ps.Close() }
+}

@@ -109,7 +109,12 @@ func (h adminPatients) view(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	out := Patient360DTO{PatientSummaryDTO: h.summary(&v.Patient, p.Role), Consents: consentDTOs(v.Consents), Health: v.Health}
+	c.JSON(http.StatusOK, h.dto360(v, p.Role))
+}
+
+// dto360 renders a patient's 360 for a staff role.
+func (h adminPatients) dto360(v *service.Patient360, role string) Patient360DTO {
+	out := Patient360DTO{PatientSummaryDTO: h.summary(&v.Patient, role), Consents: consentDTOs(v.Consents), Health: v.Health}
 	out.Phone = v.Phone
 	out.Tags = []AssignedTagDTO{}
 	for _, t := range v.Tags {
@@ -139,7 +144,7 @@ func (h adminPatients) view(c *gin.Context) {
 		}
 		out.Family = append(out.Family, d)
 	}
-	c.JSON(http.StatusOK, out)
+	return out
 }
 
 type tagRefRequest struct {

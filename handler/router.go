@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,7 @@ type Deps struct {
 	Surveys      *service.Surveys
 	Complaints   *service.Complaints
 	OA           *service.OA
+	Chat         *service.Chat
 	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
@@ -88,6 +90,9 @@ func NewRouter(d Deps) *gin.Engine {
 	rh := reportHandlers{r: d.Reports, secrets: d.IntegrationSecrets, urlKey: d.URLKey}
 	rh.registerIntegration(r)
 	wechatHandlers{oa: d.OA, cfg: d.OAConfig, log: d.Log}.register(r)
+	chh := chatHandlers{chat: d.Chat, patients: d.PatientAdmin, heartbeat: 25 * time.Second}
+	// Chat images are larger than other bodies: their own limit.
+	r.POST("/api/mp/chat/images", authenticate(d.Auth, model.SubjectPatient), bodyLimit(service.MaxChatImage+64<<10), chh.upload)
 	r.Use(bodyLimit(d.MaxBodyBytes))
 	r.NoRoute(func(c *gin.Context) { fail(c, model.ErrNotFound.WithMessage("接口不存在")) })
 	r.NoMethod(func(c *gin.Context) {
@@ -122,7 +127,8 @@ func NewRouter(d Deps) *gin.Engine {
 	staff := admin.Group("", authenticate(d.Auth, model.SubjectStaff))
 	staff.POST("/logout", sess.logout)
 	adminStaff{staff: d.Staff, audit: d.Audit}.Register(staff)
-	adminPatients{admin: d.PatientAdmin, tags: d.Tags, profile: d.Profile}.Register(staff)
+	ap := adminPatients{admin: d.PatientAdmin, tags: d.Tags, profile: d.Profile}
+	ap.Register(staff)
 	adminTags{tags: d.Tags}.Register(staff)
 	nh.registerAdmin(staff)
 	bh.registerAdmin(staff)
@@ -131,6 +137,9 @@ func NewRouter(d Deps) *gin.Engine {
 	sh.registerAdmin(staff)
 	ch.registerAdmin(staff)
 	oaAdmin{oa: d.OA, menus: d.OAMenus}.register(staff)
+	chh.p360 = ap.dto360
+	chh.registerMP(mpAuth)
+	chh.registerAdmin(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

@@ -95,7 +95,7 @@ func (h wechatHandlers) callback(c *gin.Context) {
 		return
 	}
 	in := service.InboundMessage{DedupeKey: m.DedupeKey(), From: m.FromUserName, Type: m.MsgType, Event: m.Event,
-		EventKey: m.EventKey, Content: m.Content, MsgID: m.MsgIDEvent, Status: m.Status}
+		EventKey: m.EventKey, Content: m.Content, PicURL: m.PicURL, MsgID: m.MsgIDEvent, Status: m.Status}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 4*time.Second)
 	defer cancel()
 	reply, fresh, err := h.oa.Handle(ctx, in)

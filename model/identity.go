@@ -85,5 +85,6 @@ func AllModels() []any {
 		&Report{}, &ReportVersion{}, &Task{},
 		&Level{}, &PointsAccount{}, &PointsEntry{}, &Reward{}, &Coupon{},
 		&Survey{}, &SurveyInvite{}, &SurveyResponse{}, &Complaint{}, &ComplaintStep{},
-		&OAEvent{}, &AutoReply{}}
+		&OAEvent{}, &AutoReply{},
+		&Conversation{}, &ChatMessage{}, &DoctorDuty{}, &CannedReply{}}
 }

@@ -80,7 +80,12 @@ type Follower struct {
 	Subscribed   bool
 	Scene        string `gorm:"size:128"`
 	SubscribedAt time.Time
-	UpdatedAt    time.Time
+	// WindowOpenedAt is the follower's last message to us: it opens WeChat's
+	// 48-hour customer-service window, in which WindowReplies (at most 5)
+	// customer messages may answer.
+	WindowOpenedAt *time.Time
+	WindowReplies  int
+	UpdatedAt      time.Time
 }
 
 // NotifyPreference records a patient's opt-out of one category.

@@ -23,6 +23,8 @@ import (
 type Sender interface {
 	Subscribe(ctx context.Context, openID, templateID, page string, data map[string]string) (string, error)
 	Template(ctx context.Context, openID, templateID, clientMsgID, page string, data map[string]string) (string, error)
+	// Customer sends an official-account customer-service text message.
+	Customer(ctx context.Context, openID, text string) error
 }
 
 // sendError is what the dispatcher needs to know of a failed send
@@ -50,14 +52,25 @@ const WakeTopic = "notify"
 const (
 	apiSubscribe = "subscribe_send"
 	apiTemplate  = "template_send"
+	apiCustomer  = "custom_send"
 )
 
 func apiOf(channel string) string {
-	if channel == ChannelSubscribe {
+	switch channel {
+	case ChannelSubscribe:
 		return apiSubscribe
+	case ChannelCustomer:
+		return apiCustomer
 	}
 	return apiTemplate
 }
+
+// windowTTL and windowReplies are WeChat's customer-service window: 5
+// messages within 48 hours of the user's last message.
+const (
+	windowTTL     = 48 * time.Hour
+	windowReplies = 5
+)
 
 // Dispatcher claims due notifications and delivers them.
 type Dispatcher struct {
@@ -272,6 +285,7 @@ type recipient struct {
 	marketing bool            // the latest marketing consent grants it
 	optOut    map[string]bool // categories opted out of
 	credits   map[string]int  // subscribe credits per template when the batch was claimed
+	window    bool            // the customer-service window was open when the batch was claimed
 }
 
 // job is a claimed row and its recipient.
@@ -318,12 +332,14 @@ func (d *Dispatcher) recipients(ctx context.Context, rows []model.Notification) 
 		out[p.ID] = rc
 	}
 	var followers []model.Follower
-	if err := db.Select("open_id", "patient_id").Where("patient_id IN ? AND subscribed = ?", ids, true).Find(&followers).Error; err != nil {
+	if err := db.Select("open_id", "patient_id", "window_opened_at", "window_replies").Where("patient_id IN ? AND subscribed = ?", ids, true).
+		Order("window_opened_at").Find(&followers).Error; err != nil {
 		return nil, err
 	}
-	for _, f := range followers {
+	for _, f := range followers { // the most recent window last: it wins
 		if rc := out[*f.PatientID]; rc.cancel == "" {
 			rc.oaOpenID = f.OpenID
+			rc.window = f.WindowOpenedAt != nil && d.now().Sub(*f.WindowOpenedAt) < windowTTL && f.WindowReplies < windowReplies
 			out[*f.PatientID] = rc
 		}
 	}
@@ -439,14 +455,30 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 				continue
 			}
 			to = rc.oaOpenID
+		case ChannelCustomer:
+			if rc.oaOpenID == "" {
+				notes = append(notes, "customer: patient does not follow the official account")
+				continue
+			}
+			if !rc.window {
+				notes = append(notes, "customer: outside WeChat's 48-hour window")
+				continue
+			}
+			ok, err := d.takeWindow(ctx, rc.oaOpenID)
+			if err != nil {
+				return d.retry(ctx, n, "customer window: "+err.Error(), false)
+			}
+			if !ok {
+				notes = append(notes, "customer: window closed or its 5 messages used")
+				continue
+			}
+			to = rc.oaOpenID
 		default:
 			notes = append(notes, "unknown channel "+ch.Channel)
 			continue
 		}
 		if until, held := d.held(ctx, api); held {
-			if ch.Channel == ChannelSubscribe && !ch.LongTerm {
-				d.returnCredit(ctx, n.PatientID, ch.TemplateID)
-			}
+			d.giveBack(ctx, n, ch, to)
 			if heldUntil.IsZero() || until.Before(heldUntil) {
 				heldUntil = until
 			}
@@ -454,21 +486,25 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 			continue
 		}
 		var data map[string]string
-		if ch.Channel == ChannelSubscribe {
+		switch ch.Channel {
+		case ChannelCustomer:
+			data = map[string]string{"content": params["text"]}
+		case ChannelSubscribe:
 			if data, err = renderSubscribe(ch.Fields, params); err != nil {
 				d.returnCredit(ctx, n.PatientID, ch.TemplateID)
 				return d.finish(ctx, n, model.NotifyDead, "template params: "+err.Error())
 			}
-		} else {
+		default:
 			data = renderTemplate(ch.Fields, params)
 		}
 		if err := d.waitRate(ctx, api); err != nil {
 			return err
 		}
 		payload, _ := json.Marshal(map[string]any{"touser": to, "template_id": ch.TemplateID, "page": n.Page, "data": data})
-		if ch.Channel == ChannelSubscribe {
+		if ch.Channel != ChannelOATemplate {
 			// Mark the row before the request leaves: if this worker dies
-			// mid-send, the outcome is unknown and the row is not resent.
+			// mid-send, the outcome is unknown and the row is not resent
+			// (neither API takes a client message id).
 			if ok, err := d.markSending(ctx, n, ch, string(payload)); err != nil || !ok {
 				return err // the lease was lost: someone else owns the row now
 			}
@@ -480,9 +516,12 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 			n.Channel, n.TemplateID, n.Payload = ch.Channel, ch.TemplateID, string(payload)
 		}
 		var msgID string
-		if ch.Channel == ChannelSubscribe {
+		switch ch.Channel {
+		case ChannelSubscribe:
 			msgID, err = d.send.Subscribe(ctx, to, ch.TemplateID, n.Page, data)
-		} else {
+		case ChannelCustomer:
+			err = d.send.Customer(ctx, to, data["content"])
+		default:
 			msgID, err = d.send.Template(ctx, to, ch.TemplateID, fmt.Sprintf("careloop-%d", n.ID), n.Page, data)
 		}
 		if err == nil {
@@ -498,6 +537,10 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 		case code == 43101: // refused or no credit: the credit is gone, try the next channel
 			d.zeroCredit(ctx, n.PatientID, ch.TemplateID)
 			notes = append(notes, "subscribe: 43101 refused")
+			continue
+		case code == 45015 || code == 45047: // window closed or used up: fall back to a notice
+			d.closeWindow(ctx, to)
+			notes = append(notes, fmt.Sprintf("customer: %d window closed", code))
 			continue
 		case code == 43004: // no longer follows
 			d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", to).Update("subscribed", false)
@@ -521,14 +564,10 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 			}
 			return d.finish(ctx, n, model.NotifyDead, "outcome unknown (timeout after sending); not resent to avoid a duplicate")
 		case se.Retryable() || code == 40001 || code == 42001 || code == 40014:
-			if ch.Channel == ChannelSubscribe && !ch.LongTerm {
-				d.returnCredit(ctx, n.PatientID, ch.TemplateID)
-			}
+			d.giveBack(ctx, n, ch, to)
 			return d.retry(ctx, n, err.Error(), true)
 		default: // 40003, 40037, 47003, 41030 …: a bug or bad config
-			if ch.Channel == ChannelSubscribe && !ch.LongTerm {
-				d.returnCredit(ctx, n.PatientID, ch.TemplateID)
-			}
+			d.giveBack(ctx, n, ch, to)
 			d.m.dead.WithLabelValues(n.Reason, ch.Channel).Inc()
 			return d.finish(ctx, n, model.NotifyDead, err.Error())
 		}
@@ -538,6 +577,32 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 	}
 	d.m.undeliverable.WithLabelValues(n.Reason).Inc()
 	return d.finish(ctx, n, model.NotifyUndeliverable, strings.Join(notes, "; "))
+}
+
+// giveBack returns what a send that did not happen had taken: a subscribe
+// credit or a customer-window message.
+func (d *Dispatcher) giveBack(ctx context.Context, n *model.Notification, ch ChannelTemplate, to string) {
+	switch {
+	case ch.Channel == ChannelSubscribe && !ch.LongTerm:
+		d.returnCredit(ctx, n.PatientID, ch.TemplateID)
+	case ch.Channel == ChannelCustomer:
+		d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ? AND window_replies > 0", to).
+			Update("window_replies", gorm.Expr("window_replies - 1"))
+	}
+}
+
+// takeWindow counts one customer message against the follower's window, if
+// the window is open and has messages left.
+func (d *Dispatcher) takeWindow(ctx context.Context, openID string) (bool, error) {
+	res := d.db.Conn(ctx).Model(&model.Follower{}).
+		Where("open_id = ? AND window_opened_at > ? AND window_replies < ?", openID, d.now().Add(-windowTTL).UTC(), windowReplies).
+		Update("window_replies", gorm.Expr("window_replies + 1"))
+	return res.RowsAffected == 1, res.Error
+}
+
+// closeWindow records WeChat's word that the window is closed or used up.
+func (d *Dispatcher) closeWindow(ctx context.Context, openID string) {
+	d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", openID).Update("window_replies", windowReplies)
 }
 
 // takeCredit spends one subscribe credit, if there is one.

@@ -18,6 +18,7 @@ import (
 const (
 	ChannelSubscribe  = "subscribe" // mini-program subscribe message: needs a credit (or a long-term template)
 	ChannelOATemplate = "template"  // official-account template message: needs a follower
+	ChannelCustomer   = "customer"  // official-account customer-service text: needs WeChat's 48-hour window
 )
 
 // ChannelTemplate is one way of carrying a reason: a template and how the
@@ -94,7 +95,8 @@ func DefaultReasons() []Reason {
 		{Name: ReasonNoShow, Title: "爽约回访", Category: model.CategoryCare, Scene: "booking", Page: "pages/packages/list",
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonDoctorReply, Title: "医生回复提醒", Category: model.CategoryService, Scene: "chat", Page: "pages/chat/detail",
-			Channels: []ChannelTemplate{sub("sbx-tmpl-doctor-reply", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
+			// The reply itself while WeChat's window is open, else a notice.
+			Channels: []ChannelTemplate{{Channel: ChannelCustomer}, sub("sbx-tmpl-doctor-reply", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonComplaintReply, Title: "投诉处理回复", Category: model.CategoryService, Scene: "care", Page: "pages/complaint/detail",
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonPointsExpiry, Title: "积分到期提醒", Category: model.CategoryCare, Scene: "care", Page: "pages/points/index",

@@ -30,7 +30,8 @@ type InboundMessage struct {
 	Event     string // subscribe, unsubscribe, CLICK, SCAN, TEMPLATESENDJOBFINISH
 	EventKey  string
 	Content   string
-	MsgID     int64 // for TEMPLATESENDJOBFINISH
+	PicURL    string // image messages
+	MsgID     int64  // for TEMPLATESENDJOBFINISH
 	Status    string
 }
 
@@ -42,8 +43,10 @@ type OA struct {
 	log *slog.Logger
 	now func() time.Time
 	// OnUserMessage runs after a user message is accepted (the sandbox
-	// opens its 48-hour window; the chat issue will route it).
+	// opens its 48-hour window as WeChat does).
 	OnUserMessage func(openID string)
+	// Chat receives followers' text and image messages (nil: none).
+	Chat *Chat
 }
 
 // NewOA returns the official-account use cases.
@@ -69,30 +72,71 @@ func (s *OA) Handle(ctx context.Context, m InboundMessage) (string, bool, error)
 		}
 		return "", false, err
 	}
+	reply, err := s.handle(ctx, m)
+	if err != nil {
+		// Forget the event so that WeChat's retry is processed again
+		// rather than dropped as a duplicate.
+		if derr := s.db.Conn(context.WithoutCancel(ctx)).Where("dedupe_key = ?", ev.DedupeKey).Delete(&model.OAEvent{}).Error; derr != nil {
+			s.log.Error("oa: forget failed event", "err", derr)
+		}
+		return "", true, err
+	}
+	return reply, true, nil
+}
+
+func (s *OA) handle(ctx context.Context, m InboundMessage) (string, error) {
 	switch {
 	case m.Type == "event" && m.Event == "subscribe":
 		scene := strings.TrimPrefix(m.EventKey, "qrscene_")
 		if err := s.follow(ctx, m.From, true, scene); err != nil {
-			return "", true, err
+			return "", err
 		}
-		return s.welcome(ctx), true, nil
+		return s.welcome(ctx), nil
 	case m.Type == "event" && m.Event == "unsubscribe":
-		return "", true, s.follow(ctx, m.From, false, "")
+		return "", s.follow(ctx, m.From, false, "")
 	case m.Type == "event" && m.Event == "CLICK":
-		return s.autoReply(ctx, m.EventKey, true), true, nil
+		return s.autoReply(ctx, m.EventKey, true), nil
 	case m.Type == "event" && m.Event == "TEMPLATESENDJOBFINISH":
-		return "", true, s.templateResult(ctx, m.MsgID, m.Status)
-	case m.Type == "text":
-		if s.OnUserMessage != nil {
-			s.OnUserMessage(m.From)
-		}
-		return s.autoReply(ctx, m.Content, false), true, nil
-	case m.Type != "event":
-		if s.OnUserMessage != nil {
-			s.OnUserMessage(m.From)
+		return "", s.templateResult(ctx, m.MsgID, m.Status)
+	case m.Type == "event":
+		return "", nil
+	}
+	// A user message: it opens WeChat's 48-hour customer-service window.
+	if err := s.openWindow(ctx, m.From); err != nil {
+		return "", err
+	}
+	if s.OnUserMessage != nil {
+		s.OnUserMessage(m.From)
+	}
+	if m.Type == "text" {
+		if r := s.autoReply(ctx, m.Content, true); r != "" {
+			return r, nil // an exact keyword is a command, not a question for a doctor
 		}
 	}
-	return "", true, nil
+	reply := ""
+	if s.Chat != nil && (m.Type == "text" || m.Type == "image") {
+		content := m.Content
+		if m.Type == "image" {
+			content = m.PicURL
+		}
+		var err error
+		if reply, err = s.Chat.FromOA(ctx, m.From, m.DedupeKey, m.Type, content); err != nil {
+			return "", err
+		}
+	}
+	if reply == "" && m.Type == "text" {
+		reply = s.autoReply(ctx, m.Content, false)
+	}
+	return reply, nil
+}
+
+// openWindow records a follower's message: WeChat now allows 5 customer
+// messages within 48 hours.
+func (s *OA) openWindow(ctx context.Context, openID string) error {
+	now := s.now().UTC()
+	f := model.Follower{OpenID: openID, Subscribed: true, SubscribedAt: now, WindowOpenedAt: &now}
+	return s.db.Conn(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "open_id"}},
+		DoUpdates: clause.Assignments(map[string]any{"window_opened_at": now, "window_replies": 0, "subscribed": true})}).Create(&f).Error
 }
 
 func (s *OA) follow(ctx context.Context, openID string, subscribed bool, scene string) error {

@@ -77,3 +77,11 @@ func (c *Clients) PublishMenu(ctx context.Context, menuJSON string, conditional 
 	}
 	return nil
 }
+
+// Customer sends an official-account customer-service text message (a
+// doctor's reply), allowed within 48 hours of the follower's last message.
+func (c *Clients) Customer(ctx context.Context, openID, text string) error {
+	return c.DoOA(ctx, "custom send", func(context.Context) error {
+		return c.OA.GetCustomerMessageManager().Send(message.NewCustomerTextMessage(openID, text))
+	})
+}

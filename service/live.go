@@ -1,0 +1,164 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+)
+
+// Bus carries live events between processes (coord.Store satisfies it).
+type Bus interface {
+	Publish(ctx context.Context, topic string, payload []byte) error
+	Listen(ctx context.Context, topic string) (<-chan []byte, func())
+}
+
+// liveTopic is the bus topic of chat events.
+const liveTopic = "chat"
+
+// ChatEvent is what live clients receive: a new message, an assignment, an
+// escalation, a closed conversation.
+type ChatEvent struct {
+	Type           string       `json:"type"` // message, assigned, escalated, closed, read
+	ConversationID uint64       `json:"conversation_id"`
+	PatientID      uint64       `json:"patient_id"`
+	DoctorID       *uint64      `json:"doctor_id,omitempty"`
+	Message        *ChatMessage `json:"message,omitempty"`
+	// StaffOnly events (escalations, staff reads) are not sent to patients.
+	StaffOnly bool `json:"-"`
+}
+
+// ChatMessage is a message as both sides see it.
+type ChatMessage struct {
+	ID             uint64 `json:"id"`
+	ConversationID uint64 `json:"conversation_id"`
+	Sender         string `json:"sender"`
+	StaffID        uint64 `json:"staff_id,omitempty"`
+	StaffName      string `json:"staff_name,omitempty"`
+	Kind           string `json:"kind"`
+	Content        string `json:"content"`
+	Channel        string `json:"channel"`
+	CreatedAt      string `json:"created_at"`
+}
+
+// liveEnvelope is an event on the bus: the payload is encoded once, by the
+// publisher, and written as is to every client.
+type liveEnvelope struct {
+	PatientID uint64          `json:"p"`
+	StaffOnly bool            `json:"s,omitempty"`
+	Event     json.RawMessage `json:"e"`
+}
+
+// LiveClient is one connected client (a staff inbox or a waiting patient).
+// Events arrive on C already encoded as JSON; when the client falls behind,
+// events are dropped and Lagged is set so that it reloads from the API.
+type LiveClient struct {
+	C      chan []byte
+	Lagged atomic.Bool
+}
+
+// Live fans chat events out to the clients connected to this process. Every
+// process listens on the bus, so a message received by one instance reaches
+// staff connected to another.
+type Live struct {
+	bus  Bus
+	log  *slog.Logger
+	stop func()
+
+	mu       sync.RWMutex
+	staff    map[*LiveClient]struct{}
+	patients map[uint64]map[*LiveClient]struct{}
+	count    atomic.Int64
+}
+
+// NewLive starts listening on bus; Close stops.
+func NewLive(bus Bus, log *slog.Logger) *Live {
+	l := &Live{bus: bus, log: log, staff: map[*LiveClient]struct{}{}, patients: map[uint64]map[*LiveClient]struct{}{}}
+	ch, stop := bus.Listen(context.Background(), liveTopic)
+	l.stop = stop
+	go func() {
+		for p := range ch {
+			l.fanOut(p)
+		}
+	}()
+	return l
+}
+
+// Close stops listening.
+func (l *Live) Close() { l.stop() }
+
+// Connections is how many clients this process holds.
+func (l *Live) Connections() int { return int(l.count.Load()) }
+
+// Publish sends ev to every process's clients: all staff inboxes, and the
+// patient's own clients unless it is staff-only.
+func (l *Live) Publish(ctx context.Context, ev ChatEvent) {
+	e, _ := json.Marshal(ev)
+	b, _ := json.Marshal(liveEnvelope{PatientID: ev.PatientID, StaffOnly: ev.StaffOnly, Event: e})
+	if err := l.bus.Publish(ctx, liveTopic, b); err != nil {
+		// Clients also poll: a lost event only delays a message.
+		l.log.Warn("live publish", "err", err)
+	}
+}
+
+func (l *Live) fanOut(payload []byte) {
+	var env liveEnvelope
+	if json.Unmarshal(payload, &env) != nil {
+		return
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for c := range l.staff {
+		send(c, env.Event)
+	}
+	if !env.StaffOnly {
+		for c := range l.patients[env.PatientID] {
+			send(c, env.Event)
+		}
+	}
+}
+
+func send(c *LiveClient, ev []byte) {
+	select {
+	case c.C <- ev:
+	default:
+		c.Lagged.Store(true)
+	}
+}
+
+// Staff connects a staff inbox; call the returned func on disconnect.
+func (l *Live) Staff() (*LiveClient, func()) {
+	c := &LiveClient{C: make(chan []byte, 64)}
+	l.mu.Lock()
+	l.staff[c] = struct{}{}
+	l.mu.Unlock()
+	l.count.Add(1)
+	return c, func() {
+		l.mu.Lock()
+		delete(l.staff, c)
+		l.mu.Unlock()
+		l.count.Add(-1)
+	}
+}
+
+// Patient connects one of a patient's clients (a long poll).
+func (l *Live) Patient(id uint64) (*LiveClient, func()) {
+	c := &LiveClient{C: make(chan []byte, 16)}
+	l.mu.Lock()
+	if l.patients[id] == nil {
+		l.patients[id] = map[*LiveClient]struct{}{}
+	}
+	l.patients[id][c] = struct{}{}
+	l.mu.Unlock()
+	l.count.Add(1)
+	return c, func() {
+		l.mu.Lock()
+		delete(l.patients[id], c)
+		if len(l.patients[id]) == 0 {
+			delete(l.patients, id)
+		}
+		l.mu.Unlock()
+		l.count.Add(-1)
+	}
+}
