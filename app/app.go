@@ -259,6 +259,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener, h http.Handler) error 
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
+	if a.Live != nil {
+		srv.RegisterOnShutdown(a.Live.Drain) // live streams end so that shutdown need not wait for them
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

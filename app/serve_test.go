@@ -83,3 +83,37 @@ func waitStatus(t *testing.T, a *app.App, want int, within time.Duration) {
 	}
 	t.Fatalf("/readyz stayed %d for %s, want %d", last, within, want)
 }
+
+// A staff member's live stream ends when the server shuts down instead of
+// holding the graceful shutdown until its deadline.
+func TestServeEndsLiveStreams(t *testing.T) {
+	a := newApp(t, "sqlite", func(c *app.Config) { c.ShutdownGrace = 20 * time.Second })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx, ln, a.Router) }()
+	admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/api/admin/conversations/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("stream: %v %v", err, res)
+	}
+	defer res.Body.Close()
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown waited for the live stream")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %s", d)
+	}
+}

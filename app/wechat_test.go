@@ -34,6 +34,7 @@ func build(t *testing.T, a *app.App, body []byte, safe bool, at time.Time) wxsan
 
 func TestOACallbackSafeMode(t *testing.T) {
 	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		duringWork(a)
 		now := time.Now()
 		_, alice := login(t, a.Router, "dev:alice")
 		a.Sandbox.SetFollower(a.Cfg.OAAppID, wxsandbox.OAOpenID("alice"), true, "dept-cardiology")
@@ -123,6 +124,7 @@ func TestOACallbackSafeMode(t *testing.T) {
 
 func TestOACallbackPlainModeRepliesAndResults(t *testing.T) {
 	a := newApp(t, "sqlite", func(c *app.Config) { c.OAMode = "plain" })
+	duringWork(a) // no out-of-hours reply to user messages
 	now := time.Now()
 	// URL verification.
 	cb := build(t, a, nil, false, now)

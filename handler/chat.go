@@ -298,6 +298,8 @@ func (h chatHandlers) stream(c *gin.Context) {
 		select {
 		case <-c.Request.Context().Done():
 			return
+		case <-h.chat.Live().Closing():
+			return
 		case ev := <-client.C:
 			if client.Lagged.Swap(false) {
 				_, err = io.WriteString(c.Writer, "event: resync\ndata: {}\n\n")

@@ -208,6 +208,9 @@ func (s *Chat) Image(ctx context.Context, by Principal, name string) (io.ReadClo
 	return s.files.Open(ctx, key)
 }
 
+// SetClock replaces the chat's clock (tests move it across working hours).
+func (s *Chat) SetClock(now func() time.Time) { s.now = now }
+
 // Live is the fan-out the handlers connect clients to.
 func (s *Chat) Live() *Live { return s.live }
 

@@ -62,9 +62,11 @@ type LiveClient struct {
 // process listens on the bus, so a message received by one instance reaches
 // staff connected to another.
 type Live struct {
-	bus  Bus
-	log  *slog.Logger
-	stop func()
+	bus     Bus
+	log     *slog.Logger
+	stop    func()
+	closing chan struct{}
+	drain   sync.Once
 
 	mu       sync.RWMutex
 	staff    map[*LiveClient]struct{}
@@ -74,7 +76,7 @@ type Live struct {
 
 // NewLive starts listening on bus; Close stops.
 func NewLive(bus Bus, log *slog.Logger) *Live {
-	l := &Live{bus: bus, log: log, staff: map[*LiveClient]struct{}{}, patients: map[uint64]map[*LiveClient]struct{}{}}
+	l := &Live{bus: bus, log: log, closing: make(chan struct{}), staff: map[*LiveClient]struct{}{}, patients: map[uint64]map[*LiveClient]struct{}{}}
 	ch, stop := bus.Listen(context.Background(), liveTopic)
 	l.stop = stop
 	go func() {
@@ -87,6 +89,14 @@ func NewLive(bus Bus, log *slog.Logger) *Live {
 
 // Close stops listening.
 func (l *Live) Close() { l.stop() }
+
+// Drain tells connected streams to end (the server is shutting down: a
+// stream would otherwise hold the graceful shutdown until its deadline).
+// Clients reconnect to another instance.
+func (l *Live) Drain() { l.drain.Do(func() { close(l.closing) }) }
+
+// Closing is closed once Drain has been called.
+func (l *Live) Closing() <-chan struct{} { return l.closing }
 
 // Connections is how many clients this process holds.
 func (l *Live) Connections() int { return int(l.count.Load()) }
