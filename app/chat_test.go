@@ -12,7 +12,6 @@ import (
 
 	"careloop/app"
 	"careloop/model"
-	"careloop/service"
 	"careloop/wxsandbox"
 )
 
@@ -313,4 +312,358 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Fatal("condition not reached")
 }
 
-var _ = service.DefaultTopic
+
+func startChat(t *testing.T, a *app.App, tok string, body map[string]any) (int, map[string]any) {
+	t.Helper()
+	r := call(t, a.Router, "POST", "/api/mp/conversations", tok, body)
+	if r.Status != 201 && r.Status != 200 {
+		t.Fatalf("start: %d %s", r.Status, r.Raw)
+	}
+	return r.Status, r.Body
+}
+
+func doctorOf(cv map[string]any) uint64 {
+	if d, ok := cv["doctor_id"].(float64); ok {
+		return uint64(d)
+	}
+	return 0
+}
+
+// TestChatRouting: the chosen doctor, else the department's doctors on duty,
+// else any doctor on duty, in turn — also when 30 patients start at once;
+// nobody on duty leaves it unassigned for a doctor to claim (one of five
+// racing claims wins); transfer; a patient starting twice gets one
+// conversation.
+func TestChatRouting(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		duringWork(a)
+		h := a.Router
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		// Nobody on duty yet.
+		tok0, _ := login(t, h, "dev:p0")
+		_, first := startChat(t, a, tok0, nil)
+		if doctorOf(first) != 0 {
+			t.Fatalf("routed with nobody on duty: %v", first)
+		}
+		d1, id1 := newDoctor(t, a, admin, "dr_a1", "内科")
+		_, id2 := newDoctor(t, a, admin, "dr_a2", "内科")
+		_, id3 := newDoctor(t, a, admin, "dr_b1", "妇科")
+		off, idOff := newDoctor(t, a, admin, "dr_off", "-")
+
+		// One of five racing claims gets the unassigned conversation.
+		claimers := []string{d1, off}
+		for i := 0; i < 3; i++ {
+			tk, _ := newDoctor(t, a, admin, fmt.Sprintf("dr_c%d", i), "-")
+			claimers = append(claimers, tk)
+		}
+		res := race(len(claimers), func(i int) response {
+			return call(t, h, "POST", fmt.Sprintf("/api/admin/conversations/%v/claim", first["id"]), claimers[i], nil)
+		})
+		if c := countBy(res); c["200"] != 1 || c["409 already_assigned"] != 4 {
+			t.Fatalf("claims: %v", c)
+		}
+
+		// Starting again on the same topic returns the open conversation, also when racing.
+		tok1, _ := login(t, h, "dev:p1")
+		starts := race(8, func(int) response {
+			return call(t, h, "POST", "/api/mp/conversations", tok1, map[string]any{"topic": "报告解读"})
+		})
+		ids := map[any]bool{}
+		for _, r := range starts {
+			if r.Status != 201 && r.Status != 200 {
+				t.Fatalf("start: %d %s", r.Status, r.Raw)
+			}
+			ids[r.Body["id"]] = true
+		}
+		if c := countBy(starts); len(ids) != 1 || c["201"] != 1 || c["200"] != 7 {
+			t.Fatalf("8 concurrent starts: %v, %d conversations", c, len(ids))
+		}
+
+		// The chosen doctor (even off duty), then the department.
+		if _, cv := startChat(t, a, tok1, map[string]any{"topic": "复查", "doctor_id": idOff}); doctorOf(cv) != idOff {
+			t.Fatalf("chosen doctor: %v", cv)
+		}
+		if r := call(t, h, "POST", "/api/mp/conversations", tok1, map[string]any{"topic": "其他", "doctor_id": 1}); r.Status != 422 || r.ErrCode() != "not_a_doctor" {
+			t.Fatalf("an admin is not a doctor to choose: %d %s", r.Status, r.Raw)
+		}
+		if _, cv := startChat(t, a, tok1, map[string]any{"topic": "妇科问题", "department": "妇科"}); doctorOf(cv) != id3 {
+			t.Fatalf("department: %v", cv)
+		}
+
+		// Round-robin among those on duty: 30 patients at once, 10 each.
+		before := map[uint64]int{}
+		var duties []model.DoctorDuty
+		a.DB.Gorm().Find(&duties)
+		for _, d := range duties {
+			before[d.StaffID] = int(d.Assigned)
+		}
+		toks := make([]string, 30)
+		for i := range toks {
+			toks[i], _ = login(t, h, fmt.Sprintf("dev:rr%d", i))
+		}
+		rs := race(30, func(i int) response { return call(t, h, "POST", "/api/mp/conversations", toks[i], nil) })
+		got := map[uint64]int{}
+		for _, r := range rs {
+			if r.Status != 201 {
+				t.Fatalf("start: %d %s", r.Status, r.Raw)
+			}
+			got[doctorOf(r.Body)]++
+		}
+		// In turn: whatever each had before, the totals end within one of each other.
+		total := map[uint64]int{id1: before[id1] + got[id1], id2: before[id2] + got[id2], id3: before[id3] + got[id3]}
+		lo, hi := 1<<30, 0
+		for _, n := range total {
+			lo, hi = min(lo, n), max(hi, n)
+		}
+		if got[id1]+got[id2]+got[id3] != 30 || hi-lo > 1 || got[idOff] != 0 {
+			t.Fatalf("round-robin: got %v, before %v", got, before)
+		}
+
+		// Transfer to another doctor: the patient sees a note.
+		cvID := ids
+		var conv uint64
+		for k := range cvID {
+			conv = uint64(k.(float64))
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/conversations/%d/transfer", conv), d1, map[string]any{"doctor_id": id2, "note": "内分泌方向"}); r.Status != 200 || doctorOf(r.Body) != id2 {
+			t.Fatalf("transfer: %d %s", r.Status, r.Raw)
+		}
+		msgs := call(t, h, "GET", fmt.Sprintf("/api/mp/conversations/%d/messages", conv), tok1, nil)
+		items := msgs.Body["items"].([]any)
+		if last := items[len(items)-1].(map[string]any); last["sender"] != "system" || !strings.Contains(last["content"].(string), "dr_a2") {
+			t.Fatalf("transfer note: %s", msgs.Raw)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/conversations/%d/transfer", conv), d1, map[string]any{"doctor_id": 1}); r.Status != 422 {
+			t.Fatalf("transfer to a non-doctor: %d %s", r.Status, r.Raw)
+		}
+	})
+}
+
+// TestChatHoursEscalationAndAccess: out of hours the patient is told when a
+// doctor will answer (once per unanswered streak); an unanswered
+// conversation escalates once after the configured time, with a task, and
+// moves from an off-duty doctor to one on duty; patients see only their own
+// conversations, roles other than doctor and admin see none, staff reads are
+// audited; images; closing sends the after-chat survey.
+func TestChatHoursEscalationAndAccess(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		// Sunday 21:00: out of hours (Monday to Saturday 08:00–17:30).
+		clock := time.Date(2026, 11, 29, 21, 0, 0, 0, model.Shanghai)
+		a.Chat.SetClock(func() time.Time { return clock })
+		doc, docID := newDoctor(t, a, admin, "dr_wang", "内科")
+		tok, pid := login(t, h, "dev:alice")
+		_, cv := startChat(t, a, tok, nil)
+		id := uint64(cv["id"].(float64))
+		if doctorOf(cv) != docID {
+			t.Fatalf("routing: %v", cv)
+		}
+		path := fmt.Sprintf("/api/mp/conversations/%d/messages", id)
+		r := call(t, h, "POST", path, tok, map[string]any{"content": "晚上好，想咨询一下", "client_key": "k1"})
+		if r.Status != 201 {
+			t.Fatalf("send: %d %s", r.Status, r.Raw)
+		}
+		auto, _ := r.Body["auto_reply"].(map[string]any)
+		if auto == nil || !strings.Contains(auto["content"].(string), "明天 08:00") {
+			t.Fatalf("out-of-hours reply: %s", r.Raw)
+		}
+		// Resending the same message (client_key) stores nothing new; a second
+		// message gets no second automatic reply.
+		if r := call(t, h, "POST", path, tok, map[string]any{"content": "晚上好，想咨询一下", "client_key": "k1"}); r.Status != 201 || r.Body["auto_reply"] != nil {
+			t.Fatalf("resend: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", path, tok, map[string]any{"content": "是关于血压的"}); r.Body["auto_reply"] != nil {
+			t.Fatalf("second auto reply: %s", r.Raw)
+		}
+		if all := call(t, h, "GET", path, tok, nil); len(all.Body["items"].([]any)) != 3 {
+			t.Fatalf("messages: %s", all.Raw)
+		}
+		// Bad input.
+		for _, body := range []map[string]any{{"content": ""}, {"content": strings.Repeat("长", 1001)}, {"kind": "video", "content": "x"}, {"kind": "image", "content": "file:///etc/passwd"}} {
+			if r := call(t, h, "POST", path, tok, body); r.Status != 400 {
+				t.Fatalf("bad message %v: %d %s", body["kind"], r.Status, r.Raw)
+			}
+		}
+
+		// Escalation counts working time only: nothing on Sunday night.
+		if err := a.Chat.Escalate(context.Background(), clock.Add(2*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		// Monday 09:00 the doctor has gone off duty and nobody answered:
+		// two schedulers run at once; one escalation, one task, and the
+		// conversation moves to the doctor on duty.
+		_, onDuty := newDoctor(t, a, admin, "dr_zhao", "内科")
+		if r := call(t, h, "PUT", "/api/admin/chat/duty", doc, map[string]any{"on_duty": false, "department": "内科"}); r.Status != 204 {
+			t.Fatalf("off duty: %d", r.Status)
+		}
+		monday := time.Date(2026, 11, 30, 9, 0, 0, 0, model.Shanghai)
+		errs := make(chan error, 2)
+		for i := 0; i < 2; i++ {
+			go func() { errs <- a.Chat.Escalate(context.Background(), monday) }()
+		}
+		for i := 0; i < 2; i++ {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var tasks int64
+		a.DB.Gorm().Model(&model.Task{}).Where("kind = ? AND patient_id = ?", "chat_escalation", pid).Count(&tasks)
+		if tasks != 1 {
+			t.Fatalf("escalation tasks: %d", tasks)
+		}
+		esc := call(t, h, "GET", "/api/admin/conversations?escalated=true", admin, nil)
+		items := esc.Body["items"].([]any)
+		if len(items) != 1 || doctorOf(items[0].(map[string]any)) != onDuty {
+			t.Fatalf("escalated: %s", esc.Raw)
+		}
+
+		// Who may see what.
+		tokB, _ := login(t, h, "dev:bob")
+		if r := call(t, h, "GET", path, tokB, nil); r.Status != 404 {
+			t.Fatalf("another patient's conversation: %d", r.Status)
+		}
+		if r := call(t, h, "POST", path, tokB, map[string]any{"content": "hi"}); r.Status != 404 {
+			t.Fatalf("writing into another's conversation: %d", r.Status)
+		}
+		mkt := newStaff(t, a, admin, "mkt1", model.RoleMarketing)
+		desk := newStaff(t, a, admin, "desk1", model.RoleFrontDesk)
+		for _, tk := range []string{mkt, desk} {
+			if r := call(t, h, "GET", fmt.Sprintf("/api/admin/conversations/%d/messages", id), tk, nil); r.Status != 403 {
+				t.Fatalf("non-clinical role reads chat: %d", r.Status)
+			}
+		}
+		if r := call(t, h, "GET", "/api/admin/conversations", tok, nil); r.Status != 401 {
+			t.Fatalf("patient token on the inbox: %d", r.Status)
+		}
+		var audits int64
+		call(t, h, "GET", fmt.Sprintf("/api/admin/conversations/%d/messages", id), admin, nil)
+		a.DB.Gorm().Model(&model.AuditLog{}).Where("action = ? AND patient_id = ?", "chat.read", pid).Count(&audits)
+		if audits != 1 {
+			t.Fatalf("audited reads: %d", audits)
+		}
+
+		// An image: uploaded, sent, visible to the patient and (audited) to staff only.
+		png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 64)...)
+		up := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "/api/mp/chat/images", strings.NewReader(string(png)))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "image/png")
+		h.ServeHTTP(up, req)
+		var ref map[string]any
+		_ = jsonUnmarshal(up.Body.Bytes(), &ref)
+		content, _ := ref["content"].(string)
+		if up.Code != 201 || !strings.HasPrefix(content, "chat/images/") {
+			t.Fatalf("upload: %d %s", up.Code, up.Body.String())
+		}
+		if r := call(t, h, "POST", path, tok, map[string]any{"kind": "image", "content": content}); r.Status != 201 {
+			t.Fatalf("send image: %d %s", r.Status, r.Raw)
+		}
+		name := strings.TrimPrefix(content, "chat/images/")
+		get := func(prefix, tk string) int {
+			rec := httptest.NewRecorder()
+			rq := httptest.NewRequest("GET", prefix+"/chat/images/"+name, nil)
+			rq.Header.Set("Authorization", "Bearer "+tk)
+			h.ServeHTTP(rec, rq)
+			if rec.Code == 200 && rec.Body.Len() != len(png) {
+				t.Fatalf("image bytes: %d", rec.Body.Len())
+			}
+			return rec.Code
+		}
+		if get("/api/mp", tok) != 200 || get("/api/mp", tokB) != 404 || get("/api/admin", doc) != 200 || get("/api/admin", mkt) != 403 {
+			t.Fatal("image access")
+		}
+		a.DB.Gorm().Model(&model.AuditLog{}).Where("action = ? AND patient_id = ?", "chat.image", pid).Count(&audits)
+		if audits != 1 {
+			t.Fatalf("audited image reads: %d", audits)
+		}
+		up = httptest.NewRecorder()
+		req = httptest.NewRequest("POST", "/api/mp/chat/images", strings.NewReader("GIF89a not allowed"))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		h.ServeHTTP(up, req)
+		if up.Code != 400 {
+			t.Fatalf("a GIF: %d", up.Code)
+		}
+
+		// Closing with the after-chat survey invites the patient once.
+		def := map[string]any{"code": "chat", "name": "咨询满意度", "trigger": model.TriggerAfterChat,
+			"questions": []map[string]any{{"id": "overall", "kind": "rating", "title": "您对本次咨询满意吗", "required": true}}}
+		if r := call(t, h, "POST", "/api/admin/surveys", admin, def); r.Status != 201 {
+			t.Fatalf("survey: %d %s", r.Status, r.Raw)
+		}
+		closeRes := call(t, h, "POST", fmt.Sprintf("/api/admin/conversations/%d/close", id), admin, map[string]any{"survey": true})
+		if closeRes.Status != 200 || closeRes.Body["status"] != "closed" {
+			t.Fatalf("close: %d %s", closeRes.Status, closeRes.Raw)
+		}
+		var invites int64
+		a.DB.Gorm().Model(&model.SurveyInvite{}).Where("patient_id = ? AND occurrence = ?", pid, fmt.Sprintf("chat-%d", id)).Count(&invites)
+		if invites != 1 {
+			t.Fatalf("after-chat invites: %d", invites)
+		}
+		if r := call(t, h, "POST", path, tok, map[string]any{"content": "还在吗"}); r.Status != 409 || r.ErrCode() != "conversation_closed" {
+			t.Fatalf("message into a closed conversation: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/conversations/%d/messages", id), doc, map[string]any{"content": "x"}); r.Status != 409 {
+			t.Fatalf("reply into a closed conversation: %d", r.Status)
+		}
+		// A new conversation on the same topic can start now.
+		if st, cv2 := startChat(t, a, tok, nil); st != 201 || cv2["id"] == cv["id"] {
+			t.Fatalf("new conversation after closing: %d %v", st, cv2)
+		}
+	})
+}
+
+// TestChatSettingsAndCannedReplies: admins set the hours (validated);
+// canned replies are personal or shared (shared by admins only).
+func TestChatSettingsAndCannedReplies(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	h := a.Router
+	admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+	doc, _ := newDoctor(t, a, admin, "dr_q", "内科")
+	good := map[string]any{"work_start": "07:30", "work_end": "20:00", "workdays": []int{1, 2, 3, 4, 5, 6, 7}, "escalate_after_minutes": 10, "off_hours_reply": "医生将于{next}回复"}
+	if r := call(t, h, "PUT", "/api/admin/chat/settings", doc, good); r.Status != 403 {
+		t.Fatalf("a doctor changes settings: %d", r.Status)
+	}
+	if r := call(t, h, "PUT", "/api/admin/chat/settings", admin, good); r.Status != 200 {
+		t.Fatalf("settings: %d %s", r.Status, r.Raw)
+	}
+	bad := map[string]any{"work_start": "20:00", "work_end": "07:30", "workdays": []int{1}, "escalate_after_minutes": 10, "off_hours_reply": "x"}
+	if r := call(t, h, "PUT", "/api/admin/chat/settings", admin, bad); r.Status != 400 || r.ErrCode() != "invalid_chat_settings" {
+		t.Fatalf("bad settings: %d %s", r.Status, r.Raw)
+	}
+	if r := call(t, h, "GET", "/api/admin/chat/settings", doc, nil); r.Body["work_start"] != "07:30" {
+		t.Fatalf("settings read back: %s", r.Raw)
+	}
+	// Sunday 19:00 is within the new hours: no automatic reply.
+	a.Chat.SetClock(func() time.Time { return time.Date(2026, 11, 29, 19, 0, 0, 0, model.Shanghai) })
+	tok, _ := login(t, h, "dev:amy")
+	_, cv := startChat(t, a, tok, nil)
+	if r := call(t, h, "POST", fmt.Sprintf("/api/mp/conversations/%v/messages", cv["id"]), tok, map[string]any{"content": "在吗"}); r.Body["auto_reply"] != nil {
+		t.Fatalf("auto reply within the new hours: %s", r.Raw)
+	}
+
+	if r := call(t, h, "POST", "/api/admin/chat/canned-replies", doc, map[string]any{"title": "复查", "content": "建议三个月后复查", "shared": true}); r.Status != 403 {
+		t.Fatalf("a doctor adds a shared reply: %d", r.Status)
+	}
+	mine := call(t, h, "POST", "/api/admin/chat/canned-replies", doc, map[string]any{"title": "复查", "content": "建议三个月后复查"})
+	shared := call(t, h, "POST", "/api/admin/chat/canned-replies", admin, map[string]any{"title": "问候", "content": "您好，请问有什么可以帮您？", "shared": true})
+	other := newStaff(t, a, admin, "dr_r", model.RoleDoctor)
+	if mine.Status != 201 || shared.Status != 201 {
+		t.Fatalf("canned: %d %d", mine.Status, shared.Status)
+	}
+	if l := call(t, h, "GET", "/api/admin/chat/canned-replies", doc, nil); len(l.Body["items"].([]any)) != 2 {
+		t.Fatalf("doctor's replies: %s", l.Raw)
+	}
+	if l := call(t, h, "GET", "/api/admin/chat/canned-replies", other, nil); len(l.Body["items"].([]any)) != 1 {
+		t.Fatalf("another doctor sees: %s", l.Raw)
+	}
+	if r := call(t, h, "DELETE", fmt.Sprintf("/api/admin/chat/canned-replies/%v", mine.Body["id"]), other, nil); r.Status != 404 {
+		t.Fatalf("deleting another's reply: %d", r.Status)
+	}
+	if r := call(t, h, "DELETE", fmt.Sprintf("/api/admin/chat/canned-replies/%v", mine.Body["id"]), doc, nil); r.Status != 204 {
+		t.Fatalf("delete: %d", r.Status)
+	}
+	if r := call(t, h, "GET", "/api/mp/doctors", tok, nil); len(r.Body["items"].([]any)) != 2 {
+		t.Fatalf("doctors for patients: %s", r.Raw)
+	}
+}
