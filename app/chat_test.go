@@ -12,6 +12,7 @@ import (
 
 	"careloop/app"
 	"careloop/model"
+	"careloop/testenv"
 	"careloop/wxsandbox"
 )
 
@@ -311,7 +312,6 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not reached")
 }
-
 
 func startChat(t *testing.T, a *app.App, tok string, body map[string]any) (int, map[string]any) {
 	t.Helper()
@@ -666,4 +666,28 @@ func TestChatSettingsAndCannedReplies(t *testing.T) {
 	if r := call(t, h, "GET", "/api/mp/doctors", tok, nil); len(r.Body["items"].([]any)) != 2 {
 		t.Fatalf("doctors for patients: %s", r.Raw)
 	}
+}
+
+// TestChatLiveAcrossInstances: a patient's message handled by one API
+// instance reaches a doctor's live stream held by another, through Redis.
+func TestChatLiveAcrossInstances(t *testing.T) {
+	prefix := "careloop-test-" + testenv.Suffix() + ":"
+	rdb := testenv.Redis(t) // skips (or fails in CI) without Redis; cleans its own prefix
+	shared := func(c *app.Config) { c.RedisAddr, c.RedisPrefix = testenv.RedisAddr(), prefix }
+	a1 := newApp(t, "mysql", shared)
+	a2 := newApp(t, "mysql", func(c *app.Config) { shared(c); c.MySQLDSN = a1.Cfg.MySQLDSN })
+	t.Cleanup(func() { testenv.DeletePrefix(rdb.Client(), prefix) })
+	duringWork(a1)
+	srv2 := httptest.NewServer(a2.Router)
+	t.Cleanup(srv2.Close)
+	admin := staffLogin(t, a1.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	doc, _ := newDoctor(t, a1, admin, "dr_x", "内科")
+	live := openStream(t, srv2, doc) // connected to instance 2
+	time.Sleep(100 * time.Millisecond)
+	tok, _ := login(t, a1.Router, "dev:alice")
+	_, cv := startChat(t, a1, tok, nil)
+	if r := call(t, a1.Router, "POST", fmt.Sprintf("/api/mp/conversations/%v/messages", cv["id"]), tok, map[string]any{"content": "跨实例的消息"}); r.Status != 201 {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	live.next(t, "跨实例的消息")
 }
