@@ -691,3 +691,47 @@ func TestChatLiveAcrossInstances(t *testing.T) {
 	}
 	live.next(t, "跨实例的消息")
 }
+
+// TestChatOAImageFromStranger: an image from a follower WeChat gives no
+// unionid for becomes a conversation of a new patient (first touch "oa"),
+// with WeChat's picture link; a keyword command is answered, not routed.
+func TestChatOAImageFromStranger(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		duringWork(a)
+		now := time.Now()
+		a.Sandbox.SetFollower(a.Cfg.OAAppID, "wx-stranger", true, "")
+		img := []byte(fmt.Sprintf("<xml><ToUserName><![CDATA[gh_sandbox]]></ToUserName><FromUserName><![CDATA[wx-stranger]]></FromUserName>"+
+			"<CreateTime>%d</CreateTime><MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[http://mmbiz.qpic.cn/mmbiz_jpg/abc/0]]></PicUrl>"+
+			"<MediaId><![CDATA[media-1]]></MediaId><MsgId>7001</MsgId></xml>", now.Unix()))
+		if r := postCallback(t, a, build(t, a, img, true, now)); r.Status != 200 {
+			t.Fatalf("image: %d %s", r.Status, r.Raw)
+		}
+		var f model.Follower
+		if err := a.DB.Gorm().Where("open_id = ?", "wx-stranger").Take(&f).Error; err != nil || f.PatientID == nil {
+			t.Fatalf("follower: %+v %v", f, err)
+		}
+		var p model.Patient
+		a.DB.Gorm().Where("id = ?", *f.PatientID).Take(&p)
+		if p.Source != "oa" {
+			t.Fatalf("new patient: %+v", p)
+		}
+		var msgs []model.ChatMessage
+		a.DB.Gorm().Table("chat_messages").Joins("JOIN conversations c ON c.id = chat_messages.conversation_id").
+			Where("c.patient_id = ?", p.ID).Find(&msgs)
+		if len(msgs) != 1 || msgs[0].Kind != "image" || msgs[0].Content != "http://mmbiz.qpic.cn/mmbiz_jpg/abc/0" {
+			t.Fatalf("messages: %+v", msgs)
+		}
+		// An exact keyword is a command: answered, not a question for a doctor.
+		admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+		call(t, a.Router, "POST", "/api/admin/oa/auto-replies", admin, map[string]any{"keyword": "报告", "match": "exact", "reply": "请在小程序“我的报告”查看"})
+		r := postCallback(t, a, build(t, a, wxsandbox.TextMessage("wx-stranger", "报告", 7002, now), true, now))
+		if r.Status != 200 || !strings.Contains(string(r.Raw), "<Encrypt>") {
+			t.Fatalf("keyword: %d %s", r.Status, r.Raw)
+		}
+		var n int64
+		a.DB.Gorm().Model(&model.ChatMessage{}).Count(&n)
+		if n != 1 {
+			t.Fatalf("the keyword was routed to the chat: %d messages", n)
+		}
+	})
+}
