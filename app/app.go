@@ -2,15 +2,16 @@ package app
 
 import (
 	"context"
-
 	"errors"
 	"fmt"
-	"github.com/gin-gonic/gin"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
 	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"careloop/api"
 	"careloop/coord"
@@ -186,7 +187,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		URLKey:             []byte("file-links|" + cfg.TokenSecret),
 		MaxBodyBytes:       cfg.MaxBodyBytes,
 		Spec:               api.Spec,
-		Collectors:         a.Dispatcher.Collectors(),
+		Collectors: append(a.Dispatcher.Collectors(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "careloop_live_connections", Help: "Live chat clients (staff streams, patient long polls) this process holds.",
+		}, func() float64 { return float64(a.Live.Connections()) })),
 		Checks: []handler.Check{
 			{Name: "database", Ping: a.DB.Ping},
 		},

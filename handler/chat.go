@@ -304,8 +304,14 @@ func (h chatHandlers) stream(c *gin.Context) {
 			if client.Lagged.Swap(false) {
 				_, err = io.WriteString(c.Writer, "event: resync\ndata: {}\n\n")
 			}
-			if err == nil {
-				_, err = c.Writer.Write(append(append([]byte("event: chat\ndata: "), ev...), '\n', '\n'))
+			if err == nil { // three writes into the buffer: no copy of the event per stream
+				_, err = io.WriteString(c.Writer, "event: chat\ndata: ")
+				if err == nil {
+					_, err = c.Writer.Write(ev)
+				}
+				if err == nil {
+					_, err = io.WriteString(c.Writer, "\n\n")
+				}
 			}
 		case <-beat.C:
 			_, err = io.WriteString(c.Writer, ": keep-alive\n\n")
