@@ -144,7 +144,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	files := service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}
 	a.Reports = service.NewReports(a.DB, sealer, files, a.Outbox, a.Bookings, audit, nil)
 	a.Live = service.NewLive(a.Store, log)
-	a.Chat = service.NewChat(a.DB, a.Outbox, a.Surveys, audit, a.Live, files, log, nil)
+	a.Chat = service.NewChat(a.DB, a.Outbox, a.Surveys, audit, a.Live, files, a.Store, log, nil)
 	a.Chat.LinkFollower = a.OA.LinkFollower
 	a.OA.Chat = a.Chat
 

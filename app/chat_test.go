@@ -641,6 +641,14 @@ func TestChatSettingsAndCannedReplies(t *testing.T) {
 	if r := call(t, h, "POST", fmt.Sprintf("/api/mp/conversations/%v/messages", cv["id"]), tok, map[string]any{"content": "在吗"}); r.Body["auto_reply"] != nil {
 		t.Fatalf("auto reply within the new hours: %s", r.Raw)
 	}
+	// A patient cannot flood the doctors: 20 messages a minute.
+	codes := map[int]int{}
+	for i := 0; i < 25; i++ {
+		codes[call(t, h, "POST", fmt.Sprintf("/api/mp/conversations/%v/messages", cv["id"]), tok, map[string]any{"content": fmt.Sprint("消息", i)}).Status]++
+	}
+	if codes[201] != 19 || codes[429] != 6 {
+		t.Fatalf("rate limit: %v", codes)
+	}
 
 	if r := call(t, h, "POST", "/api/admin/chat/canned-replies", doc, map[string]any{"title": "复查", "content": "建议三个月后复查", "shared": true}); r.Status != 403 {
 		t.Fatalf("a doctor adds a shared reply: %d", r.Status)

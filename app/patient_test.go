@@ -116,8 +116,10 @@ func TestExportAndErase(t *testing.T) {
 		call(t, h, "POST", "/api/mp/me/consents", tok, map[string]any{"kind": "health_data", "version": "1", "granted": true})
 		call(t, h, "PUT", "/api/mp/me/health", tok, map[string]any{"allergies": []string{"海鲜"}})
 		call(t, h, "POST", "/api/mp/family", tok, map[string]any{"name": "韩爸爸", "relation": "parent"})
+		cv := call(t, h, "POST", "/api/mp/conversations", tok, nil)
+		call(t, h, "POST", fmt.Sprintf("/api/mp/conversations/%v/messages", cv.Body["id"]), tok, map[string]any{"content": "最近总是头晕"})
 		ex := call(t, h, "GET", "/api/mp/me/export", tok, nil)
-		for _, want := range []string{"韩梅梅", "13600136000", "海鲜", "韩爸爸", "health_data"} {
+		for _, want := range []string{"韩梅梅", "13600136000", "海鲜", "韩爸爸", "health_data", "最近总是头晕"} {
 			if !bytes.Contains(ex.Raw, []byte(want)) {
 				t.Errorf("export lacks %q", want)
 			}
@@ -140,6 +142,10 @@ func TestExportAndErase(t *testing.T) {
 		a.DB.Gorm().Model(&model.HealthArchive{}).Where("patient_id = ?", id).Count(&n)
 		if n != 0 {
 			t.Fatal("health archive kept after erasure")
+		}
+		a.DB.Gorm().Model(&model.ChatMessage{}).Where("content = ?", "最近总是头晕").Count(&n)
+		if n != 0 {
+			t.Fatal("chat messages kept after erasure")
 		}
 		// Logging in again starts afresh.
 		if _, again := login(t, h, "dev:carol"); again == id {

@@ -131,6 +131,7 @@ type Chat struct {
 	audit   *Audit
 	live    *Live
 	files   FileStore
+	limiter KV
 	log     *slog.Logger
 	now     func() time.Time
 	cache   ttlCache
@@ -140,12 +141,18 @@ type Chat struct {
 }
 
 // NewChat returns the chat use cases.
-func NewChat(db *model.DB, out *notify.Outbox, surveys *Surveys, audit *Audit, live *Live, files FileStore, log *slog.Logger, now func() time.Time) *Chat {
+func NewChat(db *model.DB, out *notify.Outbox, surveys *Surveys, audit *Audit, live *Live, files FileStore, limiter KV, log *slog.Logger, now func() time.Time) *Chat {
 	if now == nil {
 		now = time.Now
 	}
-	return &Chat{db: db, out: out, surveys: surveys, audit: audit, live: live, files: files, log: log, now: now}
+	return &Chat{db: db, out: out, surveys: surveys, audit: audit, live: live, files: files, limiter: limiter, log: log, now: now}
 }
+
+// MessagesPerMinute is how many messages a patient may send a minute.
+const MessagesPerMinute = 20
+
+// ErrChatTooFast refuses a patient sending faster than a person types.
+var ErrChatTooFast = model.NewError(model.KindTooMany, "rate_limited", "发送太频繁，请稍后再试")
 
 // ErrBadImage refuses an upload that is not a JPEG or PNG of at most 5 MB.
 var ErrBadImage = model.NewError(model.KindInvalid, "invalid_image", "图片须为 JPG 或 PNG 格式，且不超过 5MB")
@@ -405,6 +412,9 @@ func (s *Chat) Send(ctx context.Context, by Principal, conversationID uint64, m 
 	if cv.Status != model.ConversationOpen {
 		return nil, nil, ErrConversationClosed
 	}
+	if ok, _, err := s.limiter.Allow(ctx, fmt.Sprintf("chat:%d", by.ID), MessagesPerMinute, time.Minute); err == nil && !ok {
+		return nil, nil, ErrChatTooFast
+	}
 	var key *string
 	if m.ClientKey != "" {
 		k := fmt.Sprintf("mp:%d:%s", by.ID, m.ClientKey)
@@ -602,10 +612,14 @@ func (s *Chat) Messages(ctx context.Context, by Principal, conversationID, after
 // Wait blocks until the patient's conversation has a message after afterID
 // or wait elapses (the mini-program's long poll), then returns what is new.
 func (s *Chat) Wait(ctx context.Context, by Principal, conversationID, afterID uint64, wait time.Duration) (*model.Conversation, []ChatMessage, error) {
+	if wait <= 0 {
+		return s.Messages(ctx, by, conversationID, afterID, 0)
+	}
+	// Listen before reading, so that a message arriving in between is not missed.
 	client, done := s.live.Patient(by.ID)
 	defer done()
 	cv, msgs, err := s.Messages(ctx, by, conversationID, afterID, 0)
-	if err != nil || len(msgs) > 0 || wait <= 0 {
+	if err != nil || len(msgs) > 0 {
 		return cv, msgs, err
 	}
 	t := time.NewTimer(wait)

@@ -15,6 +15,8 @@ type Export struct {
 	Consents   []map[string]any `json:"consents"`
 	Family     []map[string]any `json:"family_members"`
 	Tags       []string         `json:"tags"`
+	// Conversations are the patient's doctor chats with their messages.
+	Conversations []map[string]any `json:"conversations"`
 }
 
 // Export gathers the caller's data (PIPL: the right to a copy).
@@ -49,6 +51,18 @@ func (s *Profile) Export(ctx context.Context, p Principal) (*Export, error) {
 	out.Tags = []string{}
 	s.db.Conn(ctx).Model(&model.Tag{}).Joins("JOIN patient_tags ON patient_tags.tag_id = tags.id").
 		Where("patient_tags.patient_id = ?", pt.ID).Order("tags.name").Pluck("tags.name", &out.Tags)
+	var convs []model.Conversation
+	s.db.Conn(ctx).Where("patient_id = ?", pt.ID).Order("id").Find(&convs)
+	out.Conversations = []map[string]any{}
+	for _, c := range convs {
+		var msgs []model.ChatMessage
+		s.db.Conn(ctx).Where("conversation_id = ?", c.ID).Order("id").Find(&msgs)
+		items := make([]map[string]any, 0, len(msgs))
+		for _, m := range msgs {
+			items = append(items, map[string]any{"sender": m.Sender, "kind": m.Kind, "content": m.Content, "at": model.LocalTime(m.CreatedAt)})
+		}
+		out.Conversations = append(out.Conversations, map[string]any{"topic": c.Topic, "status": c.Status, "started_at": model.LocalTime(c.CreatedAt), "messages": items})
+	}
 	return out, nil
 }
 
@@ -76,10 +90,16 @@ func (s *Profile) Erase(ctx context.Context, p Principal) error {
 			{&model.HealthArchive{}, "patient_id = ?"},
 			{&model.FamilyMember{}, "owner_id = ?"},
 			{&model.PatientTag{}, "patient_id = ?"},
+			{&model.ChatMessage{}, "conversation_id IN (SELECT id FROM conversations WHERE patient_id = ?)"},
+			{&model.Conversation{}, "patient_id = ?"},
 		} {
 			if err := db.Where(del.where, p.ID).Delete(del.m).Error; err != nil {
 				return err
 			}
+		}
+		// The official-account follower is no longer this person's.
+		if err := db.Model(&model.Follower{}).Where("patient_id = ?", p.ID).Updates(map[string]any{"patient_id": nil, "union_id": ""}).Error; err != nil {
+			return err
 		}
 		// Consents are kept: they prove what the patient had agreed to.
 		return revokeSessions(ctx, s.db, model.SubjectPatient, p.ID, now)
