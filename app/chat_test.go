@@ -260,15 +260,22 @@ func TestChatFromOfficialAccountEndToEnd(t *testing.T) {
 		if n := lastNotification(t, a, alice); n.Status != model.NotifySent || n.Channel != "template" {
 			t.Fatalf("notification: %s %s %s", n.Status, n.Channel, n.LastError)
 		}
-		// Now we know the window is closed: no more customer attempts.
+		// Now we know the window is closed: no more customer attempts; and
+		// the patient has just been told a doctor replied: not again.
 		reply("如有不适请及时就诊。")
 		deliverAll(t, a)
 		if cs = sandboxSends(a, wxsandbox.APICustomSend, oaID); len(cs) != 2 {
 			t.Fatalf("tried the closed window again: %d attempts", len(cs))
 		}
-		if tm = sandboxSends(a, wxsandbox.APITemplateSend, oaID); len(tm) != 2 {
-			t.Fatalf("template notices: %d", len(tm))
+		if tm = sandboxSends(a, wxsandbox.APITemplateSend, oaID); len(tm) != 1 {
+			t.Fatalf("template notices: %d, want the first only", len(tm))
 		}
+		if n := lastNotification(t, a, alice); n.Status != model.NotifyCancelled || !strings.Contains(n.LastError, "not repeated") {
+			t.Fatalf("second notice: %s %s", n.Status, n.LastError)
+		}
+		// An hour later (as far as notices go), a reply is a notice again.
+		a.DB.Gorm().Model(&model.Notification{}).Where("patient_id = ? AND reason = ?", alice, "doctor_reply").
+			Update("sent_at", time.Now().Add(-time.Hour).UTC())
 
 		// A new message opens the window again: 5 customer messages, then notices.
 		send("好的，谢谢医生", 9002)
@@ -286,7 +293,7 @@ func TestChatFromOfficialAccountEndToEnd(t *testing.T) {
 		if ok != 1+5 {
 			t.Fatalf("customer messages delivered: %d, want 1 + 5", ok)
 		}
-		if tm = sandboxSends(a, wxsandbox.APITemplateSend, oaID); len(tm) != 3 {
+		if tm = sandboxSends(a, wxsandbox.APITemplateSend, oaID); len(tm) != 2 {
 			t.Fatalf("the sixth reply should be a notice: %d template sends", len(tm))
 		}
 		// The mini-program shows the whole conversation.

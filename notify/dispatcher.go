@@ -424,8 +424,18 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 	_ = json.Unmarshal([]byte(n.Params), &params)
 	var notes []string
 	var heldUntil time.Time
+	noticeChecked := false
 	for _, ch := range r.Channels {
 		api := apiOf(ch.Channel)
+		if within, ok := coalesceNotices[n.Reason]; ok && ch.Channel != ChannelCustomer && !noticeChecked {
+			// Falling back to a notice: one is enough while the patient has
+			// not looked (the reply itself is in the mini-program).
+			noticeChecked = true
+			if at, found := d.recentNotice(ctx, n, within); found {
+				return d.finish(ctx, n, model.NotifyCancelled, strings.Join(append(notes,
+					"a notice of the same kind went out at "+at.In(model.Shanghai).Format("15:04")+"; not repeated"), "; "))
+			}
+		}
 		var to string
 		switch ch.Channel {
 		case ChannelSubscribe:
@@ -577,6 +587,25 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 	}
 	d.m.undeliverable.WithLabelValues(n.Reason).Inc()
 	return d.finish(ctx, n, model.NotifyUndeliverable, strings.Join(notes, "; "))
+}
+
+// coalesceNotices: reasons whose notice (subscribe or template, not the
+// customer message itself) goes out at most once within the duration per
+// patient. A doctor who answers in three messages outside WeChat's window
+// sends one "your doctor replied", not three.
+var coalesceNotices = map[string]time.Duration{ReasonDoctorReply: 10 * time.Minute}
+
+// recentNotice finds a notice of n's reason sent to n's patient within the
+// duration.
+func (d *Dispatcher) recentNotice(ctx context.Context, n *model.Notification, within time.Duration) (time.Time, bool) {
+	var prev model.Notification
+	err := d.db.Conn(ctx).Select("id", "sent_at").Where("patient_id = ? AND reason = ? AND status = ? AND channel IN ? AND sent_at > ? AND id <> ?",
+		n.PatientID, n.Reason, model.NotifySent, []string{ChannelSubscribe, ChannelOATemplate}, d.now().Add(-within).UTC(), n.ID).
+		Order("sent_at DESC").Take(&prev).Error
+	if err != nil || prev.SentAt == nil {
+		return time.Time{}, false
+	}
+	return *prev.SentAt, true
 }
 
 // giveBack returns what a send that did not happen had taken: a subscribe
