@@ -408,3 +408,97 @@ func TestGlobalRateIsShared(t *testing.T) {
 		t.Fatalf("nine sends at 3/s took %s: the rate was not shared", took)
 	}
 }
+
+// TestCustomerChannel: a doctor's reply goes as a customer-service message
+// while WeChat's window is open (our count and WeChat's agree), falls back
+// to a notice when it is closed or used up, retries a busy WeChat with the
+// window's message given back, does not resend an unknown outcome, and
+// sends one notice per 10 minutes.
+func TestCustomerChannel(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, db *model.DB) {
+		r := newRig(t, db, 300*time.Millisecond)
+		oaID := wxsandbox.OAOpenID("alice")
+		openWindow := func() {
+			now := r.clk.Now().UTC()
+			db.Gorm().Model(&model.Follower{}).Where("open_id = ?", oaID).Updates(map[string]any{"window_opened_at": now, "window_replies": 0})
+			r.sb.OpenWindow(oaApp, oaID)
+		}
+		replies := func() int {
+			var f model.Follower
+			db.Gorm().Where("open_id = ?", oaID).Take(&f)
+			return f.WindowReplies
+		}
+		reply := func(occ string) {
+			t.Helper()
+			if _, err := r.out.Enqueue(r.ctx, notify.Notice{PatientID: r.alice, Reason: notify.ReasonDoctorReply, Occurrence: occ,
+				Params: map[string]string{"title": "李医生回复了您的咨询", "note": "建议复查", "text": "李医生：建议复查血糖"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		customerSends := func() int { return r.sb.Calls(wxsandbox.APICustomSend) }
+		openWindow()
+
+		reply("m1")
+		r.run(t)
+		if n := r.row(t, notify.ReasonDoctorReply, "m1", r.alice); n.Status != model.NotifySent || n.Channel != notify.ChannelCustomer || replies() != 1 {
+			t.Fatalf("inside the window: %+v, window replies %d", n, replies())
+		}
+
+		// WeChat busy: retried later, the window's message given back meanwhile.
+		r.sb.FailNext(wxsandbox.APICustomSend, 1, wxsandbox.Fault{ErrCode: -1})
+		reply("m2")
+		r.run(t)
+		if n := r.row(t, notify.ReasonDoctorReply, "m2", r.alice); n.Status != model.NotifyFailed || replies() != 1 {
+			t.Fatalf("busy: %+v, window replies %d", n, replies())
+		}
+		r.clk.Add(2 * time.Second)
+		r.run(t)
+		if n := r.row(t, notify.ReasonDoctorReply, "m2", r.alice); n.Status != model.NotifySent || n.Channel != notify.ChannelCustomer || replies() != 2 {
+			t.Fatalf("busy, retried: %+v, window replies %d", n, replies())
+		}
+
+		// A timeout after sending: unknown outcome, not resent (no client id).
+		r.sb.FailNext(wxsandbox.APICustomSend, 1, wxsandbox.Fault{Delay: time.Second})
+		reply("m3")
+		r.run(t)
+		time.Sleep(800 * time.Millisecond)
+		calls := customerSends()
+		r.clk.Add(time.Minute)
+		r.run(t)
+		if n := r.row(t, notify.ReasonDoctorReply, "m3", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "unknown") || customerSends() != calls {
+			t.Fatalf("unknown outcome: %+v", n)
+		}
+
+		// WeChat says the count is used up (45047): a template notice instead,
+		// and no customer attempt until the patient writes again.
+		r.sb.FailNext(wxsandbox.APICustomSend, 1, wxsandbox.Fault{ErrCode: 45047})
+		reply("m4")
+		r.run(t)
+		if n := r.row(t, notify.ReasonDoctorReply, "m4", r.alice); n.Status != model.NotifySent || n.Channel != notify.ChannelOATemplate || replies() != 5 {
+			t.Fatalf("45047: %+v, window replies %d", n, replies())
+		}
+		calls = customerSends()
+		r.clk.Add(11 * time.Minute)
+		reply("m5")
+		r.run(t)
+		if n := r.row(t, notify.ReasonDoctorReply, "m5", r.alice); n.Status != model.NotifySent || n.Channel != notify.ChannelOATemplate || customerSends() != calls {
+			t.Fatalf("used-up window: %+v, customer calls %d -> %d", n, calls, customerSends())
+		}
+		// Within 10 minutes of that notice, another reply is not a second notice.
+		reply("m6")
+		r.run(t)
+		if n := r.row(t, notify.ReasonDoctorReply, "m6", r.alice); n.Status != model.NotifyCancelled || !strings.Contains(n.LastError, "not repeated") {
+			t.Fatalf("second notice: %+v", n)
+		}
+
+		// The window, by our count, closes 48 hours after the patient's message.
+		openWindow()
+		r.clk.Add(49 * time.Hour)
+		calls = customerSends()
+		reply("m7")
+		r.run(t)
+		if n := r.row(t, notify.ReasonDoctorReply, "m7", r.alice); n.Status != model.NotifySent || n.Channel != notify.ChannelOATemplate || customerSends() != calls {
+			t.Fatalf("after 48 hours: %+v", n)
+		}
+	})
+}
