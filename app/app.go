@@ -186,6 +186,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
 		URLKey:             []byte("file-links|" + cfg.TokenSecret),
 		MaxBodyBytes:       cfg.MaxBodyBytes,
+		LiveHeartbeat:      cfg.LiveHeartbeat,
 		Spec:               api.Spec,
 		Collectors: append(a.Dispatcher.Collectors(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "careloop_live_connections", Help: "Live chat clients (staff streams, patient long polls) this process holds.",

@@ -750,3 +750,63 @@ func TestChatOAImageFromStranger(t *testing.T) {
 		}
 	})
 }
+
+// TestChatLiveStreamSession: opening a stream is audited; logging out ends
+// the stream at its next heartbeat.
+func TestChatLiveStreamSession(t *testing.T) {
+	a := newApp(t, "sqlite", func(c *app.Config) { c.LiveHeartbeat = 100 * time.Millisecond })
+	srv := httptest.NewServer(a.Router)
+	t.Cleanup(srv.Close)
+	admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	doc, docID := newDoctor(t, a, admin, "dr_s", "内科")
+	live := openStream(t, srv, doc)
+	var n int64
+	a.DB.Gorm().Model(&model.AuditLog{}).Where("action = ? AND staff_id = ?", "chat.stream", docID).Count(&n)
+	if n != 1 {
+		t.Fatalf("stream audit entries: %d", n)
+	}
+	time.Sleep(300 * time.Millisecond) // heartbeats pass while the session is valid
+	select {
+	case _, ok := <-live.events:
+		if !ok {
+			t.Fatal("the stream ended while the session was valid")
+		}
+	default:
+	}
+	if r := call(t, a.Router, "POST", "/api/admin/logout", doc, nil); r.Status != 204 {
+		t.Fatalf("logout: %d", r.Status)
+	}
+	select {
+	case _, ok := <-live.events:
+		if ok {
+			t.Fatal("an event after logout")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the stream outlived the session")
+	}
+}
+
+// TestChatUnassignedEscalates: a conversation that came in while nobody was
+// on duty is routed when it escalates.
+func TestChatUnassignedEscalates(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	at := duringWork(a)
+	tok, _ := login(t, a.Router, "dev:night")
+	_, cv := startChat(t, a, tok, map[string]any{"department": "儿科"})
+	call(t, a.Router, "POST", fmt.Sprintf("/api/mp/conversations/%v/messages", cv["id"]), tok, map[string]any{"content": "孩子发烧了"})
+	admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	_, docID := newDoctor(t, a, admin, "dr_peds", "内科") // on duty, another department
+	if err := a.Chat.Escalate(context.Background(), at.Add(29*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := a.Chat.Get(context.Background(), uint64(cv["id"].(float64))); c.EscalatedAt != nil {
+		t.Fatal("escalated before its time")
+	}
+	if err := a.Chat.Escalate(context.Background(), at.Add(31*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := a.Chat.Get(context.Background(), uint64(cv["id"].(float64)))
+	if c.EscalatedAt == nil || c.DoctorID == nil || *c.DoctorID != docID {
+		t.Fatalf("escalated: %+v", c)
+	}
+}

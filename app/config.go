@@ -72,6 +72,9 @@ type Config struct {
 	MaxBodyBytes       int64         `env:"CARELOOP_MAX_BODY_BYTES" yaml:"max_body_bytes"`
 	ShutdownGrace      time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
 	LogLevel           string        `env:"CARELOOP_LOG_LEVEL" yaml:"log_level"`
+	// LiveHeartbeat is how often an idle live chat stream sends a keep-alive
+	// and re-checks the staff member's session.
+	LiveHeartbeat time.Duration `env:"CARELOOP_LIVE_HEARTBEAT" yaml:"live_heartbeat"`
 	// The dispatcher.
 	ServeWorkers      bool          `env:"CARELOOP_SERVE_WORKERS" yaml:"serve_workers"`
 	NotifyRate        int64         `env:"CARELOOP_NOTIFY_RATE" yaml:"notify_rate"`
@@ -96,6 +99,7 @@ func Defaults() Config {
 		WeChatTimeout: 10 * time.Second,
 		MaxBodyBytes:  1 << 20,
 		ShutdownGrace: 20 * time.Second,
+		LiveHeartbeat: 25 * time.Second,
 		LogLevel:      "info",
 		ServeWorkers:  true,
 		OAMode:        "safe",

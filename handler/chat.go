@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -17,6 +18,8 @@ import (
 // (and admins) in the inbox, with live events over SSE.
 type chatHandlers struct {
 	chat     *service.Chat
+	auth     *service.Auth
+	audit    *service.Audit
 	patients *service.PatientAdmin
 	p360     func(v *service.Patient360, role string) Patient360DTO
 	// heartbeat is how often an idle stream sends a comment line, so that
@@ -258,6 +261,11 @@ func (h chatHandlers) inbox(c *gin.Context) {
 		fail(c, err)
 		return
 	}
+	// The list shows each conversation's last message.
+	if err := h.audit.Record(c.Request.Context(), principal(c), "chat.inbox", nil, fmt.Sprintf("scope=%s status=%s: %d conversations", c.Query("scope"), c.Query("status"), len(cs))); err != nil {
+		fail(c, err)
+		return
+	}
 	items := make([]ConversationDTO, 0, len(cs))
 	for i := range cs {
 		items = append(items, staffConversation(&cs[i]))
@@ -278,6 +286,13 @@ func (h chatHandlers) counts(c *gin.Context) {
 // it disconnects: "event: chat" with the event as data, "event: resync"
 // when the client fell behind and should reload the inbox.
 func (h chatHandlers) stream(c *gin.Context) {
+	p := principal(c)
+	// Live events carry message text: who held a stream, and when, is on record.
+	if err := h.audit.Record(c.Request.Context(), p, "chat.stream", nil, "live chat stream opened"); err != nil {
+		fail(c, err)
+		return
+	}
+	token := strings.TrimSpace(strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer "))
 	client, done := h.chat.Live().Staff()
 	defer done()
 	// The stream outlives the server's write timeout.
@@ -314,6 +329,12 @@ func (h chatHandlers) stream(c *gin.Context) {
 				}
 			}
 		case <-beat.C:
+			// A stream outlives its request: a revoked session or a
+			// disabled account ends it at the next beat.
+			if _, aerr := h.auth.Authenticate(c.Request.Context(), token); aerr != nil {
+				_, _ = io.WriteString(c.Writer, "event: unauthorized\ndata: {}\n\n")
+				return
+			}
 			_, err = io.WriteString(c.Writer, ": keep-alive\n\n")
 		}
 		if err != nil {

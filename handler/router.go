@@ -49,6 +49,9 @@ type Deps struct {
 	OnSubscribeAccept func(openID, templateID string)
 	Checks            []Check
 	MaxBodyBytes      int64
+	// LiveHeartbeat is how often an idle live stream sends a keep-alive and
+	// re-checks its session (25 s when zero).
+	LiveHeartbeat time.Duration
 	// Collectors are extra Prometheus metrics (the dispatcher's).
 	Collectors []prometheus.Collector
 	// Spec is the OpenAPI document served at /api/openapi.yaml.
@@ -80,6 +83,9 @@ func mustBeWired(d Deps) {
 // NewRouter builds the whole HTTP surface.
 func NewRouter(d Deps) *gin.Engine {
 	mustBeWired(d)
+	if d.LiveHeartbeat <= 0 {
+		d.LiveHeartbeat = 25 * time.Second
+	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.ContextWithFallback = true
@@ -90,7 +96,7 @@ func NewRouter(d Deps) *gin.Engine {
 	rh := reportHandlers{r: d.Reports, secrets: d.IntegrationSecrets, urlKey: d.URLKey}
 	rh.registerIntegration(r)
 	wechatHandlers{oa: d.OA, cfg: d.OAConfig, log: d.Log}.register(r)
-	chh := chatHandlers{chat: d.Chat, patients: d.PatientAdmin, heartbeat: 25 * time.Second}
+	chh := chatHandlers{chat: d.Chat, auth: d.Auth, audit: d.Audit, patients: d.PatientAdmin, heartbeat: d.LiveHeartbeat}
 	// Chat images are larger than other bodies: their own limit.
 	r.POST("/api/mp/chat/images", authenticate(d.Auth, model.SubjectPatient), bodyLimit(service.MaxChatImage+64<<10), chh.upload)
 	r.Use(bodyLimit(d.MaxBodyBytes))

@@ -986,10 +986,18 @@ func (s *Chat) Escalate(ctx context.Context, now time.Time) error {
 		if !escalated {
 			continue
 		}
-		if cv.DoctorID != nil && !s.onDuty(ctx, *cv.DoctorID) {
-			if next, err := s.nextOnDuty(ctx, cv.Department, *cv.DoctorID); err == nil && next != nil {
-				s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ? AND doctor_id = ?", cv.ID, *cv.DoctorID).Update("doctor_id", *next)
-				cv.DoctorID = next
+		switch {
+		case cv.DoctorID == nil: // nobody was on duty when it came in
+			if next, err := s.route(ctx, cv.Department, nil, 0); err == nil && next != nil {
+				if res := s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ? AND doctor_id IS NULL", cv.ID).Update("doctor_id", *next); res.RowsAffected == 1 {
+					cv.DoctorID = next
+				}
+			}
+		case !s.onDuty(ctx, *cv.DoctorID):
+			if next, err := s.route(ctx, cv.Department, nil, *cv.DoctorID); err == nil && next != nil {
+				if res := s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ? AND doctor_id = ?", cv.ID, *cv.DoctorID).Update("doctor_id", *next); res.RowsAffected == 1 {
+					cv.DoctorID = next
+				}
 			}
 		}
 		s.live.Publish(ctx, ChatEvent{Type: "escalated", ConversationID: cv.ID, PatientID: cv.PatientID, DoctorID: cv.DoctorID, StaffOnly: true})
