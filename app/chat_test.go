@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,10 +18,12 @@ import (
 )
 
 // duringWork puts the chat's clock on a Tuesday at 10:00 in Shanghai: doctors
-// are at work (no automatic reply).
+// are at work (no automatic reply). Each reading is a second later, so
+// that activity has an order.
 func duringWork(a *app.App) time.Time {
 	at := time.Date(2026, 11, 24, 10, 0, 0, 0, model.Shanghai)
-	a.Chat.SetClock(func() time.Time { return at })
+	var ticks atomic.Int64
+	a.Chat.SetClock(func() time.Time { return at.Add(time.Duration(ticks.Add(1)) * time.Second) })
 	return at
 }
 
@@ -442,6 +445,38 @@ func TestChatRouting(t *testing.T) {
 		}
 		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/conversations/%d/transfer", conv), d1, map[string]any{"doctor_id": 1}); r.Status != 422 {
 			t.Fatalf("transfer to a non-doctor: %d %s", r.Status, r.Raw)
+		}
+
+		// The inbox pages by last activity: the conversation just written to
+		// comes first; pages cover every open conversation once.
+		call(t, h, "POST", fmt.Sprintf("/api/mp/conversations/%v/messages", first["id"]), tok0, map[string]any{"content": "还在吗"})
+		open := int(call(t, h, "GET", "/api/admin/conversations/counts", admin, nil).Body["all"].(float64))
+		seen := map[float64]bool{}
+		cursor, prev := "", ""
+		for page := 0; ; page++ {
+			r := call(t, h, "GET", "/api/admin/conversations?limit=7&cursor="+cursor, admin, nil)
+			if r.Status != 200 {
+				t.Fatalf("page: %d %s", r.Status, r.Raw)
+			}
+			for i, it := range r.Body["items"].([]any) {
+				m := it.(map[string]any)
+				if page == 0 && i == 0 && m["id"] != first["id"] {
+					t.Fatalf("most recent first: %v", m)
+				}
+				if seen[m["id"].(float64)] || (prev != "" && m["last_message_at"].(string) > prev) {
+					t.Fatalf("paging order: %v", m)
+				}
+				seen[m["id"].(float64)], prev = true, m["last_message_at"].(string)
+			}
+			if cursor = r.Body["next_cursor"].(string); cursor == "" {
+				break
+			}
+		}
+		if len(seen) != open || open < 30 {
+			t.Fatalf("paged %d of %d", len(seen), open)
+		}
+		if r := call(t, h, "GET", "/api/admin/conversations?cursor=garbage", admin, nil); r.Status != 400 {
+			t.Fatalf("bad cursor: %d", r.Status)
 		}
 	})
 }

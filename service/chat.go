@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -691,8 +693,8 @@ type InboxQuery struct {
 	Limit     int
 }
 
-// Inbox lists conversations, most recently active first within the page
-// order of ids (newest first), with a cursor.
+// Inbox lists conversations, the most recently active first, with a cursor
+// (last activity and id of the page's last row).
 func (s *Chat) Inbox(ctx context.Context, by Principal, q InboxQuery) ([]model.Conversation, string, error) {
 	db := s.db.Conn(ctx).Model(&model.Conversation{})
 	switch q.Scope {
@@ -716,7 +718,32 @@ func (s *Chat) Inbox(ctx context.Context, by Principal, q InboxQuery) ([]model.C
 	if q.Escalated {
 		db = db.Where("escalated_at IS NOT NULL")
 	}
-	return page(db, "id", q.Cursor, q.Limit, func(c model.Conversation) uint64 { return c.ID })
+	limit := q.Limit
+	if limit <= 0 || limit > 100 {
+		limit = 20
+	}
+	if q.Cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		nanos, id, ok := strings.Cut(string(raw), ":")
+		n, err2 := strconv.ParseInt(nanos, 10, 64)
+		after, err3 := strconv.ParseUint(id, 10, 64)
+		if err != nil || !ok || err2 != nil || err3 != nil {
+			return nil, "", ErrBadCursor
+		}
+		at := time.Unix(0, n).UTC()
+		db = db.Where("last_message_at < ? OR (last_message_at = ? AND id < ?)", at, at, after)
+	}
+	var rows []model.Conversation
+	if err := db.Order("last_message_at DESC, id DESC").Limit(limit + 1).Find(&rows).Error; err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[limit-1]
+		next = base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("%d:%d", last.LastMessageAt.UnixNano(), last.ID)))
+	}
+	return rows, next, nil
 }
 
 // InboxCounts are the numbers beside the inbox's tabs.
@@ -729,31 +756,16 @@ type InboxCounts struct {
 	UnreadMessages int64 `json:"unread_messages"`
 }
 
-// Counts returns the inbox's counts for by.
+// Counts returns the inbox's counts for by, in one query.
 func (s *Chat) Counts(ctx context.Context, by Principal) (InboxCounts, error) {
 	var c InboxCounts
-	var rows []struct {
-		DoctorID    *uint64
-		StaffUnread int
-		Escalated   bool
-	}
-	err := s.db.Conn(ctx).Model(&model.Conversation{}).Select("doctor_id, staff_unread, escalated_at IS NOT NULL AS escalated").
-		Where("status = ?", model.ConversationOpen).Scan(&rows).Error
-	for _, r := range rows {
-		c.All++
-		c.UnreadMessages += int64(r.StaffUnread)
-		if r.DoctorID == nil {
-			c.Unassigned++
-		} else if *r.DoctorID == by.ID {
-			c.Mine++
-			if r.StaffUnread > 0 {
-				c.MineUnread++
-			}
-		}
-		if r.Escalated {
-			c.Escalated++
-		}
-	}
+	err := s.db.Conn(ctx).Model(&model.Conversation{}).Select(`COUNT(*) AS `+"`all`"+`,
+		COALESCE(SUM(CASE WHEN doctor_id = ? THEN 1 ELSE 0 END), 0) AS mine,
+		COALESCE(SUM(CASE WHEN doctor_id = ? AND staff_unread > 0 THEN 1 ELSE 0 END), 0) AS mine_unread,
+		COALESCE(SUM(CASE WHEN doctor_id IS NULL THEN 1 ELSE 0 END), 0) AS unassigned,
+		COALESCE(SUM(CASE WHEN escalated_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS escalated,
+		COALESCE(SUM(staff_unread), 0) AS unread_messages`, by.ID, by.ID).
+		Where("status = ?", model.ConversationOpen).Scan(&c).Error
 	return c, err
 }
 
