@@ -50,8 +50,8 @@ func (h chatHandlers) registerAdmin(rg *gin.RouterGroup) {
 	rg.POST("/conversations/:id/close", doc, h.staffClose)
 	rg.GET("/chat/images/:name", doc, h.image)
 	rg.GET("/chat/doctors", doc, h.doctors)
-	rg.PUT("/chat/duty", doc, h.myDuty)
-	rg.PUT("/chat/duty/:id", requireRole(), h.duty)
+	rg.PUT("/chat/duty", doc, h.setDuty(true))
+	rg.PUT("/chat/duty/:id", requireRole(), h.setDuty(false))
 	rg.GET("/chat/settings", doc, h.settings)
 	rg.PUT("/chat/settings", requireRole(), h.saveSettings)
 	rg.GET("/chat/canned-replies", doc, h.canned)
@@ -95,6 +95,15 @@ func conversationDTO(cv *model.Conversation, staff bool) ConversationDTO {
 
 func patientConversation(cv *model.Conversation) ConversationDTO { return conversationDTO(cv, false) }
 func staffConversation(cv *model.Conversation) ConversationDTO   { return conversationDTO(cv, true) }
+
+// answerConversation renders the outcome of an action on a conversation.
+func answerConversation(c *gin.Context, cv *model.Conversation, err error, dto func(*model.Conversation) ConversationDTO) {
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, dto(cv))
+}
 
 func (h chatHandlers) doctors(c *gin.Context) {
 	ds, err := h.chat.Doctors(c.Request.Context())
@@ -246,11 +255,7 @@ func (h chatHandlers) patientClose(c *gin.Context) {
 		return
 	}
 	cv, err := h.chat.Close(c.Request.Context(), principal(c), id, false)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, patientConversation(cv))
+	answerConversation(c, cv, err, patientConversation)
 }
 
 func (h chatHandlers) inbox(c *gin.Context) {
@@ -412,11 +417,7 @@ func (h chatHandlers) claim(c *gin.Context) {
 		return
 	}
 	cv, err := h.chat.Claim(c.Request.Context(), principal(c), id)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, staffConversation(cv))
+	answerConversation(c, cv, err, staffConversation)
 }
 
 type transferRequest struct {
@@ -435,11 +436,7 @@ func (h chatHandlers) transfer(c *gin.Context) {
 		return
 	}
 	cv, err := h.chat.Transfer(c.Request.Context(), principal(c), id, service.TransferRequest{DoctorID: req.DoctorID, Department: req.Department, Note: req.Note})
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, staffConversation(cv))
+	answerConversation(c, cv, err, staffConversation)
 }
 
 type closeRequest struct {
@@ -456,11 +453,7 @@ func (h chatHandlers) staffClose(c *gin.Context) {
 		return
 	}
 	cv, err := h.chat.Close(c.Request.Context(), principal(c), id, req.Survey)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, staffConversation(cv))
+	answerConversation(c, cv, err, staffConversation)
 }
 
 type dutyRequest struct {
@@ -468,32 +461,27 @@ type dutyRequest struct {
 	Department string `json:"department"`
 }
 
-func (h chatHandlers) myDuty(c *gin.Context) {
-	var req dutyRequest
-	if !bindJSON(c, &req) {
-		return
+// setDuty sets a doctor's duty: the caller's own (self) or, for admins,
+// the doctor in the path.
+func (h chatHandlers) setDuty(self bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		id := principal(c).ID
+		if !self {
+			var ok bool
+			if id, ok = idParam(c); !ok {
+				return
+			}
+		}
+		var req dutyRequest
+		if !bindJSON(c, &req) {
+			return
+		}
+		if err := h.chat.SetDuty(c.Request.Context(), id, strings.TrimSpace(req.Department), req.OnDuty); err != nil {
+			fail(c, err)
+			return
+		}
+		c.Status(http.StatusNoContent)
 	}
-	if err := h.chat.SetDuty(c.Request.Context(), principal(c).ID, strings.TrimSpace(req.Department), req.OnDuty); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
-}
-
-func (h chatHandlers) duty(c *gin.Context) {
-	id, ok := idParam(c)
-	if !ok {
-		return
-	}
-	var req dutyRequest
-	if !bindJSON(c, &req) {
-		return
-	}
-	if err := h.chat.SetDuty(c.Request.Context(), id, strings.TrimSpace(req.Department), req.OnDuty); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
 }
 
 func (h chatHandlers) settings(c *gin.Context) {
