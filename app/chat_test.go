@@ -845,3 +845,34 @@ func TestChatUnassignedEscalates(t *testing.T) {
 		t.Fatalf("escalated: %+v", c)
 	}
 }
+
+// TestChatOASlowLinkAnswersInTime: linking an unknown follower waits on
+// WeChat; when WeChat is slow the callback still answers within WeChat's
+// 5 seconds and the message is filed once linking is done.
+func TestChatOASlowLinkAnswersInTime(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	duringWork(a)
+	_, alice := login(t, a.Router, "dev:alice")
+	oaID := wxsandbox.OAOpenID("alice")
+	a.Sandbox.SetFollower(a.Cfg.OAAppID, oaID, true, "")
+	a.Sandbox.FailNext(wxsandbox.APIUserInfo, 1, wxsandbox.Fault{Delay: 6 * time.Second})
+	now := time.Now()
+	start := time.Now()
+	r := postCallback(t, a, build(t, a, wxsandbox.TextMessage(oaID, "请问体检前要空腹吗", 8101, now), true, now))
+	if took := time.Since(start); r.Status != 200 || took > 5*time.Second {
+		t.Fatalf("callback: %d after %s", r.Status, took)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var n int64
+		a.DB.Gorm().Table("chat_messages").Joins("JOIN conversations c ON c.id = chat_messages.conversation_id").
+			Where("c.patient_id = ? AND chat_messages.content = ?", alice, "请问体检前要空腹吗").Count(&n)
+		if n == 1 {
+			return // filed under Alice, found through the unionid
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the message was never filed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -140,6 +140,9 @@ type Chat struct {
 	// LinkFollower links an official-account follower to their patient
 	// (OA.LinkFollower); set by main.
 	LinkFollower func(ctx context.Context, openID string) error
+	// linkWait is how long an official-account message waits for linking
+	// before it is filed in the background.
+	linkWait time.Duration
 }
 
 // NewChat returns the chat use cases.
@@ -147,7 +150,7 @@ func NewChat(db *model.DB, out *notify.Outbox, surveys *Surveys, audit *Audit, l
 	if now == nil {
 		now = time.Now
 	}
-	return &Chat{db: db, out: out, surveys: surveys, audit: audit, live: live, files: files, limiter: limiter, log: log, now: now}
+	return &Chat{db: db, out: out, surveys: surveys, audit: audit, live: live, files: files, limiter: limiter, log: log, now: now, linkWait: 2 * time.Second}
 }
 
 // MessagesPerMinute is how many messages a patient may send a minute.
@@ -510,14 +513,48 @@ func shorten(s string, n int) string {
 // open conversation (opening one when needed) and returns the passive reply
 // to answer WeChat with ("" for none). msgID makes WeChat's retries no-ops.
 func (s *Chat) FromOA(ctx context.Context, openID, msgID, kind, content string) (string, error) {
-	patientID, err := s.followerPatient(ctx, openID)
-	if err != nil {
-		return "", err
-	}
 	m := PatientMessage{Kind: kind, Content: content}
 	if err := m.check(); err != nil {
 		return "", nil // an empty or oversized message: nothing to route
 	}
+	type found struct {
+		id  uint64
+		err error
+	}
+	// Linking an unknown follower asks WeChat for the unionid; WeChat wants
+	// our answer within 5 seconds, so a slow link finishes in the background
+	// and the message is filed then.
+	res := make(chan found, 1)
+	bg := context.WithoutCancel(ctx)
+	go func() {
+		lctx, cancel := context.WithTimeout(bg, 15*time.Second)
+		defer cancel()
+		id, err := s.followerPatient(lctx, openID)
+		res <- found{id, err}
+	}()
+	select {
+	case f := <-res:
+		if f.err != nil {
+			return "", f.err
+		}
+		return s.intake(ctx, f.id, msgID, m)
+	case <-time.After(s.linkWait):
+		go func() {
+			f := <-res
+			if f.err == nil {
+				_, f.err = s.intake(bg, f.id, msgID, m)
+			}
+			if f.err != nil {
+				s.log.Error("chat: official-account message not filed", "msg", msgID, "err", f.err)
+			}
+		}()
+		return "", nil
+	}
+}
+
+// intake files a follower's message in their open conversation and returns
+// the automatic reply, if any.
+func (s *Chat) intake(ctx context.Context, patientID uint64, msgID string, m PatientMessage) (string, error) {
 	cv, _, err := s.open(ctx, patientID, StartRequest{Topic: DefaultTopic}, "oa")
 	if err != nil {
 		return "", err
