@@ -502,3 +502,46 @@ func TestCustomerChannel(t *testing.T) {
 		}
 	})
 }
+
+// TestCustomerWindowRace: three dispatchers deliver twelve replies at once
+// to one follower: exactly five go as customer messages, and WeChat never
+// has to refuse a sixth (our count decides before the request leaves).
+func TestCustomerWindowRace(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, db *model.DB) {
+		r := newRig(t, db, 2*time.Second)
+		oaID := wxsandbox.OAOpenID("alice")
+		db.Gorm().Model(&model.Follower{}).Where("open_id = ?", oaID).Updates(map[string]any{"window_opened_at": r.clk.Now().UTC(), "window_replies": 0})
+		r.sb.OpenWindow(oaApp, oaID)
+		for i := 0; i < 12; i++ {
+			if _, err := r.out.Enqueue(r.ctx, notify.Notice{PatientID: r.alice, Reason: notify.ReasonDoctorReply, Occurrence: fmt.Sprint("race-", i),
+				Params: map[string]string{"title": "医生回复", "note": "回复", "text": fmt.Sprint("回复 ", i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		store := coord.NewMemory()
+		var wg sync.WaitGroup
+		for i := 0; i < 3; i++ {
+			d := notify.New(db, store, r.wx, r.cfg, r.clk.Now, log)
+			wg.Add(1)
+			go func() { defer wg.Done(); d.ProcessDue(r.ctx) }()
+		}
+		wg.Wait()
+		ok, refused := 0, 0
+		for _, m := range r.sb.Sent() {
+			if m.API != wxsandbox.APICustomSend {
+				continue
+			}
+			if m.ErrCode == 0 {
+				ok++
+			} else if m.ErrCode == wxsandbox.CodeWindowCountUsed {
+				refused++
+			}
+		}
+		var customer int64
+		db.Gorm().Model(&model.Notification{}).Where("reason = ? AND status = ? AND channel = ?", notify.ReasonDoctorReply, model.NotifySent, notify.ChannelCustomer).Count(&customer)
+		if ok != 5 || refused != 0 || customer != 5 {
+			t.Fatalf("customer messages: %d delivered, %d refused by WeChat, %d rows; want 5, 0, 5", ok, refused, customer)
+		}
+	})
+}
