@@ -141,7 +141,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Surveys = service.NewSurveys(a.DB, a.Outbox, a.Points, service.SurveyConfig{}, a.Bookings.CareRules, nil)
 	a.Bookings.OnCompleted = append(a.Bookings.OnCompleted, a.Points.EarnForBooking, a.Surveys.InviteForBooking)
 	a.Bookings.PriceFor = a.Points.DiscountedPrice
-	files := service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}
+	// Files live in MySQL when there is one (any instance serves any file),
+	// else on local disk (the embedded mode).
+	var files service.FileStore = service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}
+	if cfg.MySQLDSN != "" {
+		files = service.DBFiles{DB: a.DB}
+	}
 	a.Reports = service.NewReports(a.DB, sealer, files, a.Outbox, a.Bookings, audit, nil)
 	a.Live = service.NewLive(a.Store, log)
 	a.Chat = service.NewChat(a.DB, a.Outbox, a.Surveys, audit, a.Live, files, a.Store, log, nil)

@@ -740,6 +740,30 @@ func TestChatLiveAcrossInstances(t *testing.T) {
 		t.Fatalf("send: %d %s", r.Status, r.Raw)
 	}
 	live.next(t, "跨实例的消息")
+
+	// An image uploaded through one instance is served by the other (files
+	// live in MySQL: API instances keep nothing of their own).
+	jpeg := append([]byte{0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, 'J', 'F', 'I', 'F', 0}, make([]byte, 200)...)
+	req := httptest.NewRequest("POST", "/api/mp/chat/images", strings.NewReader(string(jpeg)))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	rec := httptest.NewRecorder()
+	a1.Router.ServeHTTP(rec, req)
+	var ref map[string]any
+	_ = jsonUnmarshal(rec.Body.Bytes(), &ref)
+	content, _ := ref["content"].(string)
+	if rec.Code != 201 {
+		t.Fatalf("upload: %d %s", rec.Code, rec.Body.String())
+	}
+	if r := call(t, a1.Router, "POST", fmt.Sprintf("/api/mp/conversations/%v/messages", cv["id"]), tok, map[string]any{"kind": "image", "content": content}); r.Status != 201 {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	req = httptest.NewRequest("GET", "/api/admin/chat/images/"+strings.TrimPrefix(content, "chat/images/"), nil)
+	req.Header.Set("Authorization", "Bearer "+doc)
+	rec = httptest.NewRecorder()
+	a2.Router.ServeHTTP(rec, req)
+	if rec.Code != 200 || rec.Body.Len() != len(jpeg) {
+		t.Fatalf("image from the other instance: %d, %d bytes", rec.Code, rec.Body.Len())
+	}
 }
 
 // TestChatOAImageFromStranger: an image from a follower WeChat gives no

@@ -83,3 +83,12 @@ type CannedReply struct {
 	Content   string `gorm:"type:text"`
 	CreatedAt time.Time
 }
+
+// FileChunk is a piece of a stored file (report PDFs, chat images) when
+// files live in the database: every instance reads what any instance wrote.
+type FileChunk struct {
+	Key       string `gorm:"primaryKey;size:191"`
+	Seq       int    `gorm:"primaryKey;autoIncrement:false"`
+	Data      []byte `gorm:"type:mediumblob"`
+	CreatedAt time.Time
+}

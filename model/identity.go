@@ -86,5 +86,5 @@ func AllModels() []any {
 		&Level{}, &PointsAccount{}, &PointsEntry{}, &Reward{}, &Coupon{},
 		&Survey{}, &SurveyInvite{}, &SurveyResponse{}, &Complaint{}, &ComplaintStep{},
 		&OAEvent{}, &AutoReply{},
-		&Conversation{}, &ChatMessage{}, &DoctorDuty{}, &CannedReply{}}
+		&Conversation{}, &ChatMessage{}, &DoctorDuty{}, &CannedReply{}, &FileChunk{}}
 }
