@@ -190,7 +190,7 @@ func TestChatFromOfficialAccountEndToEnd(t *testing.T) {
 			t.Fatalf("inbox: %d %s", inbox.Status, inbox.Raw)
 		}
 		cv := items[0].(map[string]any)
-		if cv["unread"].(float64) != 1 || cv["channel"] != "oa" || cv["doctor_id"].(float64) != float64(docID) {
+		if cv["unread"].(float64) != 1 || cv["channel"] != "oa" || cv["doctor_id"].(float64) != float64(docID) || cv["doctor_name"] != "dr_li" {
 			t.Fatalf("conversation: %v", cv)
 		}
 		id := uint64(cv["id"].(float64))
@@ -298,6 +298,11 @@ func TestChatFromOfficialAccountEndToEnd(t *testing.T) {
 		}
 		if tm = sandboxSends(a, wxsandbox.APITemplateSend, oaID); len(tm) != 2 {
 			t.Fatalf("the sixth reply should be a notice: %d template sends", len(tm))
+		}
+		// The patient's list names the doctor (and not the staff-only fields).
+		mine := call(t, a.Router, "GET", "/api/mp/conversations", mpTok, nil)
+		if it := mine.Body["items"].([]any)[0].(map[string]any); it["doctor_name"] != "dr_li" || it["patient_name"] != nil {
+			t.Fatalf("patient's list: %s", mine.Raw)
 		}
 		// The mini-program shows the whole conversation.
 		all := call(t, a.Router, "GET", fmt.Sprintf("/api/mp/conversations/%d/messages", id), mpTok, nil)

@@ -63,9 +63,11 @@ func (h chatHandlers) registerAdmin(rg *gin.RouterGroup) {
 type ConversationDTO struct {
 	ID            uint64  `json:"id"`
 	PatientID     uint64  `json:"patient_id"`
+	PatientName   string  `json:"patient_name,omitempty"` // staff only
 	Topic         string  `json:"topic"`
 	Department    string  `json:"department"`
 	DoctorID      *uint64 `json:"doctor_id"`
+	DoctorName    string  `json:"doctor_name"`
 	Status        string  `json:"status"`
 	Channel       string  `json:"channel"`
 	Unread        int     `json:"unread"`
@@ -77,32 +79,44 @@ type ConversationDTO struct {
 	ClosedAt      string  `json:"closed_at,omitempty"`
 }
 
-func conversationDTO(cv *model.Conversation, staff bool) ConversationDTO {
-	d := ConversationDTO{ID: cv.ID, PatientID: cv.PatientID, Topic: cv.Topic, Department: cv.Department, DoctorID: cv.DoctorID,
-		Status: cv.Status, Channel: cv.Channel, Unread: cv.PatientUnread, LastMessage: cv.LastMessage,
-		LastMessageAt: model.LocalTime(cv.LastMessageAt), Escalated: cv.EscalatedAt != nil, CreatedAt: model.LocalTime(cv.CreatedAt)}
-	if staff {
-		d.Unread = cv.StaffUnread
+// conversations renders conversations for staff or for their patient, with
+// the doctors' (and, for staff, the patients') names.
+func (h chatHandlers) conversations(c *gin.Context, cs []model.Conversation, staff bool) []ConversationDTO {
+	doctors, patients := h.chat.Names(c.Request.Context(), cs)
+	out := make([]ConversationDTO, 0, len(cs))
+	for i := range cs {
+		cv := &cs[i]
+		d := ConversationDTO{ID: cv.ID, PatientID: cv.PatientID, Topic: cv.Topic, Department: cv.Department, DoctorID: cv.DoctorID,
+			Status: cv.Status, Channel: cv.Channel, Unread: cv.PatientUnread, LastMessage: cv.LastMessage,
+			LastMessageAt: model.LocalTime(cv.LastMessageAt), Escalated: cv.EscalatedAt != nil, CreatedAt: model.LocalTime(cv.CreatedAt)}
+		if cv.DoctorID != nil {
+			d.DoctorName = doctors[*cv.DoctorID]
+		}
+		if staff {
+			d.Unread, d.PatientName = cv.StaffUnread, patients[cv.PatientID]
+		}
+		if cv.AwaitingSince != nil {
+			d.AwaitingSince = model.LocalTime(*cv.AwaitingSince)
+		}
+		if cv.ClosedAt != nil {
+			d.ClosedAt = model.LocalTime(*cv.ClosedAt)
+		}
+		out = append(out, d)
 	}
-	if cv.AwaitingSince != nil {
-		d.AwaitingSince = model.LocalTime(*cv.AwaitingSince)
-	}
-	if cv.ClosedAt != nil {
-		d.ClosedAt = model.LocalTime(*cv.ClosedAt)
-	}
-	return d
+	return out
 }
 
-func patientConversation(cv *model.Conversation) ConversationDTO { return conversationDTO(cv, false) }
-func staffConversation(cv *model.Conversation) ConversationDTO   { return conversationDTO(cv, true) }
+func (h chatHandlers) conversation(c *gin.Context, cv *model.Conversation, staff bool) ConversationDTO {
+	return h.conversations(c, []model.Conversation{*cv}, staff)[0]
+}
 
 // answerConversation renders the outcome of an action on a conversation.
-func answerConversation(c *gin.Context, cv *model.Conversation, err error, dto func(*model.Conversation) ConversationDTO) {
+func (h chatHandlers) answerConversation(c *gin.Context, cv *model.Conversation, err error, staff bool) {
 	if err != nil {
 		fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, dto(cv))
+	c.JSON(http.StatusOK, h.conversation(c, cv, staff))
 }
 
 func (h chatHandlers) doctors(c *gin.Context) {
@@ -137,12 +151,16 @@ func (h chatHandlers) start(c *gin.Context) {
 	if created {
 		status = http.StatusCreated
 	}
-	c.JSON(status, patientConversation(cv))
+	c.JSON(status, h.conversation(c, cv, false))
 }
 
 func (h chatHandlers) mine(c *gin.Context) {
 	cs, err := h.chat.Mine(c.Request.Context(), principal(c))
-	renderList(c, cs, err, patientConversation)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"items": h.conversations(c, cs, false), "next_cursor": ""})
 }
 
 // afterParam reads ?after= (a message id; 0 for the start).
@@ -177,7 +195,7 @@ func (h chatHandlers) patientMessages(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"conversation": patientConversation(cv), "items": msgs})
+	c.JSON(http.StatusOK, gin.H{"conversation": h.conversation(c, cv, false), "items": msgs})
 }
 
 type sendRequest struct {
@@ -255,7 +273,7 @@ func (h chatHandlers) patientClose(c *gin.Context) {
 		return
 	}
 	cv, err := h.chat.Close(c.Request.Context(), principal(c), id, false)
-	answerConversation(c, cv, err, patientConversation)
+	h.answerConversation(c, cv, err, false)
 }
 
 func (h chatHandlers) inbox(c *gin.Context) {
@@ -271,11 +289,7 @@ func (h chatHandlers) inbox(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	items := make([]ConversationDTO, 0, len(cs))
-	for i := range cs {
-		items = append(items, staffConversation(&cs[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+	c.JSON(http.StatusOK, gin.H{"items": h.conversations(c, cs, true), "next_cursor": next})
 }
 
 func (h chatHandlers) counts(c *gin.Context) {
@@ -370,7 +384,7 @@ func (h chatHandlers) get(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, ConversationDetailDTO{Conversation: staffConversation(cv), Patient: h.p360(v, principal(c).Role)})
+	c.JSON(http.StatusOK, ConversationDetailDTO{Conversation: h.conversation(c, cv, true), Patient: h.p360(v, principal(c).Role)})
 }
 
 func (h chatHandlers) staffMessages(c *gin.Context) {
@@ -387,7 +401,7 @@ func (h chatHandlers) staffMessages(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"conversation": staffConversation(cv), "items": msgs})
+	c.JSON(http.StatusOK, gin.H{"conversation": h.conversation(c, cv, true), "items": msgs})
 }
 
 type replyRequest struct {
@@ -417,7 +431,7 @@ func (h chatHandlers) claim(c *gin.Context) {
 		return
 	}
 	cv, err := h.chat.Claim(c.Request.Context(), principal(c), id)
-	answerConversation(c, cv, err, staffConversation)
+	h.answerConversation(c, cv, err, true)
 }
 
 type transferRequest struct {
@@ -436,7 +450,7 @@ func (h chatHandlers) transfer(c *gin.Context) {
 		return
 	}
 	cv, err := h.chat.Transfer(c.Request.Context(), principal(c), id, service.TransferRequest{DoctorID: req.DoctorID, Department: req.Department, Note: req.Note})
-	answerConversation(c, cv, err, staffConversation)
+	h.answerConversation(c, cv, err, true)
 }
 
 type closeRequest struct {
@@ -453,7 +467,7 @@ func (h chatHandlers) staffClose(c *gin.Context) {
 		return
 	}
 	cv, err := h.chat.Close(c.Request.Context(), principal(c), id, req.Survey)
-	answerConversation(c, cv, err, staffConversation)
+	h.answerConversation(c, cv, err, true)
 }
 
 type dutyRequest struct {

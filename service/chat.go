@@ -714,6 +714,34 @@ func (s *Chat) render(m *model.ChatMessage, names map[uint64]string) ChatMessage
 		Kind: m.Kind, Content: m.Content, Channel: m.Channel, CreatedAt: model.LocalTime(m.CreatedAt)}
 }
 
+// Names returns the names of the doctors and patients of conversations, in
+// two queries.
+func (s *Chat) Names(ctx context.Context, cs []model.Conversation) (doctors, patients map[uint64]string) {
+	doctors, patients = map[uint64]string{}, map[uint64]string{}
+	var dids, pids []uint64
+	for _, c := range cs {
+		pids = append(pids, c.PatientID)
+		if c.DoctorID != nil {
+			dids = append(dids, *c.DoctorID)
+		}
+	}
+	if len(dids) > 0 {
+		var staff []model.Staff
+		s.db.Conn(ctx).Select("id", "name", "username").Where("id IN ?", dids).Find(&staff)
+		for _, st := range staff {
+			doctors[st.ID] = staffName(st)
+		}
+	}
+	if len(pids) > 0 {
+		var ps []model.Patient
+		s.db.Conn(ctx).Select("id", "name").Where("id IN ?", pids).Find(&ps)
+		for _, p := range ps {
+			patients[p.ID] = p.Name
+		}
+	}
+	return doctors, patients
+}
+
 // Get loads a conversation for staff.
 func (s *Chat) Get(ctx context.Context, id uint64) (*model.Conversation, error) {
 	var cv model.Conversation
