@@ -223,10 +223,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	return a, nil
 }
 
-// Demo accounts seeded in sandbox mode when no admin is configured.
+// Demo accounts seeded in sandbox mode when no admin is configured (the
+// doctor has the same password, and is on duty for the chat).
 const (
 	DemoAdminUser     = "admin"
 	DemoAdminPassword = "careloop-demo"
+	DemoDoctorUser    = "doctor"
 )
 
 func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
@@ -241,6 +243,10 @@ func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 			return err
 		}
 		a.Log.Info("sandbox mode: demo staff admin ready", "username", DemoAdminUser, "password", DemoAdminPassword)
+		if err := a.seedChat(ctx); err != nil {
+			return err
+		}
+		a.Log.Info("sandbox mode: demo doctor on duty", "username", DemoDoctorUser, "password", DemoAdminPassword)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"careloop/app"
+	"careloop/model"
 	"careloop/testenv"
 )
 
@@ -43,6 +44,14 @@ func newApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
+	// The demo doctor is on duty in sandbox mode: tests start with nobody on
+	// duty and put their own doctors on.
+	var doc model.Staff
+	if a.DB.Gorm().Where("username = ?", app.DemoDoctorUser).Take(&doc).Error == nil {
+		if err := a.Chat.SetDuty(context.Background(), doc.ID, "", false); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return a
 }
 

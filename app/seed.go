@@ -52,3 +52,41 @@ func seedSurvey(ctx context.Context, db *model.DB, surveys *service.Surveys) err
 	})
 	return err
 }
+
+// seedChat gives the demo a doctor on duty, shared canned replies and an
+// after-chat survey, so that a conversation started in the demo is answered.
+func (a *App) seedChat(ctx context.Context) error {
+	if err := a.Auth.EnsureStaff(ctx, DemoDoctorUser, DemoAdminPassword, model.RoleDoctor); err != nil {
+		return err
+	}
+	var doc model.Staff
+	if err := a.DB.Conn(ctx).Where("username = ?", DemoDoctorUser).Take(&doc).Error; err != nil {
+		return err
+	}
+	var duties int64
+	if err := a.DB.Conn(ctx).Model(&model.DoctorDuty{}).Where("staff_id = ?", doc.ID).Count(&duties).Error; err != nil || duties > 0 {
+		return err // set up before: keep what the demo user changed
+	}
+	a.DB.Conn(ctx).Model(&model.Staff{}).Where("id = ? AND name = ?", doc.ID, "").Update("name", "王医生")
+	if err := a.Chat.SetDuty(ctx, doc.ID, "体检中心", true); err != nil {
+		return err
+	}
+	admin := service.Principal{Kind: model.SubjectStaff, Role: model.RoleAdmin}
+	for _, r := range [][2]string{
+		{"问候", "您好，我是体检中心的医生，请问有什么可以帮您？"},
+		{"空腹要求", "体检当天请空腹（至少 8 小时不进食），可少量饮水；高血压患者可按时服药。"},
+	} {
+		if _, err := a.Chat.SaveCannedReply(ctx, admin, r[0], r[1], true); err != nil {
+			return err
+		}
+	}
+	var n int64
+	if err := a.DB.Conn(ctx).Model(&model.Survey{}).Where("survey_trigger = ?", model.TriggerAfterChat).Count(&n).Error; err != nil || n > 0 {
+		return err
+	}
+	_, err := a.Surveys.Define(ctx, "chat", "在线咨询满意度", model.TriggerAfterChat, []service.Question{
+		{ID: "overall", Kind: service.QRating, Title: "您对本次咨询的满意度", Required: true},
+		{ID: "comment", Kind: service.QText, Title: "您的意见和建议"},
+	})
+	return err
+}

@@ -103,7 +103,7 @@ func TestSurveys(t *testing.T) {
 			t.Fatalf("new version: %d %s", r.Status, r.Raw)
 		}
 		var active int64
-		a.DB.Gorm().Model(&model.Survey{}).Where("active = ?", true).Count(&active)
+		a.DB.Gorm().Model(&model.Survey{}).Where("active = ? AND code = ?", true, "checkup").Count(&active)
 		if active != 1 {
 			t.Fatalf("active surveys: %d", active)
 		}
