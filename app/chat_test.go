@@ -401,6 +401,13 @@ func TestChatRouting(t *testing.T) {
 		if r := call(t, h, "POST", "/api/mp/conversations", tok1, map[string]any{"topic": "其他", "doctor_id": 1}); r.Status != 422 || r.ErrCode() != "not_a_doctor" {
 			t.Fatalf("an admin is not a doctor to choose: %d %s", r.Status, r.Raw)
 		}
+		// The longest topic (32 Chinese characters) fits.
+		if r := call(t, h, "POST", "/api/mp/conversations", tok1, map[string]any{"topic": strings.Repeat("查", 32)}); r.Status != 201 {
+			t.Fatalf("long topic: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", "/api/mp/conversations", tok1, map[string]any{"topic": strings.Repeat("查", 33)}); r.Status != 400 {
+			t.Fatalf("too long a topic: %d %s", r.Status, r.Raw)
+		}
 		if _, cv := startChat(t, a, tok1, map[string]any{"topic": "妇科问题", "department": "妇科"}); doctorOf(cv) != id3 {
 			t.Fatalf("department: %v", cv)
 		}

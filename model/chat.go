@@ -22,7 +22,7 @@ type Conversation struct {
 	ID         uint64  `gorm:"primaryKey"`
 	PatientID  uint64  `gorm:"index"`
 	Topic      string  `gorm:"size:32"`
-	OpenKey    *string `gorm:"size:64;uniqueIndex"`
+	OpenKey    *string `gorm:"size:160;uniqueIndex"`
 	Department string  `gorm:"size:64"`
 	// DoctorID is the doctor who answers; nil while unassigned.
 	DoctorID *uint64 `gorm:"index"`
@@ -59,6 +59,9 @@ type ChatMessage struct {
 	// ClientKey makes a resent message (a retried request, WeChat's retry)
 	// a no-op: "conversation-scoped key" for mp, the MsgId for oa.
 	ClientKey *string `gorm:"size:96;uniqueIndex"`
+	// ImageKey is the stored file of an image the patient uploaded, for
+	// finding who may see it.
+	ImageKey  *string `gorm:"size:64;index"`
 	CreatedAt time.Time
 }
 

@@ -201,9 +201,8 @@ func (s *Chat) Image(ctx context.Context, by Principal, name string) (io.ReadClo
 	}
 	key := imagePrefix + name
 	var m model.ChatMessage
-	q := s.db.Conn(ctx).Table("chat_messages m").Select("m.*").Where("m.kind = ? AND m.content = ?", "image", key)
 	var cv model.Conversation
-	if err := q.Take(&m).Error; err != nil {
+	if err := s.db.Conn(ctx).Where("image_key = ?", name).Take(&m).Error; err != nil {
 		return nil, model.NotFound(err)
 	}
 	if err := s.db.Conn(ctx).Where("id = ?", m.ConversationID).Take(&cv).Error; err != nil {
@@ -433,6 +432,9 @@ func (s *Chat) Send(ctx context.Context, by Principal, conversationID uint64, m 
 func (s *Chat) append(ctx context.Context, cv *model.Conversation, m PatientMessage, key *string, channel string) (*ChatMessage, *ChatMessage, error) {
 	now := s.now().UTC()
 	msg := model.ChatMessage{ConversationID: cv.ID, Sender: model.SenderPatient, Kind: m.Kind, Content: m.Content, Channel: channel, ClientKey: key, CreatedAt: now}
+	if name, ok := strings.CutPrefix(m.Content, imagePrefix); ok && m.Kind == "image" {
+		msg.ImageKey = &name
+	}
 	var auto *model.ChatMessage
 	settings := s.Settings(ctx)
 	err := s.db.InTx(ctx, func(ctx context.Context) error {

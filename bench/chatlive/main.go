@@ -43,6 +43,7 @@ func main() {
 	messages := flag.Int("messages", 20, "patient messages to fan out")
 	server := flag.String("mysql", "root@tcp(127.0.0.1:3306)/", "MySQL server DSN")
 	redis := flag.String("redis", "127.0.0.1:6379", "Redis address")
+	settle := flag.Duration("settle", 0, "after the fan-out, hold the streams this long and measure the server's RSS again (goroutine stacks shrink at the periodic GC)")
 	pprofAddr := flag.String("pprof", "", "serve the server's pprof here and save its heap profile (with the streams open) to chatlive.heap")
 	flag.Parse()
 	if *bin == "" {
@@ -182,6 +183,10 @@ func main() {
 	fmt.Printf("deliveries: %d (%d messages × %d streams)\n", len(all), *messages, held)
 	fmt.Printf("per delivery: p50 %s, p99 %s, max %s\n", pct(0.5).Round(time.Microsecond*100), pct(0.99).Round(time.Microsecond*100), pct(1).Round(time.Microsecond*100))
 	fmt.Printf("until the last stream had it, per message: median %s, worst %s\n", last[len(last)/2].Round(time.Microsecond*100), last[len(last)-1].Round(time.Microsecond*100))
+	if *settle > 0 {
+		time.Sleep(*settle)
+		fmt.Printf("server RSS after %s more with %d streams: %d MiB\n", *settle, open.Load(), rssMiB(cmd.Process.Pid))
+	}
 	cancel()
 	wg.Wait()
 }
