@@ -354,7 +354,11 @@ func (h chatHandlers) stream(c *gin.Context) {
 				_, _ = io.WriteString(c.Writer, "event: unauthorized\ndata: {}\n\n")
 				return
 			}
-			_, err = io.WriteString(c.Writer, ": keep-alive\n\n")
+			if client.Lagged.Swap(false) {
+				_, err = io.WriteString(c.Writer, "event: resync\ndata: {}\n\n")
+			} else {
+				_, err = io.WriteString(c.Writer, ": keep-alive\n\n")
+			}
 		}
 		if err != nil {
 			return

@@ -144,11 +144,14 @@ func (l *Live) Staff() (*LiveClient, func()) {
 	l.staff[c] = struct{}{}
 	l.mu.Unlock()
 	l.count.Add(1)
+	var once sync.Once
 	return c, func() {
-		l.mu.Lock()
-		delete(l.staff, c)
-		l.mu.Unlock()
-		l.count.Add(-1)
+		once.Do(func() {
+			l.mu.Lock()
+			delete(l.staff, c)
+			l.mu.Unlock()
+			l.count.Add(-1)
+		})
 	}
 }
 
@@ -162,13 +165,16 @@ func (l *Live) Patient(id uint64) (*LiveClient, func()) {
 	l.patients[id][c] = struct{}{}
 	l.mu.Unlock()
 	l.count.Add(1)
+	var once sync.Once
 	return c, func() {
-		l.mu.Lock()
-		delete(l.patients[id], c)
-		if len(l.patients[id]) == 0 {
-			delete(l.patients, id)
-		}
-		l.mu.Unlock()
-		l.count.Add(-1)
+		once.Do(func() {
+			l.mu.Lock()
+			delete(l.patients[id], c)
+			if len(l.patients[id]) == 0 {
+				delete(l.patients, id)
+			}
+			l.mu.Unlock()
+			l.count.Add(-1)
+		})
 	}
 }

@@ -1,0 +1,82 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"careloop/coord"
+	"careloop/service"
+)
+
+// A staff client that stops reading loses events (and is told to resync)
+// without holding up the others; a patient gets only their own, non-staff
+// events.
+func TestLiveFanOut(t *testing.T) {
+	live := service.NewLive(coord.NewMemory(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer live.Close()
+	slow, doneSlow := live.Staff()
+	defer doneSlow()
+	fast, doneFast := live.Staff()
+	defer doneFast()
+	alice, doneAlice := live.Patient(1)
+	defer doneAlice()
+	bob, doneBob := live.Patient(2)
+	defer doneBob()
+	if live.Connections() != 4 {
+		t.Fatalf("connections: %d", live.Connections())
+	}
+	ctx := context.Background()
+	// 200 events (more than a staff client's buffer) in batches the reading
+	// client keeps up with; the other client reads nothing.
+	for batch := 0; batch < 10; batch++ {
+		for i := 0; i < 20; i++ {
+			live.Publish(ctx, service.ChatEvent{Type: "message", ConversationID: uint64(batch*20 + i), PatientID: 1})
+		}
+		for i := 0; i < 20; i++ {
+			select {
+			case <-fast.C:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("batch %d: the reading client is held up by the one that does not read", batch)
+			}
+		}
+	}
+	live.Publish(ctx, service.ChatEvent{Type: "escalated", ConversationID: 999, PatientID: 1, StaffOnly: true})
+	select {
+	case <-fast.C:
+	case <-time.After(5 * time.Second):
+		t.Fatal("staff-only event not delivered to staff")
+	}
+	if !slow.Lagged.Load() {
+		t.Fatal("the client that did not read was not marked to resync")
+	}
+	// Alice's client: her messages only, no staff-only event.
+	seen := 0
+	for {
+		select {
+		case b := <-alice.C:
+			var e service.ChatEvent
+			_ = json.Unmarshal(b, &e)
+			if e.StaffOnly || e.Type == "escalated" || e.PatientID != 1 {
+				t.Fatalf("patient got %s", b)
+			}
+			seen++
+			continue
+		case b := <-bob.C:
+			t.Fatalf("another patient got %s", b)
+		case <-time.After(100 * time.Millisecond):
+		}
+		break
+	}
+	if seen == 0 {
+		t.Fatal("the patient got none of her events")
+	}
+	doneBob()
+	doneBob() // a second disconnect changes nothing
+	if live.Connections() != 3 {
+		t.Fatalf("after a disconnect: %d", live.Connections())
+	}
+}
