@@ -149,6 +149,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a.Reports = service.NewReports(a.DB, sealer, files, a.Outbox, a.Bookings, audit, nil)
 	a.Live = service.NewLive(a.Store, log)
+	beat := cfg.LiveHeartbeat
+	if beat <= 0 {
+		beat = 25 * time.Second
+	}
+	a.Live.WatchSessions(beat, a.Auth.ActiveStaffSessions)
 	a.Chat = service.NewChat(a.DB, a.Outbox, a.Surveys, audit, a.Live, files, a.Store, log, nil)
 	a.Chat.LinkFollower = a.OA.LinkFollower
 	a.OA.Chat = a.Chat

@@ -823,8 +823,8 @@ func TestChatOAImageFromStranger(t *testing.T) {
 	})
 }
 
-// TestChatLiveStreamSession: opening a stream is audited; logging out ends
-// the stream at its next heartbeat.
+// TestChatLiveStreamSession: opening a stream is audited; logging out or a
+// disabled account ends the stream at the next session check.
 func TestChatLiveStreamSession(t *testing.T) {
 	a := newApp(t, "sqlite", func(c *app.Config) { c.LiveHeartbeat = 100 * time.Millisecond })
 	srv := httptest.NewServer(a.Router)
@@ -845,17 +845,36 @@ func TestChatLiveStreamSession(t *testing.T) {
 		}
 	default:
 	}
+	// A second doctor's stream survives the first one's logout, and ends
+	// when an admin disables the account.
+	doc2, doc2ID := newDoctor(t, a, admin, "dr_s2", "内科")
+	live2 := openStream(t, srv, doc2)
 	if r := call(t, a.Router, "POST", "/api/admin/logout", doc, nil); r.Status != 204 {
 		t.Fatalf("logout: %d", r.Status)
 	}
-	select {
-	case _, ok := <-live.events:
-		if ok {
-			t.Fatal("an event after logout")
+	ended := func(s *sse, what string) {
+		t.Helper()
+		select {
+		case _, ok := <-s.events:
+			if ok {
+				t.Fatalf("an event after %s", what)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("the stream outlived %s", what)
 		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("the stream outlived the session")
 	}
+	ended(live, "logout")
+	select {
+	case _, ok := <-live2.events:
+		if !ok {
+			t.Fatal("another session's stream ended")
+		}
+	case <-time.After(300 * time.Millisecond):
+	}
+	if r := call(t, a.Router, "PUT", fmt.Sprintf("/api/admin/staff/%d", doc2ID), admin, map[string]any{"disabled": true}); r.Status != 200 {
+		t.Fatalf("disable: %d %s", r.Status, r.Raw)
+	}
+	ended(live2, "the account being disabled")
 }
 
 // TestChatUnassignedEscalates: a conversation that came in while nobody was

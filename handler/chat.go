@@ -18,7 +18,6 @@ import (
 // (and admins) in the inbox, with live events over SSE.
 type chatHandlers struct {
 	chat     *service.Chat
-	auth     *service.Auth
 	audit    *service.Audit
 	patients *service.PatientAdmin
 	p360     func(v *service.Patient360, role string) Patient360DTO
@@ -311,8 +310,7 @@ func (h chatHandlers) stream(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	token := strings.TrimSpace(strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer "))
-	client, done := h.chat.Live().Staff()
+	client, done := h.chat.Live().Staff(p.SessionID)
 	defer done()
 	// The stream outlives the server's write timeout.
 	rc := http.NewResponseController(c.Writer)
@@ -347,13 +345,12 @@ func (h chatHandlers) stream(c *gin.Context) {
 					_, err = io.WriteString(c.Writer, "\n\n")
 				}
 			}
-		case <-beat.C:
+		case <-client.Ended:
 			// A stream outlives its request: a revoked session or a
-			// disabled account ends it at the next beat.
-			if _, aerr := h.auth.Authenticate(c.Request.Context(), token); aerr != nil {
-				_, _ = io.WriteString(c.Writer, "event: unauthorized\ndata: {}\n\n")
-				return
-			}
+			// disabled account ends it (checked for all streams at once).
+			_, _ = io.WriteString(c.Writer, "event: unauthorized\ndata: {}\n\n")
+			return
+		case <-beat.C:
 			if client.Lagged.Swap(false) {
 				_, err = io.WriteString(c.Writer, "event: resync\ndata: {}\n\n")
 			} else {

@@ -49,8 +49,8 @@ type Deps struct {
 	OnSubscribeAccept func(openID, templateID string)
 	Checks            []Check
 	MaxBodyBytes      int64
-	// LiveHeartbeat is how often an idle live stream sends a keep-alive and
-	// re-checks its session (25 s when zero).
+	// LiveHeartbeat is how often an idle live stream sends a keep-alive
+	// (25 s when zero).
 	LiveHeartbeat time.Duration
 	// Collectors are extra Prometheus metrics (the dispatcher's).
 	Collectors []prometheus.Collector
@@ -96,7 +96,7 @@ func NewRouter(d Deps) *gin.Engine {
 	rh := reportHandlers{r: d.Reports, secrets: d.IntegrationSecrets, urlKey: d.URLKey}
 	rh.registerIntegration(r)
 	wechatHandlers{oa: d.OA, cfg: d.OAConfig, log: d.Log}.register(r)
-	chh := chatHandlers{chat: d.Chat, auth: d.Auth, audit: d.Audit, patients: d.PatientAdmin, heartbeat: d.LiveHeartbeat}
+	chh := chatHandlers{chat: d.Chat, audit: d.Audit, patients: d.PatientAdmin, heartbeat: d.LiveHeartbeat}
 	// Chat images are larger than other bodies: their own limit.
 	r.POST("/api/mp/chat/images", authenticate(d.Auth, model.SubjectPatient), bodyLimit(service.MaxChatImage+64<<10), chh.upload)
 	r.Use(bodyLimit(d.MaxBodyBytes))

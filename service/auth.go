@@ -298,6 +298,26 @@ func (a *Auth) Authenticate(ctx context.Context, token string) (Principal, error
 	return p, nil
 }
 
+// ActiveStaffSessions reports which of the session ids are live staff
+// sessions of enabled accounts (live streams re-check theirs with it).
+func (a *Auth) ActiveStaffSessions(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(ids))
+	now := a.now()
+	for start := 0; start < len(ids); start += 500 {
+		var live []string
+		err := a.db.Conn(ctx).Table("sessions s").Joins("JOIN staffs st ON st.id = s.subject_id").
+			Where("s.id IN ? AND s.subject = ? AND s.revoked_at IS NULL AND s.expires_at > ? AND st.disabled_at IS NULL",
+				ids[start:min(start+500, len(ids))], model.SubjectStaff, now).Pluck("s.id", &live).Error
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range live {
+			out[id] = true
+		}
+	}
+	return out, nil
+}
+
 // Logout revokes the caller's session.
 func (a *Auth) Logout(ctx context.Context, p Principal) error {
 	now := a.now()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Bus carries live events between processes (coord.Store satisfies it).
@@ -56,17 +57,24 @@ type liveEnvelope struct {
 type LiveClient struct {
 	C      chan []byte
 	Lagged atomic.Bool
+	// Ended is closed when the staff member's session is no longer valid
+	// (logged out, revoked, account disabled): the stream must end.
+	Ended   chan struct{}
+	session string
+	end     sync.Once
 }
 
 // Live fans chat events out to the clients connected to this process. Every
 // process listens on the bus, so a message received by one instance reaches
 // staff connected to another.
 type Live struct {
-	bus     Bus
-	log     *slog.Logger
-	stop    func()
-	closing chan struct{}
-	drain   sync.Once
+	bus       Bus
+	log       *slog.Logger
+	stop      func()
+	closing   chan struct{}
+	drain     sync.Once
+	closed    chan struct{}
+	closeOnce sync.Once
 
 	mu       sync.RWMutex
 	staff    map[*LiveClient]struct{}
@@ -76,7 +84,7 @@ type Live struct {
 
 // NewLive starts listening on bus; Close stops.
 func NewLive(bus Bus, log *slog.Logger) *Live {
-	l := &Live{bus: bus, log: log, closing: make(chan struct{}), staff: map[*LiveClient]struct{}{}, patients: map[uint64]map[*LiveClient]struct{}{}}
+	l := &Live{bus: bus, log: log, closing: make(chan struct{}), closed: make(chan struct{}), staff: map[*LiveClient]struct{}{}, patients: map[uint64]map[*LiveClient]struct{}{}}
 	ch, stop := bus.Listen(context.Background(), liveTopic)
 	l.stop = stop
 	go func() {
@@ -87,8 +95,55 @@ func NewLive(bus Bus, log *slog.Logger) *Live {
 	return l
 }
 
-// Close stops listening.
-func (l *Live) Close() { l.stop() }
+// Close stops listening (and checking sessions).
+func (l *Live) Close() {
+	l.stop()
+	l.closeOnce.Do(func() { close(l.closed) })
+}
+
+// WatchSessions checks, every period, the sessions under which staff
+// streams are held — one query for all of them, not one per stream — and
+// ends the streams whose session active no longer reports.
+func (l *Live) WatchSessions(every time.Duration, active func(ctx context.Context, sessions []string) (map[string]bool, error)) {
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-l.closed:
+				return
+			case <-t.C:
+			}
+			l.mu.RLock()
+			var ids []string
+			seen := map[string]bool{}
+			for c := range l.staff {
+				if !seen[c.session] {
+					seen[c.session] = true
+					ids = append(ids, c.session)
+				}
+			}
+			l.mu.RUnlock()
+			if len(ids) == 0 {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), every)
+			ok, err := active(ctx, ids)
+			cancel()
+			if err != nil {
+				l.log.Warn("live: session check", "err", err) // keep the streams; try again next time
+				continue
+			}
+			l.mu.RLock()
+			for c := range l.staff {
+				if !ok[c.session] {
+					c.end.Do(func() { close(c.Ended) })
+				}
+			}
+			l.mu.RUnlock()
+		}
+	}()
+}
 
 // Drain tells connected streams to end (the server is shutting down: a
 // stream would otherwise hold the graceful shutdown until its deadline).
@@ -137,9 +192,10 @@ func send(c *LiveClient, ev []byte) {
 	}
 }
 
-// Staff connects a staff inbox; call the returned func on disconnect.
-func (l *Live) Staff() (*LiveClient, func()) {
-	c := &LiveClient{C: make(chan []byte, 64)}
+// Staff connects a staff inbox held under session; call the returned func
+// on disconnect.
+func (l *Live) Staff(session string) (*LiveClient, func()) {
+	c := &LiveClient{C: make(chan []byte, 64), Ended: make(chan struct{}), session: session}
 	l.mu.Lock()
 	l.staff[c] = struct{}{}
 	l.mu.Unlock()
@@ -157,7 +213,7 @@ func (l *Live) Staff() (*LiveClient, func()) {
 
 // Patient connects one of a patient's clients (a long poll).
 func (l *Live) Patient(id uint64) (*LiveClient, func()) {
-	c := &LiveClient{C: make(chan []byte, 16)}
+	c := &LiveClient{C: make(chan []byte, 16), Ended: make(chan struct{})}
 	l.mu.Lock()
 	if l.patients[id] == nil {
 		l.patients[id] = map[*LiveClient]struct{}{}

@@ -18,9 +18,9 @@ import (
 func TestLiveFanOut(t *testing.T) {
 	live := service.NewLive(coord.NewMemory(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer live.Close()
-	slow, doneSlow := live.Staff()
+	slow, doneSlow := live.Staff("s1")
 	defer doneSlow()
-	fast, doneFast := live.Staff()
+	fast, doneFast := live.Staff("s2")
 	defer doneFast()
 	alice, doneAlice := live.Patient(1)
 	defer doneAlice()
@@ -73,6 +73,25 @@ func TestLiveFanOut(t *testing.T) {
 	}
 	if seen == 0 {
 		t.Fatal("the patient got none of her events")
+	}
+	// Sessions are checked for all streams at once: s1 was logged out.
+	asked := make(chan int, 100)
+	live.WatchSessions(20*time.Millisecond, func(_ context.Context, ids []string) (map[string]bool, error) {
+		asked <- len(ids)
+		return map[string]bool{"s2": true}, nil
+	})
+	select {
+	case <-slow.Ended:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the stream of an ended session was not ended")
+	}
+	select {
+	case <-fast.Ended:
+		t.Fatal("a valid session's stream was ended")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if n := <-asked; n != 2 {
+		t.Fatalf("sessions checked at once: %d, want 2", n)
 	}
 	doneBob()
 	doneBob() // a second disconnect changes nothing
