@@ -136,7 +136,8 @@ func (l *Live) WatchSessions(every time.Duration, active func(ctx context.Contex
 			}
 			l.mu.RLock()
 			for c := range l.staff {
-				if !ok[c.session] {
+				// seen: a stream opened while the check ran waits for the next.
+				if seen[c.session] && !ok[c.session] {
 					c.end.Do(func() { close(c.Ended) })
 				}
 			}

@@ -93,9 +93,20 @@ func TestLiveFanOut(t *testing.T) {
 	if n := <-asked; n != 2 {
 		t.Fatalf("sessions checked at once: %d, want 2", n)
 	}
+	// A stream opened later is checked by the next round.
+	late, doneLate := live.Staff("s3")
+	defer doneLate()
+	for i := 0; i < 2; i++ {
+		<-asked
+	}
+	select {
+	case <-late.Ended:
+	case <-time.After(2 * time.Second):
+		t.Fatal("a session no check reports valid kept its stream")
+	}
 	doneBob()
 	doneBob() // a second disconnect changes nothing
-	if live.Connections() != 3 {
+	if live.Connections() != 4 { // slow, fast, alice, late
 		t.Fatalf("after a disconnect: %d", live.Connections())
 	}
 }
