@@ -105,7 +105,7 @@ func TestLiveFanOut(t *testing.T) {
 		t.Fatal("a session no check reports valid kept its stream")
 	}
 	doneBob()
-	doneBob() // a second disconnect changes nothing
+	doneBob()                    // a second disconnect changes nothing
 	if live.Connections() != 4 { // slow, fast, alice, late
 		t.Fatalf("after a disconnect: %d", live.Connections())
 	}
