@@ -152,12 +152,8 @@ type tagRefRequest struct {
 }
 
 func (h adminPatients) addTag(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[tagRefRequest](c)
 	if !ok {
-		return
-	}
-	var req tagRefRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	if err := h.tags.Assign(c.Request.Context(), principal(c), id, req.TagID); err != nil {
@@ -331,12 +327,8 @@ func (h adminStaff) create(c *gin.Context) {
 }
 
 func (h adminStaff) update(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[staffRequest](c)
 	if !ok {
-		return
-	}
-	var req staffRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	st, err := h.staff.Update(c.Request.Context(), principal(c), id, req.input())

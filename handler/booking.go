@@ -212,12 +212,8 @@ type rescheduleRequest struct {
 }
 
 func (h bookingHandlers) reschedule(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[rescheduleRequest](c)
 	if !ok {
-		return
-	}
-	var req rescheduleRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	b, err := h.b.Reschedule(c.Request.Context(), principal(c), id, req.SlotID)
@@ -266,12 +262,8 @@ func (h bookingHandlers) createPackage(c *gin.Context) {
 }
 
 func (h bookingHandlers) updatePackage(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[packageRequest](c)
 	if !ok {
-		return
-	}
-	var req packageRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	p, err := h.catalog.UpdatePackage(c.Request.Context(), id, req.input())

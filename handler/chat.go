@@ -204,12 +204,8 @@ type sendRequest struct {
 }
 
 func (h chatHandlers) send(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[sendRequest](c)
 	if !ok {
-		return
-	}
-	var req sendRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	msg, auto, err := h.chat.Send(c.Request.Context(), principal(c), id, service.PatientMessage{Kind: req.Kind, Content: req.Content, ClientKey: req.ClientKey})
@@ -410,12 +406,8 @@ type replyRequest struct {
 }
 
 func (h chatHandlers) reply(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[replyRequest](c)
 	if !ok {
-		return
-	}
-	var req replyRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	msg, err := h.chat.Reply(c.Request.Context(), principal(c), id, req.Content)
@@ -442,12 +434,8 @@ type transferRequest struct {
 }
 
 func (h chatHandlers) transfer(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[transferRequest](c)
 	if !ok {
-		return
-	}
-	var req transferRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	cv, err := h.chat.Transfer(c.Request.Context(), principal(c), id, service.TransferRequest{DoctorID: req.DoctorID, Department: req.Department, Note: req.Note})

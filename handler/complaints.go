@@ -103,12 +103,8 @@ type stepRequest struct {
 }
 
 func (h complaintHandlers) advance(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[stepRequest](c)
 	if !ok {
-		return
-	}
-	var req stepRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	cp, err := h.c.Advance(c.Request.Context(), principal(c), id, service.StepInput{To: req.To, Department: req.Department,
@@ -125,12 +121,8 @@ type rateRequest struct {
 }
 
 func (h complaintHandlers) rate(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[rateRequest](c)
 	if !ok {
-		return
-	}
-	var req rateRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	if err := h.c.Rate(c.Request.Context(), principal(c), id, req.Rating); err != nil {

@@ -86,6 +86,17 @@ func fail(c *gin.Context, err error) {
 	c.Abort()
 }
 
+// idAndJSON reads the :id path parameter and the JSON body (answering 404 or
+// 400 itself when either is wrong).
+func idAndJSON[T any](c *gin.Context) (uint64, T, bool) {
+	var req T
+	id, ok := idParam(c)
+	if !ok || !bindJSON(c, &req) {
+		return 0, req, false
+	}
+	return id, req, true
+}
+
 // bindJSON decodes the body into dst or records a 400 (or 413).
 func bindJSON(c *gin.Context, dst any) bool {
 	if err := c.ShouldBindJSON(dst); err != nil {

@@ -297,12 +297,8 @@ func (h mpProfile) getFamily(c *gin.Context) {
 }
 
 func (h mpProfile) updateFamily(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[familyRequest](c)
 	if !ok {
-		return
-	}
-	var req familyRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	m, err := h.family.Update(c.Request.Context(), principal(c), id, req.input())

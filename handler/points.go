@@ -209,12 +209,8 @@ type adjustRequest struct {
 }
 
 func (h pointsHandlers) adjust(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[adjustRequest](c)
 	if !ok {
-		return
-	}
-	var req adjustRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	if err := h.p.Adjust(c.Request.Context(), principal(c), id, req.Amount, req.Reason); err != nil {

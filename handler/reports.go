@@ -266,12 +266,8 @@ type linkRequest struct {
 }
 
 func (h reportHandlers) link(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[linkRequest](c)
 	if !ok {
-		return
-	}
-	var req linkRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	r, err := h.r.Link(c.Request.Context(), principal(c), id, req.PatientID, req.FamilyMemberID, req.BookingID)
@@ -301,12 +297,8 @@ type interpretRequest struct {
 }
 
 func (h reportHandlers) interpret(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[interpretRequest](c)
 	if !ok {
-		return
-	}
-	var req interpretRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	r, err := h.r.Interpret(c.Request.Context(), principal(c), id, req.Text)

@@ -58,12 +58,8 @@ type answerRequest struct {
 }
 
 func (h surveyHandlers) answer(c *gin.Context) {
-	id, ok := idParam(c)
+	id, req, ok := idAndJSON[answerRequest](c)
 	if !ok {
-		return
-	}
-	var req answerRequest
-	if !bindJSON(c, &req) {
 		return
 	}
 	r, err := h.s.Answer(c.Request.Context(), principal(c), id, req.Answers)
