@@ -687,6 +687,11 @@ func (s *Chat) staffNames(ctx context.Context, rows []model.ChatMessage) map[uin
 			ids = append(ids, r.StaffID)
 		}
 	}
+	return s.staffNamesByID(ctx, ids)
+}
+
+// staffNamesByID returns the display names of staff members, in one query.
+func (s *Chat) staffNamesByID(ctx context.Context, ids []uint64) map[uint64]string {
 	names := map[uint64]string{}
 	if len(ids) == 0 {
 		return names
@@ -719,7 +724,7 @@ func (s *Chat) render(m *model.ChatMessage, names map[uint64]string) ChatMessage
 // Names returns the names of the doctors and patients of conversations, in
 // two queries.
 func (s *Chat) Names(ctx context.Context, cs []model.Conversation) (doctors, patients map[uint64]string) {
-	doctors, patients = map[uint64]string{}, map[uint64]string{}
+	patients = map[uint64]string{}
 	var dids, pids []uint64
 	for _, c := range cs {
 		pids = append(pids, c.PatientID)
@@ -727,13 +732,7 @@ func (s *Chat) Names(ctx context.Context, cs []model.Conversation) (doctors, pat
 			dids = append(dids, *c.DoctorID)
 		}
 	}
-	if len(dids) > 0 {
-		var staff []model.Staff
-		s.db.Conn(ctx).Select("id", "name", "username").Where("id IN ?", dids).Find(&staff)
-		for _, st := range staff {
-			doctors[st.ID] = staffName(st)
-		}
-	}
+	doctors = s.staffNamesByID(ctx, dids)
 	if len(pids) > 0 {
 		var ps []model.Patient
 		s.db.Conn(ctx).Select("id", "name").Where("id IN ?", pids).Find(&ps)
