@@ -238,11 +238,7 @@ func (h adminTags) create(c *gin.Context) {
 		return
 	}
 	t, err := h.tags.Create(c.Request.Context(), service.TagInput{Name: req.Name, Category: req.Category, Kind: req.Kind, Description: req.Description})
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusCreated, tagDTO(t))
+	renderOne(c, http.StatusCreated, t, err, tagDTO)
 }
 
 func (h adminTags) delete(c *gin.Context) {
@@ -275,11 +271,7 @@ func (h adminStaff) Register(rg *gin.RouterGroup) {
 
 func (h adminStaff) me(c *gin.Context) {
 	st, err := h.staff.Me(c.Request.Context(), principal(c))
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, staffDTO(st))
+	renderOne(c, http.StatusOK, st, err, staffDTO)
 }
 
 // StaffAccountDTO is a staff account in the admin list.

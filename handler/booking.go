@@ -76,11 +76,7 @@ func (h bookingHandlers) pkg(c *gin.Context) {
 		return
 	}
 	p, err := h.b.Package(c.Request.Context(), id)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, packageDTO(p))
+	renderOne(c, http.StatusOK, p, err, packageDTO)
 }
 
 // SlotDTO is a time period with its free seats.
@@ -254,11 +250,7 @@ func (h bookingHandlers) createPackage(c *gin.Context) {
 		return
 	}
 	p, err := h.catalog.CreatePackage(c.Request.Context(), req.input())
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusCreated, packageDTO(p))
+	renderOne(c, http.StatusCreated, p, err, packageDTO)
 }
 
 func (h bookingHandlers) updatePackage(c *gin.Context) {
@@ -267,11 +259,7 @@ func (h bookingHandlers) updatePackage(c *gin.Context) {
 		return
 	}
 	p, err := h.catalog.UpdatePackage(c.Request.Context(), id, req.input())
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, packageDTO(p))
+	renderOne(c, http.StatusOK, p, err, packageDTO)
 }
 
 func (h bookingHandlers) staffSlots(c *gin.Context) {

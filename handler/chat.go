@@ -111,11 +111,7 @@ func (h chatHandlers) conversation(c *gin.Context, cv *model.Conversation, staff
 
 // answerConversation renders the outcome of an action on a conversation.
 func (h chatHandlers) answerConversation(c *gin.Context, cv *model.Conversation, err error, staff bool) {
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, h.conversation(c, cv, staff))
+	renderOne(c, http.StatusOK, cv, err, func(cv *model.Conversation) ConversationDTO { return h.conversation(c, cv, staff) })
 }
 
 func (h chatHandlers) doctors(c *gin.Context) {
@@ -532,11 +528,7 @@ func (h chatHandlers) saveCanned(c *gin.Context) {
 		return
 	}
 	r, err := h.chat.SaveCannedReply(c.Request.Context(), principal(c), req.Title, req.Content, req.Shared)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusCreated, cannedDTO(r))
+	renderOne(c, http.StatusCreated, r, err, cannedDTO)
 }
 
 func (h chatHandlers) deleteCanned(c *gin.Context) {

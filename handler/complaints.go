@@ -57,11 +57,7 @@ func (h complaintHandlers) file(c *gin.Context) {
 		return
 	}
 	cp, err := h.c.File(c.Request.Context(), principal(c), req.Category, req.Content)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusCreated, h.dto(cp))
+	renderOne(c, http.StatusCreated, cp, err, h.dto)
 }
 
 func (h complaintHandlers) mine(c *gin.Context) {

@@ -138,6 +138,15 @@ func queryTimes(c *gin.Context, from, to *time.Time) bool {
 	return true
 }
 
+// renderOne answers with dto(v) and status, or with err.
+func renderOne[T, D any](c *gin.Context, status int, v T, err error, dto func(T) D) {
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(status, dto(v))
+}
+
 // renderList answers a whole list as {"items": [...], "next_cursor": ""},
 // each row through dto, or records err.
 func renderList[T, D any](c *gin.Context, rows []T, err error, dto func(*T) D) {

@@ -49,11 +49,7 @@ func (h mpProfile) meDTO(p *model.Patient) MeDTO {
 
 func (h mpProfile) me(c *gin.Context) {
 	p, err := h.profile.Me(c.Request.Context(), principal(c))
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, h.meDTO(p))
+	renderOne(c, http.StatusOK, p, err, h.meDTO)
 }
 
 type updateMeRequest struct {
@@ -89,11 +85,7 @@ func (h mpProfile) bindPhone(c *gin.Context) {
 		return
 	}
 	p, err := h.phones.Bind(c.Request.Context(), principal(c), req.Code)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, h.meDTO(p))
+	renderOne(c, http.StatusOK, p, err, h.meDTO)
 }
 
 // HealthDTO is the health archive.
@@ -276,11 +268,7 @@ func (h mpProfile) createFamily(c *gin.Context) {
 		return
 	}
 	m, err := h.family.Create(c.Request.Context(), principal(c), req.input())
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusCreated, h.familyDTO(m))
+	renderOne(c, http.StatusCreated, m, err, h.familyDTO)
 }
 
 func (h mpProfile) getFamily(c *gin.Context) {
@@ -289,11 +277,7 @@ func (h mpProfile) getFamily(c *gin.Context) {
 		return
 	}
 	m, err := h.family.Get(c.Request.Context(), principal(c), id)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, h.familyDTO(m))
+	renderOne(c, http.StatusOK, m, err, h.familyDTO)
 }
 
 func (h mpProfile) updateFamily(c *gin.Context) {
@@ -302,11 +286,7 @@ func (h mpProfile) updateFamily(c *gin.Context) {
 		return
 	}
 	m, err := h.family.Update(c.Request.Context(), principal(c), id, req.input())
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, h.familyDTO(m))
+	renderOne(c, http.StatusOK, m, err, h.familyDTO)
 }
 
 func (h mpProfile) deleteFamily(c *gin.Context) {

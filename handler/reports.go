@@ -137,11 +137,7 @@ func (h reportHandlers) get(c *gin.Context) {
 		return
 	}
 	v, err := h.r.Get(c.Request.Context(), principal(c), id)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, reportDTO(v))
+	renderOne(c, http.StatusOK, v, err, reportDTO)
 }
 
 func (h reportHandlers) trends(c *gin.Context) {
@@ -271,11 +267,7 @@ func (h reportHandlers) link(c *gin.Context) {
 		return
 	}
 	r, err := h.r.Link(c.Request.Context(), principal(c), id, req.PatientID, req.FamilyMemberID, req.BookingID)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, reportSummary(r))
+	renderOne(c, http.StatusOK, r, err, reportSummary)
 }
 
 func (h reportHandlers) staffGet(c *gin.Context) {
@@ -302,11 +294,7 @@ func (h reportHandlers) interpret(c *gin.Context) {
 		return
 	}
 	r, err := h.r.Interpret(c.Request.Context(), principal(c), id, req.Text)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, reportSummary(r))
+	renderOne(c, http.StatusOK, r, err, reportSummary)
 }
 
 func (h reportHandlers) tasks(c *gin.Context) {
