@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,7 +54,7 @@ func main() {
 
 	// Patients and their tokens.
 	tokens := make([]string, *n)
-	parallel(*n, *c, func(i int) {
+	benchenv.Parallel(*n, *c, func(i int) {
 		body, _ := json.Marshal(map[string]string{"code": fmt.Sprintf("dev:bb%d", i)})
 		res, err := client.Post(base+"/api/mp/login", "application/json", bytes.NewReader(body))
 		benchenv.Must(err)
@@ -73,7 +72,7 @@ func main() {
 	start := time.Now()
 	var ceilLat []time.Duration
 	var mu sync.Mutex
-	parallel(*n, *c, func(i int) {
+	benchenv.Parallel(*n, *c, func(i int) {
 		t0 := time.Now()
 		err := a.DB.Gorm().Transaction(func(tx *gorm.DB) error {
 			res := tx.Model(&model.Slot{}).Where("id = ? AND booked < capacity", ceilSlot.ID).Update("booked", gorm.Expr("booked + 1"))
@@ -97,28 +96,15 @@ func main() {
 		benchenv.Must(err)
 		benchenv.Must(pprof.StartCPUProfile(f))
 	}
-	var lat []time.Duration
-	var failed atomic.Int64
-	start = time.Now()
-	parallel(*n, *c, func(i int) {
+	lat, failed, took := benchenv.Requests(client, *n, *c, 201, func(i int) *http.Request {
 		body, _ := json.Marshal(map[string]any{"package_id": pkg.ID, "slot_id": hot.ID})
 		req, _ := http.NewRequest("POST", base+"/api/mp/bookings", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tokens[i])
 		req.Header.Set("Idempotency-Key", fmt.Sprintf("bench-%d", i))
 		req.Header.Set("Content-Type", "application/json")
-		t0 := time.Now()
-		res, err := client.Do(req)
-		benchenv.Must(err)
-		io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		if res.StatusCode != 201 {
-			failed.Add(1)
-		}
-		mu.Lock()
-		lat = append(lat, time.Since(t0))
-		mu.Unlock()
+		return req
 	})
-	httpRate := float64(*n) / time.Since(start).Seconds()
+	httpRate := float64(*n) / took.Seconds()
 	if *cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -147,35 +133,8 @@ func main() {
 	wg.Wait()
 
 	fmt.Printf("hot slot, %d bookings by %d distinct patients, %d concurrent clients, MariaDB + Redis\n", *n, *n, *c)
-	fmt.Printf("ceiling (bare Go loop: conditional update + insert transaction): %.0f bookings/s, p50 %s, p99 %s\n", ceiling, pct(ceilLat, 50), pct(ceilLat, 99))
-	fmt.Printf("through HTTP (auth, rules, idempotency, rate limit, outbox): %.0f bookings/s, p50 %s, p99 %s, non-201: %d\n", httpRate, pct(lat, 50), pct(lat, 99), failed.Load())
+	fmt.Printf("ceiling (bare Go loop: conditional update + insert transaction): %.0f bookings/s, p50 %s, p99 %s\n", ceiling, benchenv.Pct(ceilLat, 50), benchenv.Pct(ceilLat, 99))
+	fmt.Printf("through HTTP (auth, rules, idempotency, rate limit, outbox): %.0f bookings/s, p50 %s, p99 %s, non-201: %d\n", httpRate, benchenv.Pct(lat, 50), benchenv.Pct(lat, 99), failed)
 	fmt.Printf("ratio: %.2f; slot booked counter: %d\n", httpRate/ceiling, booked.Booked)
 	fmt.Printf("slot listing: %.0f requests/s (%d clients)\n", float64(listed.Load())/listFor.Seconds(), *c)
-}
-
-func parallel(n, c int, fn func(i int)) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for g := 0; g < c; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[(len(ds)-1)*p/100].Round(100 * time.Microsecond)
 }

@@ -27,8 +27,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,7 +73,7 @@ func main() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	idle := rssMiB(cmd.Process.Pid)
+	idle := benchenv.RSSMiB(cmd.Process.Pid)
 
 	staff := post(base+"/api/admin/login", "", map[string]string{"username": "admin", "password": "careloop-demo"})["token"].(string)
 	patient := post(base+"/api/mp/login", "", map[string]string{"code": "dev:bench"})["token"].(string)
@@ -139,7 +137,7 @@ func main() {
 	held := open.Load()
 	fmt.Printf("streams open: %d of %d in %s; server says %s live connections\n", held, *conns, time.Since(openStart).Round(time.Millisecond), metric(base, "careloop_live_connections"))
 	time.Sleep(time.Second)
-	loaded := rssMiB(cmd.Process.Pid)
+	loaded := benchenv.RSSMiB(cmd.Process.Pid)
 	if *pprofAddr != "" {
 		for _, p := range []string{"heap", "heap?debug=1"} {
 			res, err := http.Get("http://" + *pprofAddr + "/debug/pprof/" + p)
@@ -154,8 +152,7 @@ func main() {
 		}
 	}
 
-	var all []int64
-	var last []time.Duration
+	var all, last []time.Duration
 	for k := 0; k < *messages; k++ {
 		sentAt[k].Store(time.Now().UnixNano())
 		post(base+fmt.Sprintf("/api/mp/conversations/%d/messages", convID), patient, map[string]string{"content": fmt.Sprintf("bench-%d 您好", k)})
@@ -163,29 +160,26 @@ func main() {
 		for counts[k].Load() < held && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
-		var worst int64
+		var worst time.Duration
 		for s := 0; s < *conns; s++ {
-			if d := atomic.LoadInt64(&received[k][s]); d > 0 {
+			if d := time.Duration(atomic.LoadInt64(&received[k][s])); d > 0 {
 				all = append(all, d)
 				worst = max(worst, d)
 			}
 		}
-		last = append(last, time.Duration(worst))
+		last = append(last, worst)
 		if got := counts[k].Load(); got < held {
 			fmt.Printf("message %d reached only %d of %d streams\n", k, got, held)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	sort.Slice(last, func(i, j int) bool { return last[i] < last[j] })
-	pct := func(p float64) time.Duration { return time.Duration(all[int(p*float64(len(all)-1))]) }
 	fmt.Printf("server RSS: %d MiB idle, %d MiB with %d streams (%.1f KiB per stream)\n", idle, loaded, held, float64(loaded-idle)*1024/float64(max(held, 1)))
 	fmt.Printf("deliveries: %d (%d messages × %d streams)\n", len(all), *messages, held)
-	fmt.Printf("per delivery: p50 %s, p99 %s, max %s\n", pct(0.5).Round(time.Microsecond*100), pct(0.99).Round(time.Microsecond*100), pct(1).Round(time.Microsecond*100))
-	fmt.Printf("until the last stream had it, per message: median %s, worst %s\n", last[len(last)/2].Round(time.Microsecond*100), last[len(last)-1].Round(time.Microsecond*100))
+	fmt.Printf("per delivery: p50 %s, p99 %s, max %s\n", benchenv.Pct(all, 50), benchenv.Pct(all, 99), benchenv.Pct(all, 100))
+	fmt.Printf("until the last stream had it, per message: median %s, worst %s\n", benchenv.Pct(last, 50), benchenv.Pct(last, 100))
 	if *settle > 0 {
 		time.Sleep(*settle)
-		fmt.Printf("server RSS after %s more with %d streams: %d MiB\n", *settle, open.Load(), rssMiB(cmd.Process.Pid))
+		fmt.Printf("server RSS after %s more with %d streams: %d MiB\n", *settle, open.Load(), benchenv.RSSMiB(cmd.Process.Pid))
 	}
 	cancel()
 	wg.Wait()
@@ -226,19 +220,4 @@ func metric(base, name string) string {
 		}
 	}
 	return "?"
-}
-
-func rssMiB(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			var kb int
-			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kb)
-			return kb / 1024
-		}
-	}
-	return 0
 }

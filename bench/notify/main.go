@@ -120,7 +120,7 @@ func main() {
 		if time.Since(lastSample) > time.Second || d >= *n {
 			var parts []string
 			for _, p := range procs {
-				parts = append(parts, fmt.Sprintf("%dMiB", rssMiB(p.Process.Pid)))
+				parts = append(parts, fmt.Sprintf("%dMiB", benchenv.RSSMiB(p.Process.Pid)))
 			}
 			rss = append(rss, fmt.Sprintf("%6d sent: %s", d, strings.Join(parts, " ")))
 			lastSample = time.Now()
@@ -183,19 +183,4 @@ func bareLoop(base string, n, c int) float64 {
 	}
 	wg.Wait()
 	return float64(n) / time.Since(start).Seconds()
-}
-
-func rssMiB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			var kb int
-			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kb)
-			return kb / 1024
-		}
-	}
-	return -1
 }

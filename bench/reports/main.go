@@ -11,11 +11,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
-	"sort"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
@@ -59,43 +55,14 @@ func main() {
 			"doctor": "张医生", "sections": []map[string]any{{"name": "生化", "items": its}}, "conclusions": []string{"见各项"}})
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *c}}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var lat []time.Duration
-	var failed atomic.Int64
-	start := time.Now()
-	for g := 0; g < *c; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= *n {
-					return
-				}
-				req, _ := http.NewRequest("POST", base+"/api/integrations/reports", bytes.NewReader(bodies[i]))
-				req.Header.Set("X-Careloop-Source", "peis")
-				req.Header.Set("X-Careloop-Signature", service.Sign("sandbox-peis-secret", time.Now(), bodies[i]))
-				t0 := time.Now()
-				res, err := client.Do(req)
-				benchenv.Must(err)
-				io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				if res.StatusCode != 201 {
-					failed.Add(1)
-				}
-				mu.Lock()
-				lat = append(lat, time.Since(t0))
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	el := time.Since(start)
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	lat, failed, el := benchenv.Requests(client, *n, *c, 201, func(i int) *http.Request {
+		req, _ := http.NewRequest("POST", base+"/api/integrations/reports", bytes.NewReader(bodies[i]))
+		req.Header.Set("X-Careloop-Source", "peis")
+		req.Header.Set("X-Careloop-Signature", service.Sign("sandbox-peis-secret", time.Now(), bodies[i]))
+		return req
+	})
 	var matched int64
 	a.DB.Gorm().Model(&model.Report{}).Where("patient_id IS NOT NULL").Count(&matched)
 	fmt.Printf("%d reports x %d items, %d senders, MariaDB: %.0f reports/s (%.1fs), p50 %s, p99 %s, non-201: %d, matched: %d\n",
-		*n, *items, *c, float64(*n)/el.Seconds(), el.Seconds(), lat[len(lat)/2].Round(100*time.Microsecond), lat[len(lat)*99/100].Round(100*time.Microsecond), failed.Load(), matched)
+		*n, *items, *c, float64(*n)/el.Seconds(), el.Seconds(), benchenv.Pct(lat, 50), benchenv.Pct(lat, 99), failed, matched)
 }
