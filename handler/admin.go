@@ -156,11 +156,7 @@ func (h adminPatients) addTag(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.tags.Assign(c.Request.Context(), principal(c), id, req.TagID); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.tags.Assign(c.Request.Context(), principal(c), id, req.TagID))
 }
 
 func (h adminPatients) removeTag(c *gin.Context) {
@@ -173,11 +169,7 @@ func (h adminPatients) removeTag(c *gin.Context) {
 		fail(c, model.ErrNotFound)
 		return
 	}
-	if err := h.tags.Unassign(c.Request.Context(), principal(c), id, tagID); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.tags.Unassign(c.Request.Context(), principal(c), id, tagID))
 }
 
 func (h adminPatients) block(c *gin.Context)   { h.setBlocked(c, true) }
@@ -188,11 +180,7 @@ func (h adminPatients) setBlocked(c *gin.Context, blocked bool) {
 	if !ok {
 		return
 	}
-	if err := h.admin.SetBlocked(c.Request.Context(), principal(c), id, blocked); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.admin.SetBlocked(c.Request.Context(), principal(c), id, blocked))
 }
 
 // adminTags serves the tag catalogue.
@@ -246,11 +234,7 @@ func (h adminTags) delete(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.tags.Delete(c.Request.Context(), id); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.tags.Delete(c.Request.Context(), id))
 }
 
 // adminStaff serves staff accounts (admin only) and the audit log.

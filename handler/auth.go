@@ -155,9 +155,5 @@ func (h sessionHandlers) adminLogin(c *gin.Context) {
 }
 
 func (h sessionHandlers) logout(c *gin.Context) {
-	if err := h.auth.Logout(c.Request.Context(), principal(c)); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.auth.Logout(c.Request.Context(), principal(c)))
 }

@@ -315,19 +315,11 @@ func (h bookingHandlers) closeDay(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	if err := h.catalog.CloseDay(c.Request.Context(), req.Date, req.Reason); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.catalog.CloseDay(c.Request.Context(), req.Date, req.Reason))
 }
 
 func (h bookingHandlers) openDay(c *gin.Context) {
-	if err := h.catalog.OpenDay(c.Request.Context(), c.Param("date")); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.catalog.OpenDay(c.Request.Context(), c.Param("date")))
 }
 
 func (h bookingHandlers) search(c *gin.Context) {

@@ -536,9 +536,5 @@ func (h chatHandlers) deleteCanned(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.chat.DeleteCannedReply(c.Request.Context(), principal(c), id); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.chat.DeleteCannedReply(c.Request.Context(), principal(c), id))
 }

@@ -105,11 +105,7 @@ func (h complaintHandlers) advance(c *gin.Context) {
 	}
 	cp, err := h.c.Advance(c.Request.Context(), principal(c), id, service.StepInput{To: req.To, Department: req.Department,
 		AssigneeID: req.AssigneeID, Note: req.Note, Resolution: req.Resolution, Reply: req.Reply})
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, h.dto(cp))
+	renderOne(c, http.StatusOK, cp, err, h.dto)
 }
 
 type rateRequest struct {
@@ -121,11 +117,7 @@ func (h complaintHandlers) rate(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.c.Rate(c.Request.Context(), principal(c), id, req.Rating); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.c.Rate(c.Request.Context(), principal(c), id, req.Rating))
 }
 
 func (h complaintHandlers) taskDone(c *gin.Context) {
@@ -133,11 +125,7 @@ func (h complaintHandlers) taskDone(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := service.CompleteTask(c.Request.Context(), h.db, principal(c), id, time.Now()); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, service.CompleteTask(c.Request.Context(), h.db, principal(c), id, time.Now()))
 }
 
 func (h complaintHandlers) kpi(c *gin.Context) {

@@ -138,6 +138,15 @@ func queryTimes(c *gin.Context, from, to *time.Time) bool {
 	return true
 }
 
+// noContent answers 204, or with err.
+func noContent(c *gin.Context, err error) {
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
 // renderOne answers with dto(v) and status, or with err.
 func renderOne[T, D any](c *gin.Context, status int, v T, err error, dto func(T) D) {
 	if err != nil {

@@ -211,11 +211,7 @@ func (h mpProfile) erase(c *gin.Context) {
 		fail(c, model.NewError(model.KindRule, "confirm_required", "注销不可恢复，请确认后再提交"))
 		return
 	}
-	if err := h.profile.Erase(c.Request.Context(), principal(c)); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.profile.Erase(c.Request.Context(), principal(c)))
 }
 
 // FamilyDTO is a relative as the patient sees them.
@@ -294,9 +290,5 @@ func (h mpProfile) deleteFamily(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.family.Delete(c.Request.Context(), principal(c), id); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.family.Delete(c.Request.Context(), principal(c), id))
 }

@@ -169,11 +169,7 @@ func (h notifyHandlers) retry(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.outbox.Retry(c.Request.Context(), id); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.outbox.Retry(c.Request.Context(), id))
 }
 
 type cancelRequest struct {
@@ -187,11 +183,7 @@ func (h notifyHandlers) cancel(c *gin.Context) {
 	}
 	var req cancelRequest
 	_ = c.ShouldBindJSON(&req)
-	if err := h.outbox.Cancel(c.Request.Context(), id, req.Reason); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.outbox.Cancel(c.Request.Context(), id, req.Reason))
 }
 
 func (h notifyHandlers) rules(c *gin.Context) {

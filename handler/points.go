@@ -213,9 +213,5 @@ func (h pointsHandlers) adjust(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.p.Adjust(c.Request.Context(), principal(c), id, req.Amount, req.Reason); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.p.Adjust(c.Request.Context(), principal(c), id, req.Amount, req.Reason))
 }

@@ -165,11 +165,7 @@ func (h oaAdmin) saveMenu(c *gin.Context) {
 }
 
 func (h oaAdmin) publishMenu(c *gin.Context) {
-	if err := h.oa.PublishMenu(c.Request.Context(), principal(c), h.menus); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.oa.PublishMenu(c.Request.Context(), principal(c), h.menus))
 }
 
 func (h oaAdmin) list(c *gin.Context) {
@@ -210,11 +206,7 @@ func (h oaAdmin) delete(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.oa.DeleteAutoReply(c.Request.Context(), id); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.oa.DeleteAutoReply(c.Request.Context(), id))
 }
 
 type welcomeRequest struct {
@@ -226,9 +218,5 @@ func (h oaAdmin) welcome(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	if err := h.oa.SetWelcome(c.Request.Context(), principal(c), req.Text); err != nil {
-		fail(c, err)
-		return
-	}
-	c.Status(http.StatusNoContent)
+	noContent(c, h.oa.SetWelcome(c.Request.Context(), principal(c), req.Text))
 }
