@@ -371,15 +371,7 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 					return ErrCouponUnusable // used by a racing booking
 				}
 			}
-			res := db.Model(&model.Slot{}).Where("id = ? AND booked < capacity AND closed = ?", sl.ID, false).
-				Update("booked", gorm.Expr("booked + 1"))
-			if res.Error != nil {
-				return res.Error
-			}
-			if res.RowsAffected == 0 {
-				return ErrSlotFull
-			}
-			return nil
+			return takeSeat(db, sl.ID)
 		})
 		if err == nil {
 			s.out.Wake(ctx)
@@ -499,7 +491,7 @@ func (s *Bookings) Cancel(ctx context.Context, p Principal, id uint64) (*model.B
 		if res.RowsAffected == 0 {
 			return ErrNotChangeable // changed meanwhile
 		}
-		if err := db.Model(&model.Slot{}).Where("id = ? AND booked > 0", b.SlotID).Update("booked", gorm.Expr("booked - 1")).Error; err != nil {
+		if err := returnSeat(db, b.SlotID); err != nil {
 			return err
 		}
 		if err := s.cancelReminders(ctx, b); err != nil {
@@ -553,15 +545,10 @@ func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint6
 	rules := s.careRules(ctx)
 	err = s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
-		res := db.Model(&model.Slot{}).Where("id = ? AND booked < capacity AND closed = ?", sl.ID, false).
-			Update("booked", gorm.Expr("booked + 1"))
-		if res.Error != nil {
-			return res.Error
+		if err := takeSeat(db, sl.ID); err != nil {
+			return err
 		}
-		if res.RowsAffected == 0 {
-			return ErrSlotFull
-		}
-		res = db.Model(&model.Booking{}).Where("id = ? AND patient_id = ? AND status = ? AND slot_id = ?", id, p.ID, model.BookingBooked, b.SlotID).
+		res := db.Model(&model.Booking{}).Where("id = ? AND patient_id = ? AND status = ? AND slot_id = ?", id, p.ID, model.BookingBooked, b.SlotID).
 			Updates(map[string]any{"slot_id": sl.ID, "date": sl.Date, "active_day": sl.Date})
 		if res.Error != nil {
 			if model.IsDuplicate(res.Error) {
@@ -572,7 +559,7 @@ func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint6
 		if res.RowsAffected == 0 {
 			return ErrNotChangeable
 		}
-		if err := db.Model(&model.Slot{}).Where("id = ? AND booked > 0", b.SlotID).Update("booked", gorm.Expr("booked - 1")).Error; err != nil {
+		if err := returnSeat(db, b.SlotID); err != nil {
 			return err
 		}
 		if err := s.cancelReminders(ctx, b); err != nil {
@@ -647,4 +634,23 @@ func (s *Bookings) Views(ctx context.Context, bs []model.Booking) ([]BookingView
 		out = append(out, BookingView{Booking: b, Start: slots[b.SlotID].Start, End: slots[b.SlotID].End, PackageName: names[b.PackageID]})
 	}
 	return out, nil
+}
+
+// takeSeat takes one seat of an open slot by one conditional update: its
+// affected-row count decides, so concurrent bookings never overbook.
+func takeSeat(db *gorm.DB, slotID uint64) error {
+	res := db.Model(&model.Slot{}).Where("id = ? AND booked < capacity AND closed = ?", slotID, false).
+		Update("booked", gorm.Expr("booked + 1"))
+	if res.Error != nil {
+		return res.Error
+	}
+	if res.RowsAffected == 0 {
+		return ErrSlotFull
+	}
+	return nil
+}
+
+// returnSeat gives a seat back (cancellation, the old slot of a reschedule).
+func returnSeat(db *gorm.DB, slotID uint64) error {
+	return db.Model(&model.Slot{}).Where("id = ? AND booked > 0", slotID).Update("booked", gorm.Expr("booked - 1")).Error
 }
