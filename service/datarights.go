@@ -53,13 +53,17 @@ func (s *Profile) Export(ctx context.Context, p Principal) (*Export, error) {
 		Where("patient_tags.patient_id = ?", pt.ID).Order("tags.name").Pluck("tags.name", &out.Tags)
 	var convs []model.Conversation
 	s.db.Conn(ctx).Where("patient_id = ?", pt.ID).Order("id").Find(&convs)
+	var msgs []model.ChatMessage
+	s.db.Conn(ctx).Where("conversation_id IN (SELECT id FROM conversations WHERE patient_id = ?)", pt.ID).Order("id").Find(&msgs)
+	byConv := map[uint64][]map[string]any{}
+	for _, m := range msgs {
+		byConv[m.ConversationID] = append(byConv[m.ConversationID], map[string]any{"sender": m.Sender, "kind": m.Kind, "content": m.Content, "at": model.LocalTime(m.CreatedAt)})
+	}
 	out.Conversations = []map[string]any{}
 	for _, c := range convs {
-		var msgs []model.ChatMessage
-		s.db.Conn(ctx).Where("conversation_id = ?", c.ID).Order("id").Find(&msgs)
-		items := make([]map[string]any, 0, len(msgs))
-		for _, m := range msgs {
-			items = append(items, map[string]any{"sender": m.Sender, "kind": m.Kind, "content": m.Content, "at": model.LocalTime(m.CreatedAt)})
+		items := byConv[c.ID]
+		if items == nil {
+			items = []map[string]any{}
 		}
 		out.Conversations = append(out.Conversations, map[string]any{"topic": c.Topic, "status": c.Status, "started_at": model.LocalTime(c.CreatedAt), "messages": items})
 	}
