@@ -848,11 +848,7 @@ func (s *Chat) Reply(ctx context.Context, by Principal, conversationID uint64, c
 	now := s.now().UTC()
 	var cv model.Conversation
 	msg := model.ChatMessage{ConversationID: conversationID, Sender: model.SenderStaff, StaffID: by.ID, Kind: "text", Content: content, Channel: "mp", CreatedAt: now}
-	var st model.Staff
-	if err := s.db.Conn(ctx).Select("id", "name", "username").Where("id = ?", by.ID).Take(&st).Error; err != nil {
-		return nil, err
-	}
-	name := staffName(st)
+	name := s.staffNamesByID(ctx, []uint64{by.ID})[by.ID]
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		msg.ID = 0
 		if err := s.db.Conn(ctx).Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", conversationID).Take(&cv).Error; err != nil {
@@ -961,9 +957,8 @@ func (s *Chat) Transfer(ctx context.Context, by Principal, id uint64, req Transf
 		cv.DoctorID = target
 		text := "您的咨询已转接"
 		if target != nil {
-			var st model.Staff
-			if err := s.db.Conn(ctx).Where("id = ?", *target).Take(&st).Error; err == nil {
-				text = "您的咨询已转接至" + staffName(st) + "医生"
+			if name := s.staffNamesByID(ctx, []uint64{*target})[*target]; name != "" {
+				text = "您的咨询已转接至" + name + "医生"
 			}
 		} else if req.Department != "" {
 			text = "您的咨询已转至" + req.Department
