@@ -427,7 +427,7 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 	noticeChecked := false
 	for _, ch := range r.Channels {
 		api := apiOf(ch.Channel)
-		if within, ok := coalesceNotices[n.Reason]; ok && ch.Channel != ChannelCustomer && !noticeChecked {
+		if within := time.Duration(r.NoticeOnceMinutes) * time.Minute; within > 0 && ch.Channel != ChannelCustomer && !noticeChecked {
 			// Falling back to a notice: one is enough while the patient has
 			// not looked (the reply itself is in the mini-program).
 			noticeChecked = true
@@ -588,12 +588,6 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 	d.m.undeliverable.WithLabelValues(n.Reason).Inc()
 	return d.finish(ctx, n, model.NotifyUndeliverable, strings.Join(notes, "; "))
 }
-
-// coalesceNotices: reasons whose notice (subscribe or template, not the
-// customer message itself) goes out at most once within the duration per
-// patient. A doctor who answers in three messages outside WeChat's window
-// sends one "your doctor replied", not three.
-var coalesceNotices = map[string]time.Duration{ReasonDoctorReply: 10 * time.Minute}
 
 // recentNotice finds a notice of n's reason sent to n's patient within the
 // duration.

@@ -40,6 +40,11 @@ type Reason struct {
 	Scene    string            `yaml:"scene" json:"scene"`
 	Page     string            `yaml:"page" json:"page"`
 	Channels []ChannelTemplate `yaml:"channels" json:"channels"`
+	// NoticeOnceMinutes, when set, sends a patient at most one notice
+	// (subscribe or template; not the customer message itself) of this
+	// reason within that many minutes: a doctor who answers in three
+	// messages outside WeChat's window sends one "your doctor replied".
+	NoticeOnceMinutes int `yaml:"notice_once_minutes" json:"notice_once_minutes"`
 }
 
 // Reasons careloop sends.
@@ -94,7 +99,7 @@ func DefaultReasons() []Reason {
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonNoShow, Title: "爽约回访", Category: model.CategoryCare, Scene: "booking", Page: "pages/packages/list",
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
-		{Name: ReasonDoctorReply, Title: "医生回复提醒", Category: model.CategoryService, Scene: "chat", Page: "pages/chat/detail",
+		{Name: ReasonDoctorReply, Title: "医生回复提醒", Category: model.CategoryService, Scene: "chat", Page: "pages/chat/detail", NoticeOnceMinutes: 10,
 			// The reply itself while WeChat's window is open, else a notice.
 			Channels: []ChannelTemplate{{Channel: ChannelCustomer}, sub("sbx-tmpl-doctor-reply", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonComplaintReply, Title: "投诉处理回复", Category: model.CategoryService, Scene: "care", Page: "pages/complaint/detail",
