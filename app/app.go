@@ -119,7 +119,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	phones := service.NewPhones(a.DB, a.WX, sealer)
 	nc := cfg.NotifyConfig()
 	a.Dispatcher = notify.New(a.DB, a.Store, a.WX, nc, nil, log)
 	a.Outbox = notify.NewOutbox(a.DB, nc, nil, a.Dispatcher.Wake)
@@ -147,6 +146,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.MySQLDSN != "" {
 		files = service.DBFiles{DB: a.DB}
 	}
+	patientData := service.NewPatientData(a.DB, sealer, files, a.Bookings, log, nil)
+	phones := service.NewPhones(a.DB, a.WX, sealer, patientData)
 	a.Reports = service.NewReports(a.DB, sealer, files, a.Outbox, a.Bookings, audit, nil)
 	a.Live = service.NewLive(a.Store, log)
 	beat := cfg.LiveHeartbeat
@@ -175,6 +176,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Profile:            profile,
 		Phones:             phones,
 		Family:             family,
+		PatientData:        patientData,
 		PatientAdmin:       service.NewPatientAdmin(a.DB, profile, family, tags, audit, nil),
 		Tags:               tags,
 		Staff:              service.NewStaff(a.DB, audit, nil),

@@ -17,6 +17,7 @@ type mpProfile struct {
 	profile *service.Profile
 	phones  *service.Phones
 	family  *service.Family
+	data    *service.PatientData
 }
 
 // Register mounts the routes on the authenticated patient group.
@@ -189,7 +190,7 @@ func (h mpProfile) setConsent(c *gin.Context) {
 }
 
 func (h mpProfile) export(c *gin.Context) {
-	out, err := h.profile.Export(c.Request.Context(), principal(c))
+	out, err := h.data.Export(c.Request.Context(), principal(c))
 	if err != nil {
 		fail(c, err)
 		return
@@ -211,7 +212,7 @@ func (h mpProfile) erase(c *gin.Context) {
 		fail(c, model.NewError(model.KindRule, "confirm_required", "注销不可恢复，请确认后再提交"))
 		return
 	}
-	noContent(c, h.profile.Erase(c.Request.Context(), principal(c)))
+	noContent(c, h.data.Erase(c.Request.Context(), principal(c)))
 }
 
 // FamilyDTO is a relative as the patient sees them.

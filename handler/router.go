@@ -23,6 +23,7 @@ type Deps struct {
 	Profile      *service.Profile
 	Phones       *service.Phones
 	Family       *service.Family
+	PatientData  *service.PatientData
 	PatientAdmin *service.PatientAdmin
 	Tags         *service.Tags
 	Staff        *service.Staff
@@ -115,7 +116,7 @@ func NewRouter(d Deps) *gin.Engine {
 	mp.POST("/login", sess.mpLogin)
 	mpAuth := mp.Group("", authenticate(d.Auth, model.SubjectPatient))
 	mpAuth.POST("/logout", sess.logout)
-	mpProfile{profile: d.Profile, phones: d.Phones, family: d.Family}.Register(mpAuth)
+	mpProfile{profile: d.Profile, phones: d.Phones, family: d.Family, data: d.PatientData}.Register(mpAuth)
 	nh := notifyHandlers{outbox: d.Outbox, disp: d.Dispatcher, profile: d.Profile, db: d.DB, onAccept: d.OnSubscribeAccept}
 	nh.registerMP(mpAuth)
 	bh := bookingHandlers{b: d.Bookings, catalog: d.Catalog, desk: d.FrontDesk}

@@ -220,3 +220,12 @@ func NotFound(err error) error {
 	}
 	return err
 }
+
+// TableOf names the table of model m.
+func (d *DB) TableOf(m any) string {
+	st := &gorm.Statement{DB: d.gorm}
+	if err := st.Parse(m); err != nil {
+		return fmt.Sprintf("%T", m)
+	}
+	return st.Schema.Table
+}

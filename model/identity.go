@@ -21,9 +21,14 @@ type Patient struct {
 	BlockedAt *time.Time
 	// ErasedAt is set when the patient asked for deletion: personal data is
 	// gone and the row stays only so that ledgers keep their reference.
-	ErasedAt  *time.Time
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	ErasedAt *time.Time
+	// RetainedEnc is, after erasure, the sealed identity (name, phone, ID
+	// card, HIS id, birth date) the retained medical records belong to,
+	// kept until RetainedUntil only to answer a legal request.
+	RetainedEnc   []byte `gorm:"type:blob"`
+	RetainedUntil *time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // Staff roles.

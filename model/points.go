@@ -30,6 +30,9 @@ const (
 	PointsExpire = "expire"
 	PointsAdjust = "adjust"
 	PointsRefund = "refund"
+	// PointsMerge records (with amount 0) that another record's balance and
+	// ledger joined this one.
+	PointsMerge = "merge"
 )
 
 // PointsEntry is one append-only ledger line. Remaining tracks how much of

@@ -23,8 +23,12 @@ type Report struct {
 	Interpretation string `gorm:"type:text"`
 	InterpretedBy  uint64
 	InterpretedAt  *time.Time
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// RetainedUntil is set when the patient erased their account: the
+	// report is kept sealed for the legal retention period and nothing lists,
+	// searches, analyses or sends it.
+	RetainedUntil *time.Time `gorm:"index"`
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // ReportVersion is one received version of a report. The content (sections,
@@ -58,6 +62,8 @@ type Task struct {
 	Status     string `gorm:"size:16;index"` // open, done
 	AssignedTo uint64
 	DoneAt     *time.Time
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	// RetainedUntil: as for reports (clinical tasks of an erased patient).
+	RetainedUntil *time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }

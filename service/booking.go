@@ -476,42 +476,53 @@ func (s *Bookings) Cancel(ctx context.Context, p Principal, id uint64) (*model.B
 	if !b.CanChange(s.now(), s.cfg.CutoffHour) {
 		return nil, ErrNotChangeable
 	}
-	var pkg model.Package
-	s.db.Conn(ctx).Where("id = ?", b.PackageID).Take(&pkg)
-	var sl model.Slot
-	s.db.Conn(ctx).Where("id = ?", b.SlotID).Take(&sl)
-	now := s.now().UTC()
-	err = s.db.InTx(ctx, func(ctx context.Context) error {
-		db := s.db.Conn(ctx)
-		res := db.Model(&model.Booking{}).Where("id = ? AND patient_id = ? AND status = ?", id, p.ID, model.BookingBooked).
-			Updates(map[string]any{"status": model.BookingCancelled, "active_day": nil, "cancelled_at": now})
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return ErrNotChangeable // changed meanwhile
-		}
-		if err := returnSeat(db, b.SlotID); err != nil {
-			return err
-		}
-		if err := s.cancelReminders(ctx, b); err != nil {
-			return err
-		}
-		// A coupon used on this booking can be used again.
-		if err := db.Model(&model.Coupon{}).Where("booking_id = ? AND status = ?", b.ID, model.CouponUsed).
-			Updates(map[string]any{"status": model.CouponUnused, "booking_id": nil}).Error; err != nil {
-			return err
-		}
-		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonBookingCancelled,
-			Occurrence: fmt.Sprintf("booking-%d", b.ID),
-			Params:     map[string]string{"package": pkg.Name, "time": sl.StartsAt().Format(time.RFC3339), "title": "预约已取消", "note": "预约号 " + b.Code}})
-		return err
-	})
-	if err != nil {
+	if err := s.db.InTx(ctx, func(ctx context.Context) error { return s.cancelTx(ctx, b, "预约号 "+b.Code, true) }); err != nil {
 		return nil, err
 	}
 	s.out.Wake(ctx)
 	return s.Get(ctx, p, id)
+}
+
+// cancelTx cancels booking b inside the caller's transaction: the seat and a
+// coupon used on it return, its reminders stop and, when tell is set, the
+// patient is told (note says why). ErrNotChangeable when b is no longer
+// booked. Cancelling, closing a day, merging and erasing all go through it.
+func (s *Bookings) cancelTx(ctx context.Context, b *model.Booking, note string, tell bool) error {
+	db := s.db.Conn(ctx)
+	res := db.Model(&model.Booking{}).Where("id = ? AND status = ?", b.ID, model.BookingBooked).
+		Updates(map[string]any{"status": model.BookingCancelled, "active_day": nil, "cancelled_at": s.now().UTC()})
+	if res.Error != nil {
+		return fmt.Errorf("cancel booking %d: %w", b.ID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return ErrNotChangeable // changed meanwhile
+	}
+	if err := returnSeat(db, b.SlotID); err != nil {
+		return fmt.Errorf("return seat of booking %d: %w", b.ID, err)
+	}
+	if err := s.cancelReminders(ctx, b); err != nil {
+		return fmt.Errorf("cancel reminders of booking %d: %w", b.ID, err)
+	}
+	// A coupon used on this booking can be used again.
+	if err := db.Model(&model.Coupon{}).Where("booking_id = ? AND status = ?", b.ID, model.CouponUsed).
+		Updates(map[string]any{"status": model.CouponUnused, "booking_id": nil}).Error; err != nil {
+		return fmt.Errorf("return coupon of booking %d: %w", b.ID, err)
+	}
+	if !tell {
+		return nil
+	}
+	var pkg model.Package
+	if err := db.Where("id = ?", b.PackageID).Take(&pkg).Error; err != nil {
+		return fmt.Errorf("package of booking %d: %w", b.ID, err)
+	}
+	var sl model.Slot
+	if err := db.Where("id = ?", b.SlotID).Take(&sl).Error; err != nil {
+		return fmt.Errorf("slot of booking %d: %w", b.ID, err)
+	}
+	_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonBookingCancelled,
+		Occurrence: fmt.Sprintf("booking-%d", b.ID),
+		Params:     map[string]string{"package": pkg.Name, "time": sl.StartsAt().Format(time.RFC3339), "title": "预约已取消", "note": note}})
+	return err
 }
 
 // Reschedule moves a booking to another slot of its package, until the

@@ -20,6 +20,8 @@ import (
 type FileStore interface {
 	Put(ctx context.Context, key string, data []byte) error
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
+	// Delete removes the file at key; a missing file is no error.
+	Delete(ctx context.Context, key string) error
 }
 
 // LocalFiles stores files under a directory.
@@ -66,6 +68,18 @@ func (l LocalFiles) Open(_ context.Context, key string) (io.ReadCloser, error) {
 	return os.Open(p)
 }
 
+// Delete removes the file at key.
+func (l LocalFiles) Delete(_ context.Context, key string) error {
+	p, err := l.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // DBFiles keeps files in the database, in chunks small enough for any
 // max_allowed_packet, so that every instance serves what any instance wrote.
 type DBFiles struct{ DB *model.DB }
@@ -105,4 +119,9 @@ func (f DBFiles) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 		buf.Write(c.Data)
 	}
 	return io.NopCloser(&buf), nil
+}
+
+// Delete removes the file's chunks.
+func (f DBFiles) Delete(ctx context.Context, key string) error {
+	return f.DB.Conn(ctx).Where("`key` = ?", key).Delete(&model.FileChunk{}).Error
 }

@@ -126,7 +126,7 @@ func (s *PatientAdmin) View(ctx context.Context, by Principal, id uint64) (*Pati
 		return nil, err
 	}
 	if SeesHealth(by.Role) {
-		if err := db.Where("patient_id = ?", id).Order("exam_date DESC, id DESC").Limit(20).Find(&out.Reports).Error; err != nil {
+		if err := db.Where("patient_id = ? AND retained_until IS NULL", id).Order("exam_date DESC, id DESC").Limit(20).Find(&out.Reports).Error; err != nil {
 			return nil, err
 		}
 	}

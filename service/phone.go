@@ -7,7 +7,6 @@ import (
 	"regexp"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"careloop/model"
 )
@@ -30,18 +29,20 @@ type Phones struct {
 	db     *model.DB
 	wx     WeChatPhone
 	sealer *Sealer
+	data   *PatientData
 }
 
 // NewPhones returns the phone-binding use case.
-func NewPhones(db *model.DB, wx WeChatPhone, sealer *Sealer) *Phones {
-	return &Phones{db: db, wx: wx, sealer: sealer}
+func NewPhones(db *model.DB, wx WeChatPhone, sealer *Sealer, data *PatientData) *Phones {
+	return &Phones{db: db, wx: wx, sealer: sealer, data: data}
 }
 
 // Bind exchanges a getPhoneNumber code for the phone and binds it to the
 // calling patient. When a patient imported from the HIS already has that
-// phone (and no WeChat identity), this WeChat identity moves to that patient
-// and the empty self-registered record goes: one person, one record. It
-// returns the patient the caller now is.
+// phone (and no WeChat identity), the two records of one person merge
+// (PatientData.Merge): everything the self-registered record holds moves to
+// the imported one, which takes the WeChat identity. It returns the patient
+// the caller now is.
 func (s *Phones) Bind(ctx context.Context, p Principal, code string) (*model.Patient, error) {
 	if !p.IsPatient() {
 		return nil, model.ErrForbidden
@@ -85,11 +86,7 @@ func (s *Phones) Bind(ctx context.Context, p Principal, code string) (*model.Pat
 		case owner.OpenID != nil:
 			return nil, ErrPhoneTaken
 		}
-		var out model.Patient
-		if err := s.db.InTx(ctx, func(ctx context.Context) error { return s.mergeInto(ctx, p.ID, owner.ID, &out) }); err != nil {
-			return nil, err
-		}
-		return &out, nil
+		return s.data.Merge(ctx, p.ID, owner.ID)
 	}
 	return nil, ErrPhoneTaken
 }
@@ -100,55 +97,4 @@ func (s *Phones) load(ctx context.Context, id uint64) (*model.Patient, error) {
 		return nil, model.NotFound(err)
 	}
 	return &pt, nil
-}
-
-// mergeInto moves the WeChat identity of patient selfID into the imported
-// patient ownerID, re-points selfID's sessions, and removes selfID. Both rows
-// are locked by primary key, in id order, so concurrent merges cannot
-// deadlock.
-func (s *Phones) mergeInto(ctx context.Context, selfID, ownerID uint64, out *model.Patient) error {
-	db := s.db.Conn(ctx)
-	var rows []model.Patient
-	if err := db.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id IN ?", []uint64{selfID, ownerID}).
-		Order("id").Find(&rows).Error; err != nil {
-		return err
-	}
-	var self, owner *model.Patient
-	for i := range rows {
-		switch rows[i].ID {
-		case selfID:
-			self = &rows[i]
-		case ownerID:
-			owner = &rows[i]
-		}
-	}
-	if self == nil {
-		return model.ErrNotFound
-	}
-	if owner == nil || owner.OpenID != nil {
-		return ErrPhoneTaken // claimed by another WeChat user meanwhile
-	}
-	openID, unionID := self.OpenID, self.UnionID
-	// Free the unique openid first, then give it to owner.
-	if err := db.Model(&model.Patient{}).Where("id = ?", self.ID).Updates(map[string]any{"open_id": nil, "union_id": nil}).Error; err != nil {
-		return err
-	}
-	upd := map[string]any{"open_id": openID}
-	if owner.UnionID == nil {
-		upd["union_id"] = unionID
-	}
-	if owner.Source == "" && self.Source != "" {
-		upd["source"] = self.Source
-	}
-	if err := db.Model(&model.Patient{}).Where("id = ?", owner.ID).Updates(upd).Error; err != nil {
-		return err
-	}
-	if err := db.Model(&model.Session{}).Where("subject = ? AND subject_id = ?", model.SubjectPatient, self.ID).
-		Update("subject_id", owner.ID).Error; err != nil {
-		return err
-	}
-	if err := db.Delete(&model.Patient{}, self.ID).Error; err != nil {
-		return err
-	}
-	return db.Where("id = ?", owner.ID).Take(out).Error
 }

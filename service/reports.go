@@ -483,7 +483,8 @@ func (s *Reports) PDF(ctx context.Context, id uint64, version int) ([]byte, erro
 // StaffGet returns any report to staff, auditing the read.
 func (s *Reports) StaffGet(ctx context.Context, by Principal, id uint64) (*ReportView, error) {
 	var r model.Report
-	if err := s.db.Conn(ctx).Where("id = ?", id).Take(&r).Error; err != nil {
+	// A retained report (its patient erased their account) is sealed.
+	if err := s.db.Conn(ctx).Where("id = ? AND retained_until IS NULL", id).Take(&r).Error; err != nil {
 		return nil, model.NotFound(err)
 	}
 	if err := s.audit.Record(ctx, by, "report.read", r.PatientID, fmt.Sprintf("report %d v%d", r.ID, r.Version)); err != nil {
@@ -596,7 +597,7 @@ func (s *Reports) RequestInterpretation(ctx context.Context, p Principal, id uin
 
 // Tasks lists open tasks for a role, urgent first.
 func (s *Reports) Tasks(ctx context.Context, role string) ([]model.Task, error) {
-	q := s.db.Conn(ctx).Where("status = ?", "open")
+	q := s.db.Conn(ctx).Where("status = ? AND retained_until IS NULL", "open")
 	if role != model.RoleAdmin {
 		q = q.Where("role = ?", role)
 	}
