@@ -587,7 +587,7 @@ func TestChatHoursEscalationAndAccess(t *testing.T) {
 				t.Fatalf("non-clinical role reads chat: %d", r.Status)
 			}
 		}
-		if r := call(t, h, "GET", "/api/admin/conversations", tok, nil); r.Status != 401 {
+		if r := call(t, h, "GET", "/api/admin/conversations", tok, nil); r.Status != 403 {
 			t.Fatalf("patient token on the inbox: %d", r.Status)
 		}
 		var audits int64

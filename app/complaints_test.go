@@ -69,10 +69,27 @@ func TestComplaintWorkflowAndKPI(t *testing.T) {
 		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/complaints/%d/rate", id), tok, map[string]any{"rating": 1}); r.Status != 409 {
 			t.Fatalf("rate twice: %d", r.Status)
 		}
-		d := call(t, h, "GET", fmt.Sprintf("/api/mp/complaints/%d", id), tok, nil)
+		d := call(t, h, "GET", fmt.Sprintf("/api/admin/complaints/%d", id), mkt, nil)
 		steps := d.Body["steps"].([]any)
 		if d.Body["status"] != "rated" || len(steps) != 7 || steps[4].(map[string]any)["by"].(float64) == 0 {
-			t.Fatalf("steps: %s", d.Raw)
+			t.Fatalf("staff steps: %s", d.Raw)
+		}
+		// The patient sees status changes, the reply and times, nothing of
+		// the staff's internal handling.
+		d = call(t, h, "GET", fmt.Sprintf("/api/mp/complaints/%d", id), tok, nil)
+		steps = d.Body["steps"].([]any)
+		if d.Status != 200 || len(steps) != 7 || steps[6].(map[string]any)["status"] != "rated" || d.Body["reply"] != "非常抱歉给您带来不便，我们已对相关员工进行培训。" {
+			t.Fatalf("patient steps: %s", d.Raw)
+		}
+		for _, leak := range []string{"调取监控", "对当事员工培训并向患者致歉", `"by"`, "assignee", "note", "department", "resolution"} {
+			if strings.Contains(string(d.Raw), leak) {
+				t.Errorf("the patient's view of the complaint shows %q: %s", leak, d.Raw)
+			}
+		}
+		for _, r := range call(t, h, "GET", "/api/mp/complaints", tok, nil).Body["items"].([]any) {
+			if _, leaks := r.(map[string]any)["assignee_id"]; leaks {
+				t.Errorf("the patient's complaint list shows the assignee: %v", r)
+			}
 		}
 		// Overdue: a new complaint whose first step is late.
 		r = call(t, h, "POST", "/api/mp/complaints", tok, map[string]any{"category": "environment", "content": "候诊区太冷了，空调开得太低"})

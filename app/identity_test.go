@@ -111,8 +111,8 @@ func TestTokensAndRoles(t *testing.T) {
 			{"me401NoToken", "/api/mp/me", "", 401, "unauthorized"},
 			{"me401Garbage", "/api/mp/me", "abc.def", 401, "invalid_token"},
 			{"me401Forged", "/api/mp/me", forge(ptok), 401, "invalid_token"},
-			{"adminMe401PatientToken", "/api/admin/me", ptok, 401, "unauthorized"},
-			{"me401StaffToken", "/api/mp/me", stok, 401, "unauthorized"},
+			{"adminMe403PatientToken", "/api/admin/me", ptok, 403, "forbidden"},
+			{"me403StaffToken", "/api/mp/me", stok, 403, "forbidden"},
 		}
 		for _, c := range cases {
 			r := call(t, h, "GET", c.path, c.token, nil)

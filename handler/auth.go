@@ -26,9 +26,9 @@ func authenticate(auth *service.Auth, kind string) gin.HandlerFunc {
 			return
 		}
 		if p.Kind != kind {
-			// A patient token on a staff route (or the reverse) is not a
-			// credential here at all.
-			fail(c, model.ErrUnauthorized)
+			// A valid token of the other side (a patient on a staff route,
+			// or the reverse): known, but not allowed here.
+			fail(c, model.ErrForbidden)
 			return
 		}
 		p.IP = c.ClientIP()

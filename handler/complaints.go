@@ -23,7 +23,7 @@ type complaintHandlers struct {
 func (h complaintHandlers) registerMP(rg *gin.RouterGroup) {
 	rg.POST("/complaints", h.file)
 	rg.GET("/complaints", h.mine)
-	rg.GET("/complaints/:id", h.get)
+	rg.GET("/complaints/:id", h.getMine)
 	rg.POST("/complaints/:id/rate", h.rate)
 }
 
@@ -46,6 +46,21 @@ func (h complaintHandlers) dto(c *model.Complaint) gin.H {
 	return out
 }
 
+// mpComplaintDTO is a complaint as the patient sees it: what they wrote,
+// where it stands and the hospital's reply, never the staff's internal
+// handling (department, assignee, proposed resolution, step notes, staff ids).
+func mpComplaintDTO(c *model.Complaint) gin.H {
+	out := gin.H{"id": c.ID, "category": c.Category, "content": c.Content, "status": c.Status, "reply": "", "rating": c.Rating,
+		"created_at": model.LocalTime(c.CreatedAt), "replied_at": nil}
+	if c.Status == model.ComplaintReplied || c.Status == model.ComplaintRated {
+		out["reply"] = c.Reply
+	}
+	if c.ResolvedAt != nil {
+		out["replied_at"] = model.LocalTime(*c.ResolvedAt)
+	}
+	return out
+}
+
 type complaintRequest struct {
 	Category string `json:"category" binding:"required"`
 	Content  string `json:"content" binding:"required"`
@@ -57,12 +72,33 @@ func (h complaintHandlers) file(c *gin.Context) {
 		return
 	}
 	cp, err := h.c.File(c.Request.Context(), principal(c), req.Category, req.Content)
-	renderOne(c, http.StatusCreated, cp, err, h.dto)
+	renderOne(c, http.StatusCreated, cp, err, mpComplaintDTO)
 }
 
 func (h complaintHandlers) mine(c *gin.Context) {
 	cs, err := h.c.Mine(c.Request.Context(), principal(c))
-	renderList(c, cs, err, h.dto)
+	renderList(c, cs, err, mpComplaintDTO)
+}
+
+// getMine is the patient's view of their complaint: status changes with
+// their times, nothing of who handled it or their notes.
+func (h complaintHandlers) getMine(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	cp, steps, err := h.c.Get(c.Request.Context(), principal(c), id)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	out := mpComplaintDTO(cp)
+	list := make([]gin.H, 0, len(steps))
+	for _, s := range steps {
+		list = append(list, gin.H{"status": s.To, "at": model.LocalTime(s.CreatedAt)})
+	}
+	out["steps"] = list
+	c.JSON(http.StatusOK, out)
 }
 
 func (h complaintHandlers) list(c *gin.Context) {
