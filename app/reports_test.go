@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -53,6 +54,23 @@ func reportBody(externalID, bookingCode, phone, wbc string, critical bool, pdf b
 	return b
 }
 
+// bookToday books patient pid into a slot of today (made two days ago).
+func bookToday(t *testing.T, a *app.App, pid uint64, start string) *model.Booking {
+	t.Helper()
+	today := time.Now().In(model.Shanghai)
+	sl := model.Slot{Date: today.Format(time.DateOnly), Start: start, End: start[:3] + "59", Capacity: 5}
+	if err := a.DB.Gorm().Create(&sl).Error; err != nil {
+		t.Fatal(err)
+	}
+	early := service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, func() time.Time { return today.AddDate(0, 0, -2) })
+	b, _, err := early.Book(context.Background(), service.Principal{Kind: model.SubjectPatient, ID: pid},
+		service.BookInput{PackageID: anyPackage(t, a).ID, SlotID: sl.ID, IdempotencyKey: "today-" + start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestReportSignatureAndShape(t *testing.T) {
 	a := newApp(t, "sqlite", nil)
 	h := a.Router
@@ -94,10 +112,25 @@ func TestReportLifecycle(t *testing.T) {
 		h := a.Router
 		tok, pid := login(t, h, "dev:reportee")
 		pkg := anyPackage(t, a)
+		// A report never completes a booking whose day has not come, and
+		// an exam date in the future is refused.
 		sl := testSlot(t, a, "06:00", 5)
-		b := bookCall(t, h, tok, "rk", map[string]any{"package_id": pkg.ID, "slot_id": sl.ID})
-		code := b.Body["code"].(string)
-		bid := uint64(b.Body["id"].(float64))
+		future := bookCall(t, h, tok, "rk", map[string]any{"package_id": pkg.ID, "slot_id": sl.ID})
+		tomorrow := time.Now().In(model.Shanghai).AddDate(0, 0, 1).Format(time.DateOnly)
+		ahead := strings.Replace(string(reportBody("R-099", future.Body["code"].(string), "", "11.2", false, false)), "2026-11-20", tomorrow, 1)
+		if r := ingest(t, h, "peis", peisSecret, time.Now(), []byte(ahead)); r.Status != 400 || r.ErrCode() != "invalid_report" {
+			t.Fatalf("exam date tomorrow: %d %s", r.Status, r.Raw)
+		}
+		if r := ingest(t, h, "peis", peisSecret, time.Now(), reportBody("R-098", future.Body["code"].(string), "", "11.2", false, false)); r.Status != 201 {
+			t.Fatalf("report for a future booking: %d %s", r.Status, r.Raw)
+		}
+		var fb model.Booking
+		a.DB.Gorm().Where("id = ?", uint64(future.Body["id"].(float64))).Take(&fb)
+		if fb.Status != model.BookingBooked || balance(a, pid) != 0 {
+			t.Fatalf("a report completed a booking days ahead: %s, points %d", fb.Status, balance(a, pid))
+		}
+		b := bookToday(t, a, pid, "07:00")
+		code, bid := b.Code, b.ID
 
 		r := ingest(t, h, "peis", peisSecret, time.Now(), reportBody("R-100", code, "", "11.2", false, true))
 		if r.Status != 201 || r.Body["matched"] != true {
@@ -111,7 +144,7 @@ func TestReportLifecycle(t *testing.T) {
 		}
 		var ready int64
 		a.DB.Gorm().Model(&model.Notification{}).Where("patient_id = ? AND reason = ?", pid, notify.ReasonReportReady).Count(&ready)
-		if ready != 1 {
+		if ready != 2 { // the future booking's report and this one
 			t.Fatalf("report-ready notices: %d", ready)
 		}
 		// Re-sent: the same report, no new version, no second notice.
@@ -182,7 +215,7 @@ func TestReportLifecycle(t *testing.T) {
 		}
 		// The 360 gathers bookings, notices and (for doctors) reports.
 		v360 := call(t, h, "GET", fmt.Sprintf("/api/admin/patients/%d", pid), doc, nil)
-		if len(v360.Body["bookings"].([]any)) != 1 || len(v360.Body["reports"].([]any)) != 1 || len(v360.Body["notifications"].([]any)) == 0 {
+		if len(v360.Body["bookings"].([]any)) != 2 || len(v360.Body["reports"].([]any)) != 2 || len(v360.Body["notifications"].([]any)) == 0 {
 			t.Fatalf("doctor's 360: %s", v360.Raw)
 		}
 		if m := call(t, h, "GET", fmt.Sprintf("/api/admin/patients/%d", pid), mkt, nil); m.Body["reports"] != nil {

@@ -204,6 +204,9 @@ type IngestResult struct {
 // and content; a corrected report becomes the visible version while the
 // earlier ones are kept; an unmatched report waits for staff.
 func (s *Reports) Ingest(ctx context.Context, source string, p *ReportPayload, pdf []byte) (*IngestResult, error) {
+	if today := s.now().In(model.Shanghai).Format(time.DateOnly); p.ExamDate > today {
+		return nil, bad("exam_date %s is in the future (today is %s)", p.ExamDate, today)
+	}
 	content := reportContent{Sections: p.Sections, Conclusions: p.Conclusions, Recommendations: p.Recommendations}
 	plain, _ := json.Marshal(content)
 	h := sha256.New()
@@ -307,7 +310,9 @@ func (s *Reports) afterLink(ctx context.Context, r *model.Report) error {
 	if r.BookingID != nil {
 		var b model.Booking
 		if err := db.Where("id = ?", *r.BookingID).Take(&b).Error; err == nil {
-			q := db.Model(&model.Booking{}).Where("id = ? AND status IN ?", b.ID, []string{model.BookingBooked, model.BookingCheckedIn}).
+			// A report never completes a booking whose day has not come.
+			today := s.now().In(model.Shanghai).Format(time.DateOnly)
+			q := db.Model(&model.Booking{}).Where("id = ? AND status IN ? AND date <= ?", b.ID, []string{model.BookingBooked, model.BookingCheckedIn}, today).
 				Updates(map[string]any{"status": model.BookingCompleted, "completed_at": s.now().UTC()})
 			if q.Error != nil {
 				return q.Error
