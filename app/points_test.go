@@ -250,3 +250,27 @@ func TestCouponUsedOnceUnderRace(t *testing.T) {
 		}
 	})
 }
+
+// A redemption answers the state after it (the stock after the
+// deduction), and a replay of its key answers exactly the same.
+func TestRedeemAnswersTheStateAfter(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		ctx := context.Background()
+		rw, _ := a.Points.SaveReward(ctx, model.Reward{Name: "体检代金券 50 元", Kind: model.RewardCoupon, CostPoints: 100, Stock: 7, CouponValueFen: 5000, Active: true})
+		tok, pid := login(t, a.Router, "dev:redeemer")
+		grantPoints(t, a, pid, 250)
+		first := redeemCall(t, a, tok, rw.ID, "once")
+		reward := first.Body["reward"].(map[string]any)
+		if first.Status != 200 || reward["stock"] != float64(6) || first.Body["balance"] != float64(150) || first.Body["coupon"] == nil {
+			t.Fatalf("redeem: %d %s", first.Status, first.Raw)
+		}
+		time.Sleep(600 * time.Millisecond) // a stored time rounded to the second would now differ
+		again := redeemCall(t, a, tok, rw.ID, "once")
+		if again.Status != 200 || string(again.Raw) != string(first.Raw) {
+			t.Fatalf("replay answers differently:\n%s\n%s", first.Raw, again.Raw)
+		}
+		if balance(a, pid) != 150 {
+			t.Fatalf("the replay spent again: %d", balance(a, pid))
+		}
+	})
+}

@@ -191,6 +191,9 @@ func (h pointsHandlers) redeem(c *gin.Context) {
 	if res.Coupon != nil {
 		out["coupon"] = couponDTO(res.Coupon)
 	}
+	if res.Replayed {
+		c.Header("Idempotent-Replayed", "true")
+	}
 	c.JSON(http.StatusOK, out)
 }
 

@@ -184,6 +184,8 @@ type RedeemResult struct {
 	Reward  model.Reward
 	Coupon  *model.Coupon
 	Balance int64
+	// Replayed: the key had redeemed already; nothing changed now.
+	Replayed bool
 }
 
 // Redeem exchanges points for a reward: points and stock change together
@@ -198,9 +200,11 @@ func (s *Points) Redeem(ctx context.Context, p Principal, rewardID uint64, idemK
 	if err := s.db.Conn(ctx).Where("id = ? AND active = ?", rewardID, true).Take(&reward).Error; err != nil {
 		return nil, model.NotFound(err)
 	}
-	out := &RedeemResult{Reward: reward}
-	if done, err := s.replayRedeem(ctx, p, key, out); done || err != nil {
-		return out, err
+	if done, err := s.redeemed(ctx, key); done || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return s.redeemState(ctx, p, rewardID, key, true)
 	}
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
@@ -222,39 +226,50 @@ func (s *Points) Redeem(ctx context.Context, p Principal, rewardID uint64, idemK
 			if err := db.Create(&c).Error; err != nil {
 				return err
 			}
-			out.Coupon = &c
 		}
 		return nil
 	})
+	replayed := false
 	if model.IsDuplicate(err) {
 		// A concurrent replay of this key won: its redemption stands.
-		_, err = s.replayRedeem(ctx, p, key, out)
-		return out, err
+		err, replayed = nil, true
 	}
 	if err != nil {
 		return nil, err
 	}
-	var acct model.PointsAccount
-	s.db.Conn(ctx).Where("patient_id = ?", p.ID).Take(&acct)
-	out.Balance = acct.Balance
-	return out, nil
+	return s.redeemState(ctx, p, rewardID, key, replayed)
 }
 
-// replayRedeem answers a redemption already made with this key: the same
-// reward, its coupon, the balance now.
-func (s *Points) replayRedeem(ctx context.Context, p Principal, key string, out *RedeemResult) (bool, error) {
+// redeemed reports whether the redemption key has been spent.
+func (s *Points) redeemed(ctx context.Context, key string) (bool, error) {
 	var n int64
-	if err := s.db.Conn(ctx).Model(&model.PointsEntry{}).Where("idempotency_key = ?", key).Count(&n).Error; err != nil || n == 0 {
-		return false, err
+	err := s.db.Conn(ctx).Model(&model.PointsEntry{}).Where("idempotency_key = ?", key).Count(&n).Error
+	return n > 0, err
+}
+
+// redeemState answers a redemption, fresh or replayed, from what is stored
+// after it: the reward's stock after the deduction, the coupon it made, the
+// balance now. A replay answers like the first time.
+func (s *Points) redeemState(ctx context.Context, p Principal, rewardID uint64, key string, replayed bool) (*RedeemResult, error) {
+	db := s.db.Conn(ctx)
+	out := &RedeemResult{Replayed: replayed}
+	if err := db.Where("id = ?", rewardID).Take(&out.Reward).Error; err != nil {
+		return nil, fmt.Errorf("redeem: load reward %d: %w", rewardID, model.NotFound(err))
 	}
 	var c model.Coupon
-	if err := s.db.Conn(ctx).Where("redeem_key = ?", key).Take(&c).Error; err == nil {
+	err := db.Where("redeem_key = ?", key).Take(&c).Error
+	switch {
+	case err == nil:
 		out.Coupon = &c
+	case !errors.Is(err, gorm.ErrRecordNotFound):
+		return nil, fmt.Errorf("redeem: load coupon: %w", err)
 	}
 	var acct model.PointsAccount
-	s.db.Conn(ctx).Where("patient_id = ?", p.ID).Take(&acct)
+	if err := db.Where("patient_id = ?", p.ID).Take(&acct).Error; err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("redeem: load balance: %w", err)
+	}
 	out.Balance = acct.Balance
-	return true, nil
+	return out, nil
 }
 
 // Expire takes away what is left of grants past their expiry, oldest
