@@ -97,28 +97,6 @@ func idAndJSON[T any](c *gin.Context) (uint64, T, bool) {
 	return id, req, true
 }
 
-// bindJSON decodes the body into dst or records a 400 (or 413).
-func bindJSON(c *gin.Context, dst any) bool {
-	if err := c.ShouldBindJSON(dst); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			fail(c, model.ErrTooLarge)
-			return false
-		}
-		fail(c, model.ErrInvalid.WithMessage("请求格式不正确：%s", shortBindError(err)))
-		return false
-	}
-	return true
-}
-
-func shortBindError(err error) string {
-	s := err.Error()
-	if len(s) > 120 {
-		s = s[:120]
-	}
-	return s
-}
-
 // queryTimes reads the optional "from" and "to" query parameters (RFC 3339)
 // into from and to, or records a 400 and returns false.
 func queryTimes(c *gin.Context, from, to *time.Time) bool {

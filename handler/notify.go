@@ -99,13 +99,19 @@ func (h notifyHandlers) preferences(c *gin.Context) {
 }
 
 func (h notifyHandlers) setPreferences(c *gin.Context) {
-	var req map[string]bool
+	var req struct {
+		Care      *bool `json:"care"`
+		Marketing *bool `json:"marketing"`
+	}
 	if !bindJSON(c, &req) {
 		return
 	}
 	p := principal(c)
-	for cat, receive := range req {
-		if err := h.outbox.SetPreference(c.Request.Context(), p.ID, cat, receive); err != nil {
+	for cat, receive := range map[string]*bool{model.CategoryCare: req.Care, model.CategoryMarketing: req.Marketing} {
+		if receive == nil {
+			continue
+		}
+		if err := h.outbox.SetPreference(c.Request.Context(), p.ID, cat, *receive); err != nil {
 			fail(c, err)
 			return
 		}
