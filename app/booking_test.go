@@ -314,3 +314,62 @@ func TestBookingRateLimitedPerPatient(t *testing.T) {
 		t.Fatalf("another patient from the same address: %d %s", r.Status, r.Raw)
 	}
 }
+
+// No-show only once the day has begun; the front desk undoes a mistaken
+// no-show or check-in on the day (audited), and not another day.
+func TestNoShowAndUndo(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		desk := newStaff(t, a, admin, "desk", "frontdesk")
+		tok, pid := login(t, h, "dev:noshow")
+		sl := testSlot(t, a, "06:00", 5)
+		future := bookCall(t, h, tok, "ns1", map[string]any{"package_id": anyPackage(t, a).ID, "slot_id": sl.ID})
+		fid := uint64(future.Body["id"].(float64))
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/no-show", fid), desk, nil); r.Status != 422 || r.ErrCode() != "day_not_begun" {
+			t.Fatalf("no-show three days ahead: %d %s", r.Status, r.Raw)
+		}
+		var missed int64
+		a.DB.Gorm().Model(&model.Notification{}).Where("patient_id = ? AND reason = ?", pid, notify.ReasonNoShow).Count(&missed)
+		if b := call(t, h, "GET", fmt.Sprintf("/api/mp/bookings/%d", fid), tok, nil); b.Body["status"] != "booked" || missed != 0 {
+			t.Fatalf("a refused no-show changed the booking: %s, %d notices", b.Raw, missed)
+		}
+		today := bookToday(t, a, pid, "05:30")
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/no-show", today.ID), desk, nil); r.Status != 200 || r.Body["status"] != "no_show" {
+			t.Fatalf("no-show today: %d %s", r.Status, r.Raw)
+		}
+		r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/undo", today.ID), desk, nil)
+		if r.Status != 200 || r.Body["status"] != "booked" {
+			t.Fatalf("undo the no-show: %d %s", r.Status, r.Raw)
+		}
+		var notice model.Notification
+		a.DB.Gorm().Where("patient_id = ? AND reason = ?", pid, notify.ReasonNoShow).Take(&notice)
+		if notice.Status != model.NotifyCancelled {
+			t.Fatalf("the missed notice after the undo: %s", notice.Status)
+		}
+		// It holds its day again: another booking that day is refused.
+		var b model.Booking
+		a.DB.Gorm().Where("id = ?", today.ID).Take(&b)
+		if b.ActiveDay == nil || *b.ActiveDay != b.Date {
+			t.Fatalf("undone booking does not hold its day: %+v", b)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/check-in", today.ID), desk, nil); r.Status != 200 {
+			t.Fatalf("check in: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/undo", today.ID), desk, nil); r.Status != 200 || r.Body["status"] != "booked" || r.Body["checked_in_at"] != nil {
+			t.Fatalf("undo the check-in: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/undo", today.ID), desk, nil); r.Status != 409 || r.ErrCode() != "not_undoable" {
+			t.Fatalf("undo a booked booking: %d %s", r.Status, r.Raw)
+		}
+		// A past day's no-show stays.
+		a.DB.Gorm().Model(&model.Booking{}).Where("id = ?", fid).Updates(map[string]any{"status": "no_show", "active_day": nil})
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/bookings/%d/undo", fid), desk, nil); r.Status != 409 {
+			t.Fatalf("undo another day's no-show: %d %s", r.Status, r.Raw)
+		}
+		au := call(t, h, "GET", fmt.Sprintf("/api/admin/audit?patient_id=%d&action=booking.undo", pid), admin, nil)
+		if items := au.Body["items"].([]any); len(items) != 2 {
+			t.Fatalf("undo not audited: %s", au.Raw)
+		}
+	})
+}

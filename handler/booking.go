@@ -43,6 +43,7 @@ func (h bookingHandlers) registerAdmin(rg *gin.RouterGroup) {
 	rg.POST("/bookings/:id/check-in", desk, h.transition(model.BookingCheckedIn))
 	rg.POST("/bookings/:id/complete", desk, h.transition(model.BookingCompleted))
 	rg.POST("/bookings/:id/no-show", desk, h.transition(model.BookingNoShow))
+	rg.POST("/bookings/:id/undo", desk, h.undo)
 }
 
 // PackageDTO is a checkup package.
@@ -331,6 +332,20 @@ func (h bookingHandlers) search(c *gin.Context) {
 		return
 	}
 	h.render(c, 0, bs...)
+}
+
+// undo takes back a check-in or a no-show on the booking's day.
+func (h bookingHandlers) undo(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	b, err := h.desk.Undo(c.Request.Context(), principal(c), id)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	h.render(c, http.StatusOK, *b)
 }
 
 func (h bookingHandlers) transition(to string) gin.HandlerFunc {

@@ -94,6 +94,27 @@ func (b *Booking) CanChange(now time.Time, cutoffHour int) bool {
 	return b.Status == BookingBooked && now.Before(CutOff(b.Date, cutoffHour))
 }
 
+// BookingSteps are the front desk's moves: the status each may start from.
+var BookingSteps = map[string]string{
+	BookingCheckedIn: BookingBooked,
+	BookingCompleted: BookingCheckedIn,
+	BookingNoShow:    BookingBooked,
+}
+
+// BookingUndoable are the statuses the front desk may take back, to
+// "booked", on the booking's own day (a mistaken check-in or no-show).
+var BookingUndoable = map[string]bool{BookingCheckedIn: true, BookingNoShow: true}
+
+// DayBegun reports whether the booking's day has begun at now (Asia/Shanghai).
+func (b *Booking) DayBegun(now time.Time) bool {
+	return b.Date <= now.In(Shanghai).Format(time.DateOnly)
+}
+
+// IsToday reports whether the booking is for today (Asia/Shanghai).
+func (b *Booking) IsToday(now time.Time) bool {
+	return b.Date == now.In(Shanghai).Format(time.DateOnly)
+}
+
 // ClosedDay is a day the center does not take checkups (a holiday).
 type ClosedDay struct {
 	Date      string `gorm:"primaryKey;size:10"`

@@ -61,11 +61,7 @@ func (f *FrontDesk) Search(ctx context.Context, q FrontDeskQuery) ([]model.Booki
 
 // Transition moves a booking through the front desk's steps.
 func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to string) (*model.Booking, error) {
-	from := map[string]string{
-		model.BookingCheckedIn: model.BookingBooked,
-		model.BookingCompleted: model.BookingCheckedIn,
-		model.BookingNoShow:    model.BookingBooked,
-	}[to]
+	from := model.BookingSteps[to]
 	if from == "" {
 		return nil, ErrBadTransition
 	}
@@ -77,13 +73,17 @@ func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to 
 	upd := map[string]any{"status": to}
 	switch to {
 	case model.BookingCheckedIn:
-		if b.Date != f.b.now().In(model.Shanghai).Format(time.DateOnly) {
-			return nil, model.NewError(model.KindRule, "not_today", "只能为当天的预约办理签到")
+		if !b.IsToday(now) {
+			return nil, ErrNotToday
 		}
 		upd["checked_in_at"] = now
 	case model.BookingCompleted:
 		upd["completed_at"] = now
 	case model.BookingNoShow:
+		// Nobody misses a checkup before its day has begun.
+		if !b.DayBegun(now) {
+			return nil, ErrDayNotBegun
+		}
 		upd["active_day"] = nil
 	}
 	err := f.b.db.InTx(ctx, func(ctx context.Context) error {
@@ -106,6 +106,56 @@ func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to 
 	}
 	f.b.out.Wake(ctx)
 	_ = f.audit.Record(ctx, by, "booking."+to, &b.PatientID, fmt.Sprintf("booking %d", id))
+	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// Errors of the front desk.
+var (
+	ErrNotToday    = model.NewError(model.KindRule, "not_today", "只能为当天的预约办理签到")
+	ErrDayNotBegun = model.NewError(model.KindRule, "day_not_begun", "预约当天开始后才能标记爽约")
+	ErrNotUndoable = model.NewError(model.KindConflict, "not_undoable", "只能在预约当天撤销签到或爽约")
+)
+
+// Undo takes back a check-in or a no-show on the booking's own day: the
+// booking is "booked" again (holding its day), a pending "missed" notice
+// is cancelled. Audited.
+func (f *FrontDesk) Undo(ctx context.Context, by Principal, id uint64) (*model.Booking, error) {
+	var b model.Booking
+	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
+	now := f.b.now()
+	if !model.BookingUndoable[b.Status] || !b.IsToday(now) {
+		return nil, ErrNotUndoable
+	}
+	err := f.b.db.InTx(ctx, func(ctx context.Context) error {
+		db := f.b.db.Conn(ctx)
+		res := db.Model(&model.Booking{}).Where("id = ? AND status = ?", id, b.Status).
+			Updates(map[string]any{"status": model.BookingBooked, "active_day": b.Date, "checked_in_at": nil})
+		if model.IsDuplicate(res.Error) {
+			return ErrDuplicateBooking // the person booked again that day meanwhile
+		}
+		if res.Error != nil {
+			return fmt.Errorf("undo booking %d: %w", id, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return ErrNotUndoable // changed meanwhile
+		}
+		if b.Status == model.BookingNoShow {
+			if err := db.Model(&model.Notification{}).Where("dedupe_key = ? AND status IN ?",
+				notify.DedupeKey(notify.ReasonNoShow, b.PatientID, fmt.Sprintf("booking-%d", b.ID)), []string{model.NotifyPending, model.NotifyFailed}).
+				Updates(map[string]any{"status": model.NotifyCancelled, "last_error": "前台已撤销爽约"}).Error; err != nil {
+				return fmt.Errorf("cancel the missed notice of booking %d: %w", id, err)
+			}
+		}
+		return f.audit.Record(ctx, by, "booking.undo", &b.PatientID, fmt.Sprintf("booking %d: %s → booked", id, b.Status))
+	})
+	if err != nil {
+		return nil, err
+	}
 	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
 		return nil, err
 	}
