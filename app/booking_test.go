@@ -245,8 +245,8 @@ func TestStaffSchedules(t *testing.T) {
 	if items := slots.Body["items"].([]any); len(items) != 2 || items[0].(map[string]any)["capacity"].(float64) != 3 {
 		t.Fatalf("the vip package lists the vip schedule only: %s", slots.Raw)
 	}
-	if r := call(t, h, "POST", "/api/admin/closed-days", admin, map[string]any{"date": time.Now().In(model.Shanghai).AddDate(0, 0, 3).Format(time.DateOnly), "reason": "元旦"}); r.Status != 204 {
-		t.Fatalf("close day: %d", r.Status)
+	if r := call(t, h, "POST", "/api/admin/closed-days", admin, map[string]any{"date": time.Now().In(model.Shanghai).AddDate(0, 0, 3).Format(time.DateOnly), "reason": "元旦"}); r.Status != 200 || r.Body["cancelled_bookings"] != float64(0) {
+		t.Fatalf("close day: %d %s", r.Status, r.Raw)
 	}
 	pkg := anyPackage(t, a)
 	day3 := time.Now().In(model.Shanghai).AddDate(0, 0, 3).Format(time.DateOnly)
@@ -370,6 +370,73 @@ func TestNoShowAndUndo(t *testing.T) {
 		au := call(t, h, "GET", fmt.Sprintf("/api/admin/audit?patient_id=%d&action=booking.undo", pid), admin, nil)
 		if items := au.Body["items"].([]any); len(items) != 2 {
 			t.Fatalf("undo not audited: %s", au.Raw)
+		}
+	})
+}
+
+// Closing a day that has bookings is refused with their count, unless the
+// request cancels them: then each is cancelled at once, its seat and
+// coupon return and its patient is told.
+func TestClosingADayWithBookings(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		ctx := context.Background()
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		sl := testSlot(t, a, "06:00", 5)
+		var ids []uint64
+		var coupon float64
+		for i := 0; i < 3; i++ {
+			tok, pid := login(t, h, fmt.Sprintf("dev:closed%d", i))
+			body := map[string]any{"package_id": anyPackage(t, a).ID, "slot_id": sl.ID}
+			if i == 0 { // one pays with a coupon
+				rw, _ := a.Points.SaveReward(ctx, model.Reward{Name: "代金券", Kind: model.RewardCoupon, CostPoints: 10, Stock: 5, CouponValueFen: 1000, Active: true})
+				grantPoints(t, a, pid, 10)
+				coupon = redeemCall(t, a, tok, rw.ID, "c").Body["coupon"].(map[string]any)["id"].(float64)
+				body["coupon_id"] = coupon
+			}
+			r := bookCall(t, h, tok, "k", body)
+			if r.Status != 201 {
+				t.Fatalf("book: %d %s", r.Status, r.Raw)
+			}
+			ids = append(ids, uint64(r.Body["id"].(float64)))
+		}
+		var used model.Coupon
+		if a.DB.Gorm().Where("id = ?", uint64(coupon)).Take(&used); used.Status != model.CouponUsed {
+			t.Fatalf("the coupon was not used on the booking: %+v", used)
+		}
+		r := call(t, h, "POST", "/api/admin/closed-days", admin, map[string]any{"date": sl.Date, "reason": "设备检修"})
+		if r.Status != 409 || r.ErrCode() != "day_has_bookings" || r.Body["error"].(map[string]any)["details"].(map[string]any)["bookings"] != float64(3) {
+			t.Fatalf("close a day with bookings: %d %s", r.Status, r.Raw)
+		}
+		var n int64
+		a.DB.Gorm().Model(&model.ClosedDay{}).Where("date = ?", sl.Date).Count(&n)
+		var s model.Slot
+		a.DB.Gorm().Where("id = ?", sl.ID).Take(&s)
+		if n != 0 || s.Closed || s.Booked != 3 {
+			t.Fatalf("a refused close changed the day: closed days %d, slot %+v", n, s)
+		}
+		r = call(t, h, "POST", "/api/admin/closed-days", admin, map[string]any{"date": sl.Date, "reason": "设备检修", "cancel_bookings": true})
+		if r.Status != 200 || r.Body["cancelled_bookings"] != float64(3) {
+			t.Fatalf("close and cancel: %d %s", r.Status, r.Raw)
+		}
+		a.DB.Gorm().Where("id = ?", sl.ID).Take(&s)
+		if !s.Closed || s.Booked != 0 {
+			t.Fatalf("slot after closing: %+v", s)
+		}
+		for _, id := range ids {
+			var b model.Booking
+			a.DB.Gorm().Where("id = ?", id).Take(&b)
+			var told, reminders int64
+			a.DB.Gorm().Model(&model.Notification{}).Where("patient_id = ? AND reason = ? AND params LIKE ?", b.PatientID, notify.ReasonBookingCancelled, "%设备检修%").Count(&told)
+			a.DB.Gorm().Model(&model.Notification{}).Where("patient_id = ? AND reason = ? AND status = ?", b.PatientID, notify.ReasonCheckupReminder, model.NotifyPending).Count(&reminders)
+			if b.Status != model.BookingCancelled || b.ActiveDay != nil || told != 1 || reminders != 0 {
+				t.Errorf("booking %d after closing its day: %s, told %d, reminders pending %d", id, b.Status, told, reminders)
+			}
+		}
+		var c model.Coupon
+		a.DB.Gorm().Where("id = ?", uint64(coupon)).Take(&c)
+		if c.Status != model.CouponUnused || c.BookingID != nil {
+			t.Fatalf("the coupon did not return: %+v", c)
 		}
 	})
 }

@@ -309,6 +309,9 @@ func (h bookingHandlers) generate(c *gin.Context) {
 type closeDayRequest struct {
 	Date   string `json:"date" binding:"required"`
 	Reason string `json:"reason"`
+	// CancelBookings cancels the day's bookings (and tells their patients);
+	// without it a day with bookings is refused.
+	CancelBookings bool `json:"cancel_bookings"`
 }
 
 func (h bookingHandlers) closeDay(c *gin.Context) {
@@ -316,7 +319,12 @@ func (h bookingHandlers) closeDay(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	noContent(c, h.catalog.CloseDay(c.Request.Context(), req.Date, req.Reason))
+	day, n, err := h.b.CloseDay(c.Request.Context(), req.Date, req.Reason, req.CancelBookings)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"date": day.Date, "reason": day.Reason, "cancelled_bookings": n})
 }
 
 func (h bookingHandlers) openDay(c *gin.Context) {

@@ -44,8 +44,9 @@ type ErrorBody struct {
 
 // ErrorDetail is a stable code for programs and a Chinese message for people.
 type ErrorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details,omitempty"`
 }
 
 // errorMiddleware renders the last error a handler recorded with c.Error.
@@ -76,7 +77,7 @@ func errorMiddleware(log *slog.Logger) gin.HandlerFunc {
 		if status >= 500 {
 			log.ErrorContext(c.Request.Context(), "request failed", "err", err.Error(), "route", c.FullPath(), "request_id", c.GetString(requestIDKey))
 		}
-		c.JSON(status, ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message}})
+		c.JSON(status, ErrorBody{Error: ErrorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 	}
 }
 

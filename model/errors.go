@@ -31,6 +31,8 @@ type Error struct {
 	Kind    Kind
 	Code    string
 	Message string
+	// Details are machine-readable facts of this failure (a count, a field).
+	Details map[string]any
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -45,6 +47,11 @@ func (e *Error) Is(target error) bool {
 // WithMessage returns a copy of e that keeps its kind and code but says msg.
 func (e *Error) WithMessage(format string, args ...any) *Error {
 	return &Error{Kind: e.Kind, Code: e.Code, Message: fmt.Sprintf(format, args...)}
+}
+
+// WithDetails returns a copy of e carrying details.
+func (e *Error) WithDetails(d map[string]any) *Error {
+	return &Error{Kind: e.Kind, Code: e.Code, Message: e.Message, Details: d}
 }
 
 // NewError makes an Error of the given kind.

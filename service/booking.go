@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"careloop/model"
 	"careloop/notify"
@@ -481,6 +482,59 @@ func (s *Bookings) Cancel(ctx context.Context, p Principal, id uint64) (*model.B
 	}
 	s.out.Wake(ctx)
 	return s.Get(ctx, p, id)
+}
+
+// ErrDayHasBookings: closing a day that still has bookings needs the
+// request to cancel them.
+var ErrDayHasBookings = model.NewError(model.KindConflict, "day_has_bookings", "该日仍有预约，请先处理，或选择同时取消这些预约并通知患者")
+
+// CloseDay closes a day (a holiday): its slots take no new booking from
+// this moment. Bookings already made on it are refused (ErrDayHasBookings,
+// with their count) unless cancel is set: then each is cancelled in the same
+// transaction, its seat and coupon return and its patient is told. It
+// returns the closed day and how many bookings were cancelled.
+func (s *Bookings) CloseDay(ctx context.Context, date, reason string, cancel bool) (*model.ClosedDay, int, error) {
+	if _, err := time.Parse(time.DateOnly, date); err != nil {
+		return nil, 0, ErrBadSchedule
+	}
+	reason = truncate(strings.TrimSpace(reason), 60)
+	day := model.ClosedDay{Date: date, Reason: reason}
+	cancelled := 0
+	err := s.db.InTx(ctx, func(ctx context.Context) error {
+		db := s.db.Conn(ctx)
+		cancelled = 0
+		// Closing the slots first makes it take effect at once: the seat
+		// update refuses closed slots whatever a cache says, and on MySQL a
+		// booking racing this waits for the slot rows and then finds them closed.
+		if err := db.Model(&model.Slot{}).Where("date = ?", date).Update("closed", true).Error; err != nil {
+			return fmt.Errorf("close slots of %s: %w", date, err)
+		}
+		var open []model.Booking
+		if err := db.Where("date = ? AND status = ?", date, model.BookingBooked).Order("id").Find(&open).Error; err != nil {
+			return fmt.Errorf("bookings of %s: %w", date, err)
+		}
+		if len(open) > 0 && !cancel {
+			return ErrDayHasBookings.WithMessage("该日仍有 %d 个预约，请先处理，或选择同时取消这些预约并通知患者", len(open)).
+				WithDetails(map[string]any{"bookings": len(open)})
+		}
+		note := "医院当日停诊，请改约其他日期"
+		if reason != "" {
+			note = "因" + reason + "停诊，请改约其他日期"
+		}
+		for i := range open {
+			if err := s.cancelTx(ctx, &open[i], note, true); err != nil {
+				return err
+			}
+			cancelled++
+		}
+		return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&day).Error
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	s.cache.forget("closed:" + date)
+	s.out.Wake(ctx)
+	return &day, cancelled, nil
 }
 
 // cancelTx cancels booking b inside the caller's transaction: the seat and a

@@ -155,22 +155,6 @@ func capacityExpr(dialect string) string {
 	return "MAX(?, booked)"
 }
 
-// CloseDay closes a day (a holiday): no new bookings; existing ones stay
-// for staff to handle.
-func (c *Catalog) CloseDay(ctx context.Context, date, reason string) error {
-	if _, err := time.Parse(time.DateOnly, date); err != nil {
-		return ErrBadSchedule
-	}
-	return c.db.InTx(ctx, func(ctx context.Context) error {
-		if err := c.db.Conn(ctx).Clauses(clause.OnConflict{UpdateAll: true}).Create(&model.ClosedDay{Date: date, Reason: truncate(reason, 60)}).Error; err != nil {
-			return err
-		}
-		// Closing the slots too makes it take effect at once: the seat
-		// update refuses closed slots whatever a cache says.
-		return c.db.Conn(ctx).Model(&model.Slot{}).Where("date = ?", date).Update("closed", true).Error
-	})
-}
-
 // OpenDay reopens a closed day.
 func (c *Catalog) OpenDay(ctx context.Context, date string) error {
 	return c.db.InTx(ctx, func(ctx context.Context) error {
