@@ -160,7 +160,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.OA.Chat = a.Chat
 
 	if cfg.AdminUser != "" {
-		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin); err != nil {
+		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin, "管理员"); err != nil {
 			return nil, fmt.Errorf("ensure admin: %w", err)
 		}
 	}
@@ -236,6 +236,7 @@ const (
 	DemoAdminUser     = "admin"
 	DemoAdminPassword = "careloop-demo"
 	DemoDoctorUser    = "doctor"
+	DemoDoctorName    = "王医生"
 )
 
 func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
@@ -246,7 +247,7 @@ func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 		return err
 	}
 	if a.Cfg.AdminUser == "" {
-		if err := a.Auth.EnsureStaff(ctx, DemoAdminUser, DemoAdminPassword, model.RoleAdmin); err != nil {
+		if err := a.Auth.EnsureStaff(ctx, DemoAdminUser, DemoAdminPassword, model.RoleAdmin, "系统管理员"); err != nil {
 			return err
 		}
 		a.Log.Info("sandbox mode: demo staff admin ready", "username", DemoAdminUser, "password", DemoAdminPassword)

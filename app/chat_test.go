@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -930,5 +931,24 @@ func TestChatOASlowLinkAnswersInTime(t *testing.T) {
 			t.Fatal("the message was never filed")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The demo doctor is 王医生 as the README says, in the staff list and the
+// patients' list of doctors.
+func TestDemoDoctorHasItsName(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	var names []string
+	for _, it := range call(t, a.Router, "GET", "/api/admin/staff", admin, nil).Body["items"].([]any) {
+		names = append(names, it.(map[string]any)["name"].(string))
+	}
+	if !slices.Contains(names, "王医生") || slices.Contains(names, "doctor") {
+		t.Fatalf("staff names: %v", names)
+	}
+	tok, _ := login(t, a.Router, "dev:looking")
+	docs := call(t, a.Router, "GET", "/api/mp/doctors", tok, nil)
+	if !strings.Contains(string(docs.Raw), "王医生") {
+		t.Fatalf("doctors for patients: %s", docs.Raw)
 	}
 }

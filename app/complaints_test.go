@@ -40,6 +40,7 @@ func TestComplaintWorkflowAndKPI(t *testing.T) {
 		}
 		var mktID uint64
 		a.DB.Gorm().Model(&model.Staff{}).Where("username = ?", "kefu").Pluck("id", &mktID)
+		a.DB.Gorm().Model(&model.Staff{}).Where("id = ?", mktID).Update("name", "客服小李") // KPI shows display names
 		for _, b := range []map[string]any{
 			{"to": "assigned", "department": "前台", "assignee_id": mktID},
 			{"to": "investigating", "note": "调取监控"},
@@ -112,7 +113,7 @@ func TestComplaintWorkflowAndKPI(t *testing.T) {
 			if row["scope"] == "department" && row["name"] == "前台" {
 				dept = row
 			}
-			if row["scope"] == "staff" && row["name"] == "kefu" {
+			if row["scope"] == "staff" && row["name"] == "客服小李" {
 				person = row
 			}
 		}

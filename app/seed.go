@@ -56,7 +56,7 @@ func seedSurvey(ctx context.Context, db *model.DB, surveys *service.Surveys) err
 // seedChat gives the demo a doctor on duty, shared canned replies and an
 // after-chat survey, so that a conversation started in the demo is answered.
 func (a *App) seedChat(ctx context.Context) error {
-	if err := a.Auth.EnsureStaff(ctx, DemoDoctorUser, DemoAdminPassword, model.RoleDoctor); err != nil {
+	if err := a.Auth.EnsureStaff(ctx, DemoDoctorUser, DemoAdminPassword, model.RoleDoctor, DemoDoctorName); err != nil {
 		return err
 	}
 	var doc model.Staff
@@ -67,7 +67,6 @@ func (a *App) seedChat(ctx context.Context) error {
 	if err := a.DB.Conn(ctx).Model(&model.DoctorDuty{}).Where("staff_id = ?", doc.ID).Count(&duties).Error; err != nil || duties > 0 {
 		return err // set up before: keep what the demo user changed
 	}
-	a.DB.Conn(ctx).Model(&model.Staff{}).Where("id = ? AND name = ?", doc.ID, "").Update("name", "王医生")
 	if err := a.Chat.SetDuty(ctx, doc.ID, "体检中心", true); err != nil {
 		return err
 	}

@@ -60,6 +60,15 @@ type Staff struct {
 	UpdatedAt    time.Time
 }
 
+// DisplayName is how people see a staff member: their name, else the
+// username.
+func (s *Staff) DisplayName() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return s.Username
+}
+
 // Subject kinds of a session.
 const (
 	SubjectPatient = "patient"

@@ -213,7 +213,7 @@ var dummyHash = sync.OnceValue(func() string {
 })
 
 // EnsureStaff makes sure the staff account exists with this password and role.
-func (a *Auth) EnsureStaff(ctx context.Context, username, password, role string) error {
+func (a *Auth) EnsureStaff(ctx context.Context, username, password, role, name string) error {
 	if !model.ValidRole(role) {
 		return fmt.Errorf("ensure staff: bad role %q", role)
 	}
@@ -221,11 +221,19 @@ func (a *Auth) EnsureStaff(ctx context.Context, username, password, role string)
 	if err != nil {
 		return err
 	}
-	st := model.Staff{Username: username, PasswordHash: hash, Role: role, Name: username}
-	return a.db.Conn(ctx).Clauses(clause.OnConflict{
+	if name == "" {
+		name = username
+	}
+	st := model.Staff{Username: username, PasswordHash: hash, Role: role, Name: name}
+	if err := a.db.Conn(ctx).Clauses(clause.OnConflict{
 		Columns:   []clause.Column{{Name: "username"}},
 		DoUpdates: clause.AssignmentColumns([]string{"password_hash", "role", "updated_at"}),
-	}).Create(&st).Error
+	}).Create(&st).Error; err != nil {
+		return fmt.Errorf("ensure staff %s: %w", username, err)
+	}
+	// A name nobody gave (empty, or the username an older version set) becomes the display name.
+	return a.db.Conn(ctx).Model(&model.Staff{}).Where("username = ? AND (name = '' OR name = username)", username).
+		Update("name", name).Error
 }
 
 // Token layout: base64url(session id 16 bytes | expiry unix 8 bytes) "." base64url(HMAC-SHA256).

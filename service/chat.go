@@ -699,16 +699,9 @@ func (s *Chat) staffNamesByID(ctx context.Context, ids []uint64) map[uint64]stri
 	var staff []model.Staff
 	s.db.Conn(ctx).Select("id", "name", "username").Where("id IN ?", ids).Find(&staff)
 	for _, st := range staff {
-		names[st.ID] = staffName(st)
+		names[st.ID] = st.DisplayName()
 	}
 	return names
-}
-
-func staffName(st model.Staff) string {
-	if st.Name != "" {
-		return st.Name
-	}
-	return st.Username
 }
 
 func (s *Chat) view(ctx context.Context, m *model.ChatMessage) *ChatMessage {

@@ -57,12 +57,12 @@ func KPI(ctx context.Context, db *model.DB, from, to time.Time) ([]KPIRow, error
 		return rows[k]
 	}
 	var staff []model.Staff
-	if err := db.Conn(ctx).Select("id", "username").Find(&staff).Error; err != nil {
+	if err := db.Conn(ctx).Select("id", "name", "username").Find(&staff).Error; err != nil {
 		return nil, err
 	}
 	names := map[uint64]string{}
 	for _, s := range staff {
-		names[s.ID] = s.Username
+		names[s.ID] = s.DisplayName()
 	}
 	staffRow := func(id uint64) *acc { return get("staff", names[id], id) }
 
