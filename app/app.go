@@ -146,6 +146,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.MySQLDSN != "" {
 		files = service.DBFiles{DB: a.DB}
 	}
+	if err := service.BackfillPhoneTails(ctx, a.DB, sealer); err != nil {
+		return nil, err
+	}
 	patientData := service.NewPatientData(a.DB, sealer, files, a.Bookings, log, nil)
 	phones := service.NewPhones(a.DB, a.WX, sealer, patientData)
 	a.Reports = service.NewReports(a.DB, sealer, files, a.Outbox, a.Bookings, audit, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -437,6 +438,55 @@ func TestClosingADayWithBookings(t *testing.T) {
 		a.DB.Gorm().Where("id = ?", uint64(coupon)).Take(&c)
 		if c.Status != model.CouponUnused || c.BookingID != nil {
 			t.Fatalf("the coupon did not return: %+v", c)
+		}
+	})
+}
+
+// The front desk finds a patient's bookings by phone tail, HIS id and name,
+// and the day list says who comes, with a masked phone.
+func TestFrontDeskSearch(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		desk := newStaff(t, a, admin, "desk", "frontdesk")
+		tok, pid := login(t, h, "dev:searched")
+		call(t, h, "PUT", "/api/mp/me", tok, map[string]any{"name": "赵晓燕"})
+		if r := call(t, h, "POST", "/api/mp/phone", tok, map[string]string{"code": "dev:13912345678"}); r.Status != 200 {
+			t.Fatalf("bind: %d %s", r.Status, r.Raw)
+		}
+		a.DB.Gorm().Model(&model.Patient{}).Where("id = ?", pid).Update("his_id", "HIS-5566")
+		fm := call(t, h, "POST", "/api/mp/family", tok, map[string]any{"name": "赵妈妈", "relation": "parent", "gender": "female", "phone": "13700001111"})
+		sl := testSlot(t, a, "06:00", 5)
+		mine := bookCall(t, h, tok, "s1", map[string]any{"package_id": anyPackage(t, a).ID, "slot_id": sl.ID})
+		sl2 := testSlot(t, a, "06:30", 5)
+		mum := bookCall(t, h, tok, "s2", map[string]any{"package_id": anyPackage(t, a).ID, "slot_id": sl2.ID, "family_member_id": fm.Body["id"]})
+		if mine.Status != 201 || mum.Status != 201 {
+			t.Fatalf("book: %s %s", mine.Raw, mum.Raw)
+		}
+		find := func(q string) []any {
+			t.Helper()
+			r := call(t, h, "GET", "/api/admin/bookings?q="+url.QueryEscape(q), desk, nil)
+			if r.Status != 200 {
+				t.Fatalf("search %q: %d %s", q, r.Status, r.Raw)
+			}
+			return r.Body["items"].([]any)
+		}
+		for q, want := range map[string]int{"5678": 1, "1111": 1, "HIS-5566": 1, "赵晓": 1, "赵": 2, "13912345678": 2, mine.Body["code"].(string): 1, "0000": 0, "钱": 0} {
+			if got := find(q); len(got) != want {
+				t.Errorf("search %q: %d bookings, want %d: %v", q, len(got), want, got)
+			}
+		}
+		day := call(t, h, "GET", "/api/admin/bookings?date="+sl.Date, desk, nil).Body["items"].([]any)
+		people := map[string]string{}
+		for _, it := range day {
+			m := it.(map[string]any)
+			people[m["person_name"].(string)] = m["phone"].(string)
+		}
+		if people["赵晓燕"] != "139****5678" || people["赵妈妈"] != "137****1111" {
+			t.Fatalf("the day list does not say who comes: %v", day)
+		}
+		if r := call(t, h, "GET", "/api/mp/bookings", tok, nil); strings.Contains(string(r.Raw), "person_name") {
+			t.Fatalf("the patient's list carries staff fields: %s", r.Raw)
 		}
 	})
 }

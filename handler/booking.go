@@ -118,16 +118,22 @@ type BookingDTO struct {
 	End            string  `json:"end"`
 	PriceFen       int64   `json:"price_fen"`
 	CreatedAt      string  `json:"created_at"`
+	// PersonName and Phone (masked): who comes, for the front desk.
+	PersonName string `json:"person_name,omitempty"`
+	Phone      string `json:"phone,omitempty"`
 }
 
 func bookingDTO(v service.BookingView) BookingDTO {
 	return BookingDTO{ID: v.ID, Status: v.Status, Code: v.Code, SlotID: v.SlotID, PackageID: v.PackageID, PackageName: v.PackageName,
 		FamilyMemberID: v.FamilyMemberID, PatientID: v.PatientID, Date: v.Date, Start: v.Start, End: v.End, PriceFen: v.PriceFen,
-		CreatedAt: model.LocalTime(v.CreatedAt)}
+		CreatedAt: model.LocalTime(v.CreatedAt), PersonName: v.PersonName, Phone: v.Phone}
 }
 
 func (h bookingHandlers) render(c *gin.Context, status int, bs ...model.Booking) {
 	vs, err := h.b.Views(c.Request.Context(), bs)
+	if err == nil && principal(c).IsStaff() {
+		err = h.desk.People(c.Request.Context(), vs)
+	}
 	if err != nil {
 		fail(c, err)
 		return
@@ -332,7 +338,7 @@ func (h bookingHandlers) openDay(c *gin.Context) {
 }
 
 func (h bookingHandlers) search(c *gin.Context) {
-	q := service.FrontDeskQuery{Date: c.Query("date"), Phone: c.Query("phone"), Code: c.Query("code"), Status: c.Query("status")}
+	q := service.FrontDeskQuery{Date: c.Query("date"), Phone: c.Query("phone"), Code: c.Query("code"), Status: c.Query("status"), Q: c.Query("q")}
 	q.SlotID, _ = strconv.ParseUint(c.Query("slot_id"), 10, 64)
 	bs, err := h.desk.Search(c.Request.Context(), q)
 	if err != nil {

@@ -12,7 +12,10 @@ type Patient struct {
 	HISID     *string `gorm:"column:his_id;size:64;uniqueIndex"`
 	PhoneHash *string `gorm:"size:64;uniqueIndex"`
 	PhoneEnc  []byte  `gorm:"type:blob"`
-	Name      string  `gorm:"size:64"`
+	// PhoneTail is the phone's last four digits (尾号), for the front desk's
+	// search; not enough to identify anyone.
+	PhoneTail string `gorm:"size:4;index"`
+	Name      string `gorm:"size:64"`
 	Gender    string  `gorm:"size:8;default:unknown"` // male, female, unknown
 	BirthDate *time.Time
 	Region    string `gorm:"size:128"`
@@ -29,6 +32,14 @@ type Patient struct {
 	RetainedUntil *time.Time
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+}
+
+// Tail is the last four digits of a phone number.
+func Tail(phone string) string {
+	if len(phone) < 4 {
+		return ""
+	}
+	return phone[len(phone)-4:]
 }
 
 // Staff roles.

@@ -21,6 +21,7 @@ type FamilyMember struct {
 	BirthDate *time.Time
 	PhoneHash *string `gorm:"size:64;index"`
 	PhoneEnc  []byte  `gorm:"type:blob"`
+	PhoneTail string  `gorm:"size:4;index"`
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }

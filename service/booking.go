@@ -655,6 +655,8 @@ type BookingView struct {
 	model.Booking
 	Start, End  string
 	PackageName string
+	// PersonName and Phone (masked) are who comes: filled for the front desk.
+	PersonName, Phone string
 }
 
 // Views joins bookings with their slots and packages: from the short-lived

@@ -55,13 +55,13 @@ func (s *Family) fill(m *model.FamilyMember, in FamilyInput) error {
 		return err
 	}
 	m.Name, m.Relation, m.Gender, m.BirthDate = name, in.Relation, g, d
-	m.PhoneHash, m.PhoneEnc = nil, nil
+	m.PhoneHash, m.PhoneEnc, m.PhoneTail = nil, nil, ""
 	if in.Phone != "" {
 		if !mainlandMobile.MatchString(in.Phone) {
 			return ErrInvalidPhone
 		}
 		h := s.sealer.Hash(in.Phone)
-		m.PhoneHash, m.PhoneEnc = &h, s.sealer.Seal([]byte(in.Phone))
+		m.PhoneHash, m.PhoneEnc, m.PhoneTail = &h, s.sealer.Seal([]byte(in.Phone)), model.Tail(in.Phone)
 	}
 	return nil
 }
@@ -114,7 +114,7 @@ func (s *Family) Update(ctx context.Context, p Principal, id uint64, in FamilyIn
 	if err := s.fill(m, in); err != nil {
 		return nil, err
 	}
-	if err := s.db.Conn(ctx).Select("name", "relation", "gender", "birth_date", "phone_hash", "phone_enc", "updated_at").
+	if err := s.db.Conn(ctx).Select("name", "relation", "gender", "birth_date", "phone_hash", "phone_enc", "phone_tail", "updated_at").
 		Where("owner_id = ?", p.ID).Updates(m).Error; err != nil {
 		return nil, err
 	}

@@ -3,8 +3,11 @@ package service
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
+
+	"gorm.io/gorm"
 
 	"careloop/model"
 	"careloop/notify"
@@ -17,7 +20,15 @@ type FrontDeskQuery struct {
 	Phone  string
 	Code   string
 	Status string
+	// Q is the one search box: a booking code, a full phone, its last four
+	// digits (尾号), an ID card, a HIS id or a name.
+	Q string
 }
+
+var (
+	bookingCodeRe = regexp.MustCompile(`^[A-Z0-9]{8}$`)
+	phoneTailRe   = regexp.MustCompile(`^\d{4}$`)
+)
 
 // FrontDesk is the front desk's work on bookings.
 type FrontDesk struct {
@@ -34,7 +45,21 @@ func NewFrontDesk(b *Bookings, sealer *Sealer, audit *Audit) *FrontDesk {
 // Search lists bookings by day and slot, or finds them by phone or code.
 func (f *FrontDesk) Search(ctx context.Context, q FrontDeskQuery) ([]model.Booking, error) {
 	db := f.b.db.Conn(ctx).Model(&model.Booking{})
+	q.Q = strings.TrimSpace(q.Q)
+	switch up := strings.ToUpper(q.Q); {
+	case q.Q == "":
+	case mainlandMobile.MatchString(q.Q):
+		q.Phone = q.Q
+	case bookingCodeRe.MatchString(up) && !phoneTailRe.MatchString(q.Q):
+		q.Code = up
+	}
 	switch {
+	case q.Q != "" && q.Phone == "" && q.Code == "":
+		// The person who comes: the patient themself, or a family member.
+		db = db.Where("(family_member_id IS NULL AND patient_id IN (?)) OR family_member_id IN (?)", f.patientsMatching(ctx, q.Q), f.familyMatching(ctx, q.Q))
+		if q.Date != "" {
+			db = db.Where("date = ?", q.Date)
+		}
 	case strings.TrimSpace(q.Code) != "":
 		db = db.Where("code = ?", strings.ToUpper(strings.TrimSpace(q.Code)))
 	case strings.TrimSpace(q.Phone) != "":
@@ -57,6 +82,69 @@ func (f *FrontDesk) Search(ctx context.Context, q FrontDeskQuery) ([]model.Booki
 	var out []model.Booking
 	err := db.Order("date, slot_id, id").Limit(500).Find(&out).Error
 	return out, err
+}
+
+// patientsMatching selects the ids of patients a search box text names: by
+// phone tail, HIS id or name (exact, else the start of it).
+func (f *FrontDesk) patientsMatching(ctx context.Context, q string) *gorm.DB {
+	db := f.b.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("erased_at IS NULL")
+	if phoneTailRe.MatchString(q) {
+		return db.Where("phone_tail = ? OR his_id = ?", q, q)
+	}
+	return db.Where("his_id = ? OR name LIKE ?", q, likePrefix(q))
+}
+
+// familyMatching is patientsMatching for family members (phone tail, name).
+func (f *FrontDesk) familyMatching(ctx context.Context, q string) *gorm.DB {
+	db := f.b.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id")
+	if phoneTailRe.MatchString(q) {
+		return db.Where("phone_tail = ?", q)
+	}
+	return db.Where("name LIKE ?", likePrefix(q))
+}
+
+// likePrefix is a LIKE pattern for text starting with s.
+func likePrefix(s string) string { return likeEscape(s) + "%" }
+
+// People fills in who comes to each booking: the family member's or the
+// patient's name and masked phone (two queries for the whole list).
+func (f *FrontDesk) People(ctx context.Context, vs []BookingView) error {
+	var pids, fids []uint64
+	for _, v := range vs {
+		if v.FamilyMemberID != nil {
+			fids = append(fids, *v.FamilyMemberID)
+		} else {
+			pids = append(pids, v.PatientID)
+		}
+	}
+	type who struct{ name, phone string }
+	pats, fams := map[uint64]who{}, map[uint64]who{}
+	if len(pids) > 0 {
+		var ps []model.Patient
+		if err := f.b.db.Conn(ctx).Select("id", "name", "phone_enc").Where("id IN ?", pids).Find(&ps).Error; err != nil {
+			return fmt.Errorf("front desk: patients: %w", err)
+		}
+		for _, p := range ps {
+			pats[p.ID] = who{p.Name, MaskPhone(f.sealer.OpenString(p.PhoneEnc))}
+		}
+	}
+	if len(fids) > 0 {
+		var ms []model.FamilyMember
+		if err := f.b.db.Conn(ctx).Select("id", "name", "phone_enc").Where("id IN ?", fids).Find(&ms).Error; err != nil {
+			return fmt.Errorf("front desk: family members: %w", err)
+		}
+		for _, m := range ms {
+			fams[m.ID] = who{m.Name, MaskPhone(f.sealer.OpenString(m.PhoneEnc))}
+		}
+	}
+	for i := range vs {
+		w := pats[vs[i].PatientID]
+		if vs[i].FamilyMemberID != nil {
+			w = fams[*vs[i].FamilyMemberID]
+		}
+		vs[i].PersonName, vs[i].Phone = w.name, w.phone
+	}
+	return nil
 }
 
 // Transition moves a booking through the front desk's steps.

@@ -262,7 +262,7 @@ func (im *Importer) flush(ctx context.Context, batch []importRow, rep *ImportRep
 				}
 				if r.phoneHash != "" {
 					h := r.phoneHash
-					np.PhoneHash, np.PhoneEnc = &h, im.sealer.Seal([]byte(r.phone))
+					np.PhoneHash, np.PhoneEnc, np.PhoneTail = &h, im.sealer.Seal([]byte(r.phone)), model.Tail(r.phone)
 				}
 				fresh = append(fresh, np)
 				continue
@@ -310,6 +310,7 @@ func (im *Importer) changes(p *model.Patient, r importRow) map[string]any {
 	if r.phoneHash != "" && p.PhoneHash == nil {
 		upd["phone_hash"] = r.phoneHash
 		upd["phone_enc"] = im.sealer.Seal([]byte(r.phone))
+		upd["phone_tail"] = model.Tail(r.phone)
 	}
 	if r.src != "" && p.Source == "" {
 		upd["source"] = r.src

@@ -46,6 +46,11 @@ func MaskPhone(p string) string {
 	return p[:3] + "****" + p[len(p)-4:]
 }
 
+// likeEscape makes s match itself in a LIKE pattern.
+func likeEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(s)
+}
+
 // PatientQuery searches patients.
 type PatientQuery struct {
 	Name   string
@@ -59,8 +64,7 @@ type PatientQuery struct {
 func (s *PatientAdmin) Search(ctx context.Context, by Principal, q PatientQuery) ([]model.Patient, string, error) {
 	db := s.db.Conn(ctx).Model(&model.Patient{}).Where("patients.erased_at IS NULL")
 	if n := strings.TrimSpace(q.Name); n != "" {
-		n = strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(n)
-		db = db.Where("patients.name LIKE ?", "%"+n+"%")
+		db = db.Where("patients.name LIKE ?", "%"+likeEscape(n)+"%")
 	}
 	if ph := strings.TrimSpace(q.Phone); ph != "" {
 		db = db.Where("patients.phone_hash = ?", s.profile.sealer.Hash(ph))

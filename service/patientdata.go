@@ -685,7 +685,7 @@ func (s *PatientData) erasePatient(_ context.Context, db *gorm.DB, pt *model.Pat
 	}
 	plain, _ := json.Marshal(ident)
 	return db.Model(&model.Patient{}).Where("id = ?", pt.ID).Updates(map[string]any{
-		"open_id": nil, "union_id": nil, "his_id": nil, "phone_hash": nil, "phone_enc": nil,
+		"open_id": nil, "union_id": nil, "his_id": nil, "phone_hash": nil, "phone_enc": nil, "phone_tail": "",
 		"name": "已注销用户", "gender": "unknown", "birth_date": nil, "region": "", "source": "",
 		"erased_at": now, "retained_enc": s.sealer.Seal(plain), "retained_until": model.RetainUntil(now),
 	}).Error

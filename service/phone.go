@@ -71,7 +71,7 @@ func (s *Phones) Bind(ctx context.Context, p Principal, code string) (*model.Pat
 		switch {
 		case errors.Is(err, gorm.ErrRecordNotFound):
 			res := s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ?", p.ID).
-				Updates(map[string]any{"phone_hash": hash, "phone_enc": s.sealer.Seal([]byte(phone))})
+				Updates(map[string]any{"phone_hash": hash, "phone_enc": s.sealer.Seal([]byte(phone)), "phone_tail": model.Tail(phone)})
 			if model.IsDuplicate(res.Error) {
 				continue // bound by someone else meanwhile: look again
 			}
@@ -97,4 +97,34 @@ func (s *Phones) load(ctx context.Context, id uint64) (*model.Patient, error) {
 		return nil, model.NotFound(err)
 	}
 	return &pt, nil
+}
+
+// BackfillPhoneTails fills the last four digits of phones stored before
+// they were kept (patients and family members); a no-op once done.
+func BackfillPhoneTails(ctx context.Context, db *model.DB, sealer *Sealer) error {
+	for _, m := range []any{&model.Patient{}, &model.FamilyMember{}} {
+		for {
+			var rows []struct {
+				ID       uint64
+				PhoneEnc []byte
+			}
+			if err := db.Conn(ctx).Model(m).Select("id", "phone_enc").Where("phone_enc IS NOT NULL AND phone_tail = ''").
+				Limit(500).Find(&rows).Error; err != nil {
+				return fmt.Errorf("backfill phone tails of %s: %w", db.TableOf(m), err)
+			}
+			for _, r := range rows {
+				tail := model.Tail(sealer.OpenString(r.PhoneEnc))
+				if tail == "" {
+					tail = "-" // unreadable: do not look again
+				}
+				if err := db.Conn(ctx).Model(m).Where("id = ?", r.ID).Update("phone_tail", tail).Error; err != nil {
+					return fmt.Errorf("backfill phone tail of %s %d: %w", db.TableOf(m), r.ID, err)
+				}
+			}
+			if len(rows) < 500 {
+				break
+			}
+		}
+	}
+	return nil
 }
