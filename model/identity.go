@@ -16,7 +16,7 @@ type Patient struct {
 	// search; not enough to identify anyone.
 	PhoneTail string `gorm:"size:4;index"`
 	Name      string `gorm:"size:64"`
-	Gender    string  `gorm:"size:8;default:unknown"` // male, female, unknown
+	Gender    string `gorm:"size:8;default:unknown"` // male, female, unknown
 	BirthDate *time.Time
 	Region    string `gorm:"size:128"`
 	// Source is the first touch: a QR scene, a campaign, a referral.
