@@ -821,6 +821,15 @@ func TestChatOAImageFromStranger(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("the keyword was routed to the chat: %d messages", n)
 		}
+		// A "contains" keyword is matched before the message is filed too.
+		call(t, a.Router, "POST", "/api/admin/oa/auto-replies", admin, map[string]any{"keyword": "停车", "match": "contains", "reply": "院内地下停车场，体检客户免费 2 小时"})
+		if r := postCallback(t, a, build(t, a, wxsandbox.TextMessage("wx-stranger", "请问你们那里停车方便吗", 7003, now), true, now)); r.Status != 200 {
+			t.Fatalf("contains keyword: %d %s", r.Status, r.Raw)
+		}
+		a.DB.Gorm().Model(&model.ChatMessage{}).Count(&n)
+		if n != 1 {
+			t.Fatalf("a contains keyword was filed into the chat: %d messages", n)
+		}
 	})
 }
 

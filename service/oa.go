@@ -109,8 +109,10 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (string, error) {
 		s.OnUserMessage(m.From)
 	}
 	if m.Type == "text" {
-		if r := s.autoReply(ctx, m.Content, true); r != "" {
-			return r, nil // an exact keyword is a command, not a question for a doctor
+		// A keyword (exact, then contains) is answered by its reply, not
+		// filed as a question for a doctor.
+		if r := s.autoReply(ctx, m.Content, false); r != "" {
+			return r, nil
 		}
 	}
 	reply := ""
@@ -123,9 +125,6 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (string, error) {
 		if reply, err = s.Chat.FromOA(ctx, m.From, m.DedupeKey, m.Type, content); err != nil {
 			return "", err
 		}
-	}
-	if reply == "" && m.Type == "text" {
-		reply = s.autoReply(ctx, m.Content, false)
 	}
 	return reply, nil
 }
