@@ -274,7 +274,7 @@ func TestChatFromOfficialAccountEndToEnd(t *testing.T) {
 		if tm = sandboxSends(a, wxsandbox.APITemplateSend, oaID); len(tm) != 1 {
 			t.Fatalf("template notices: %d, want the first only", len(tm))
 		}
-		if n := lastNotification(t, a, alice); n.Status != model.NotifyCancelled || !strings.Contains(n.LastError, "not repeated") {
+		if n := lastNotification(t, a, alice); n.Status != model.NotifyCancelled || !strings.Contains(n.LastError, "不再重复") {
 			t.Fatalf("second notice: %s %s", n.Status, n.LastError)
 		}
 		// An hour later (as far as notices go), a reply is a notice again.

@@ -256,7 +256,7 @@ func TestUnmatchedReportsAndTrends(t *testing.T) {
 		// A second year's report, matched by phone once the patient binds it.
 		call(t, h, "POST", "/api/mp/phone", tok, map[string]string{"code": "dev:13700000001"})
 		body := reportBody("R-201", "", "13700000001", "12.4", false, false)
-		body = []byte(strings.Replace(string(body), "2026-11-20", "2027-11-20", 1))
+		body = []byte(strings.Replace(string(body), "2026-11-20", time.Now().In(model.Shanghai).Format(time.DateOnly), 1))
 		if r := ingest(t, h, "peis", peisSecret, time.Now(), body); r.Body["matched"] != true {
 			t.Fatalf("by phone: %s", r.Raw)
 		}

@@ -102,12 +102,16 @@ func (h notifyHandlers) setPreferences(c *gin.Context) {
 	var req struct {
 		Care      *bool `json:"care"`
 		Marketing *bool `json:"marketing"`
+		// Service and urgent notices cannot be turned off: naming them is refused.
+		Service *bool `json:"service"`
+		Urgent  *bool `json:"urgent"`
 	}
 	if !bindJSON(c, &req) {
 		return
 	}
 	p := principal(c)
-	for cat, receive := range map[string]*bool{model.CategoryCare: req.Care, model.CategoryMarketing: req.Marketing} {
+	for cat, receive := range map[string]*bool{model.CategoryCare: req.Care, model.CategoryMarketing: req.Marketing,
+		model.CategoryService: req.Service, model.CategoryUrgent: req.Urgent} {
 		if receive == nil {
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -33,6 +34,18 @@ type sendError interface {
 	WeChatCode() int
 	Retryable() bool
 	OutcomeUnknown() bool
+	// Chinese says what went wrong for staff, with the errcode.
+	Chinese() string
+}
+
+// staffReason is err as staff read it in last_error: WeChat's answer in
+// Chinese with its errcode, anything else as an internal error.
+func staffReason(err error) string {
+	var se sendError
+	if errors.As(err, &se) {
+		return se.Chinese()
+	}
+	return "内部错误（将重试）：" + truncate(err.Error(), 200)
 }
 
 // Coordinator is the shared state the dispatcher uses (coord.Store
@@ -271,10 +284,10 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 	}
 	db.Model(&model.Notification{}).Where("status = ? AND lease_until < ? AND channel = ?", model.NotifySending, now, ChannelOATemplate).
 		Updates(map[string]any{"status": model.NotifyPending, "claim_token": "", "lease_until": nil,
-			"last_error": "worker stopped mid-send; resent with the same client_msg_id"})
+			"last_error": "发送中工作进程中断；以相同 client_msg_id 重发"})
 	db.Model(&model.Notification{}).Where("status = ? AND lease_until < ? AND channel <> ?", model.NotifySending, now, ChannelOATemplate).
 		Updates(map[string]any{"status": model.NotifyDead, "claim_token": "", "lease_until": nil,
-			"last_error": "outcome unknown: the worker stopped mid-send; not resent to avoid a duplicate (retry by hand if needed)"})
+			"last_error": "发送中工作进程中断，结果未知；为免重复不再重发（如需可手动重试）"})
 }
 
 // recipient is what delivery needs to know about the patient.
@@ -320,12 +333,12 @@ func (d *Dispatcher) recipients(ctx context.Context, rows []model.Notification) 
 		return nil, err
 	}
 	for _, id := range ids {
-		out[id] = recipient{cancel: "patient no longer exists"}
+		out[id] = recipient{cancel: "患者记录已不存在"}
 	}
 	for _, p := range patients {
 		rc := recipient{}
 		if p.ErasedAt != nil {
-			rc.cancel = "patient erased their data"
+			rc.cancel = "患者已注销"
 		} else if p.OpenID != nil {
 			rc.openID = *p.OpenID
 		}
@@ -394,9 +407,9 @@ func (rc recipient) cancelReason(n *model.Notification) string {
 	case rc.cancel != "":
 		return rc.cancel
 	case n.Category == model.CategoryMarketing && !rc.marketing:
-		return "no marketing consent"
+		return "患者未同意接收营销消息"
 	case (n.Category == model.CategoryCare || n.Category == model.CategoryMarketing) && rc.optOut[n.Category]:
-		return "patient opted out of " + n.Category + " notices"
+		return "患者已关闭" + categoryName[n.Category] + "通知"
 	}
 	return ""
 }
@@ -411,14 +424,14 @@ func (d *Dispatcher) deliver(ctx context.Context, n *model.Notification, rc reci
 func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc recipient) error {
 	r, ok := d.cfg.reason(n.Reason)
 	if !ok {
-		return d.finish(ctx, n, model.NotifyDead, "no configuration for reason "+n.Reason)
+		return d.finish(ctx, n, model.NotifyDead, "未配置此类通知："+n.Reason)
 	}
 	if why := rc.cancelReason(n); why != "" {
 		return d.finish(ctx, n, model.NotifyCancelled, why)
 	}
 	var err error
 	if due := d.cfg.afterQuiet(n.Category, d.now()); due.After(d.now()) {
-		return d.reschedule(ctx, n, due, "quiet hours")
+		return d.reschedule(ctx, n, due, "免打扰时段，稍后发送")
 	}
 	var params map[string]string
 	_ = json.Unmarshal([]byte(n.Params), &params)
@@ -433,58 +446,58 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 			noticeChecked = true
 			if at, found := d.recentNotice(ctx, n, within); found {
 				return d.finish(ctx, n, model.NotifyCancelled, strings.Join(append(notes,
-					"a notice of the same kind went out at "+at.In(model.Shanghai).Format("15:04")+"; not repeated"), "; "))
+					"同类通知已于 "+at.In(model.Shanghai).Format("15:04")+" 发出，不再重复"), "; "))
 			}
 		}
 		var to string
 		switch ch.Channel {
 		case ChannelSubscribe:
 			if rc.openID == "" {
-				notes = append(notes, "subscribe: patient has no mini-program openid")
+				notes = append(notes, "订阅消息：患者没有小程序 openid")
 				continue
 			}
 			if !ch.LongTerm {
 				if rc.credits[ch.TemplateID] <= 0 {
 					// Known empty when the batch was loaded: no write needed.
-					notes = append(notes, "subscribe: the patient has not accepted this message")
+					notes = append(notes, "订阅消息：患者未订阅此消息")
 					continue
 				}
 				ok, err := d.takeCredit(ctx, n.PatientID, ch.TemplateID)
 				if err != nil {
-					return d.retry(ctx, n, "subscribe credit: "+err.Error(), false)
+					return d.retry(ctx, n, "订阅次数："+staffReason(err), false)
 				}
 				if !ok {
-					notes = append(notes, "subscribe: the patient has not accepted this message")
+					notes = append(notes, "订阅消息：患者未订阅此消息")
 					continue
 				}
 			}
 			to = rc.openID
 		case ChannelOATemplate:
 			if rc.oaOpenID == "" {
-				notes = append(notes, "template: patient does not follow the official account")
+				notes = append(notes, "模板消息：患者未关注公众号")
 				continue
 			}
 			to = rc.oaOpenID
 		case ChannelCustomer:
 			if rc.oaOpenID == "" {
-				notes = append(notes, "customer: patient does not follow the official account")
+				notes = append(notes, "客服消息：患者未关注公众号")
 				continue
 			}
 			if !rc.window {
-				notes = append(notes, "customer: outside WeChat's 48-hour window")
+				notes = append(notes, "客服消息：已超出 48 小时时限")
 				continue
 			}
 			ok, err := d.takeWindow(ctx, rc.oaOpenID)
 			if err != nil {
-				return d.retry(ctx, n, "customer window: "+err.Error(), false)
+				return d.retry(ctx, n, "客服消息时限："+staffReason(err), false)
 			}
 			if !ok {
-				notes = append(notes, "customer: window closed or its 5 messages used")
+				notes = append(notes, "客服消息：时限已过或 5 条已用完")
 				continue
 			}
 			to = rc.oaOpenID
 		default:
-			notes = append(notes, "unknown channel "+ch.Channel)
+			notes = append(notes, "未知渠道 "+ch.Channel)
 			continue
 		}
 		if until, held := d.held(ctx, api); held {
@@ -492,7 +505,7 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 			if heldUntil.IsZero() || until.Before(heldUntil) {
 				heldUntil = until
 			}
-			notes = append(notes, api+": daily quota reached")
+			notes = append(notes, api+"：已达每日限额")
 			continue
 		}
 		var data map[string]string
@@ -502,7 +515,7 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 		case ChannelSubscribe:
 			if data, err = renderSubscribe(ch.Fields, params); err != nil {
 				d.returnCredit(ctx, n.PatientID, ch.TemplateID)
-				return d.finish(ctx, n, model.NotifyDead, "template params: "+err.Error())
+				return d.finish(ctx, n, model.NotifyDead, "模板参数不符合要求："+err.Error())
 			}
 		default:
 			data = renderTemplate(ch.Fields, params)
@@ -540,21 +553,21 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 		}
 		var se sendError
 		if !errors.As(err, &se) {
-			return d.retry(ctx, n, err.Error(), true)
+			return d.retry(ctx, n, staffReason(err), true)
 		}
 		code := se.WeChatCode()
 		switch {
 		case code == 43101: // refused or no credit: the credit is gone, try the next channel
 			d.zeroCredit(ctx, n.PatientID, ch.TemplateID)
-			notes = append(notes, "subscribe: 43101 refused")
+			notes = append(notes, "订阅消息："+se.Chinese())
 			continue
 		case code == 45015 || code == 45047: // window closed or used up: fall back to a notice
 			d.closeWindow(ctx, to)
-			notes = append(notes, fmt.Sprintf("customer: %d window closed", code))
+			notes = append(notes, "客服消息："+se.Chinese())
 			continue
 		case code == 43004: // no longer follows
 			d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", to).Update("subscribed", false)
-			notes = append(notes, "template: 43004 not a follower")
+			notes = append(notes, "模板消息："+se.Chinese())
 			continue
 		case code == 45009:
 			until := d.hold(ctx, api)
@@ -562,24 +575,24 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 				heldUntil = until
 			}
 			d.undoAttempt(ctx, n)
-			notes = append(notes, api+": 45009 daily quota reached")
+			notes = append(notes, api+"："+se.Chinese())
 			continue
 		case code == 45011:
 			d.undoAttempt(ctx, n)
 			next := d.now().Truncate(time.Minute).Add(time.Minute)
-			return d.reschedule(ctx, n, next, "45011 per-minute limit")
+			return d.reschedule(ctx, n, next, se.Chinese()+"，下一分钟再发")
 		case se.OutcomeUnknown():
 			if ch.Channel == ChannelOATemplate {
-				return d.retry(ctx, n, "outcome unknown; resending with the same client_msg_id: "+err.Error(), true)
+				return d.retry(ctx, n, "结果未知，以相同 client_msg_id 重发："+se.Chinese(), true)
 			}
-			return d.finish(ctx, n, model.NotifyDead, "outcome unknown (timeout after sending); not resent to avoid a duplicate")
+			return d.finish(ctx, n, model.NotifyDead, "发送后超时，结果未知；为免重复不再重发")
 		case se.Retryable() || code == 40001 || code == 42001 || code == 40014:
 			d.giveBack(ctx, n, ch, to)
-			return d.retry(ctx, n, err.Error(), true)
+			return d.retry(ctx, n, se.Chinese(), true)
 		default: // 40003, 40037, 47003, 41030 …: a bug or bad config
 			d.giveBack(ctx, n, ch, to)
 			d.m.dead.WithLabelValues(n.Reason, ch.Channel).Inc()
-			return d.finish(ctx, n, model.NotifyDead, err.Error())
+			return d.finish(ctx, n, model.NotifyDead, se.Chinese())
 		}
 	}
 	if !heldUntil.IsZero() {
@@ -848,7 +861,7 @@ func (d *Dispatcher) reschedule(ctx context.Context, n *model.Notification, at t
 func (d *Dispatcher) retry(ctx context.Context, n *model.Notification, why string, counted bool) error {
 	if counted && n.Attempts >= d.cfg.MaxAttempts {
 		d.m.dead.WithLabelValues(n.Reason, n.Channel).Inc()
-		return d.finish(ctx, n, model.NotifyDead, fmt.Sprintf("gave up after %d attempts: %s", n.Attempts, why))
+		return d.finish(ctx, n, model.NotifyDead, fmt.Sprintf("已尝试 %d 次，放弃：%s", n.Attempts, why))
 	}
 	delay := d.cfg.BackoffBase << max(n.Attempts-1, 0)
 	if delay > d.cfg.BackoffMax || delay <= 0 {
@@ -859,9 +872,18 @@ func (d *Dispatcher) retry(ctx context.Context, n *model.Notification, why strin
 	return d.settle(ctx, n, map[string]any{"status": model.NotifyFailed, "due_at": d.now().UTC().Add(delay), "last_error": truncate(why, 500)})
 }
 
+// truncate cuts s to at most n bytes without splitting a character.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n]
+}
+
+// categoryName names a notice category in Chinese.
+var categoryName = map[string]string{
+	model.CategoryCare: "关怀提醒", model.CategoryMarketing: "营销", model.CategoryService: "服务", model.CategoryUrgent: "紧急",
 }

@@ -174,7 +174,7 @@ func TestDeliveryPaths(t *testing.T) {
 			r.enqueue(t, bob, notify.ReasonBookingConfirmed, "b3")
 			r.run(t)
 			n := r.row(t, notify.ReasonBookingConfirmed, "b3", bob)
-			if n.Status != model.NotifyUndeliverable || !strings.Contains(n.LastError, "not accepted") || !strings.Contains(n.LastError, "does not follow") {
+			if n.Status != model.NotifyUndeliverable || !strings.Contains(n.LastError, "患者未订阅此消息") || !strings.Contains(n.LastError, "患者未关注公众号") {
 				t.Fatalf("%+v", n)
 			}
 		})
@@ -213,7 +213,7 @@ func TestDeliveryPaths(t *testing.T) {
 				r.run(t)
 				r.clk.Add(2 * time.Minute)
 			}
-			if n = r.row(t, notify.ReasonCriticalValue, "c2", r.alice); n.Status != model.NotifyDead || n.Attempts != 3 || !strings.Contains(n.LastError, "gave up") {
+			if n = r.row(t, notify.ReasonCriticalValue, "c2", r.alice); n.Status != model.NotifyDead || n.Attempts != 3 || !strings.Contains(n.LastError, "已尝试 3 次，放弃") {
 				t.Fatalf("max attempts: %+v", n)
 			}
 		})
@@ -249,7 +249,7 @@ func TestDeliveryPaths(t *testing.T) {
 			r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{ErrCode: 40037})
 			r.enqueue(t, r.alice, notify.ReasonCriticalValue, "c4")
 			r.run(t)
-			if n := r.row(t, notify.ReasonCriticalValue, "c4", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "40037") {
+			if n := r.row(t, notify.ReasonCriticalValue, "c4", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "微信返回 40037（模板 ID 无效）") {
 				t.Fatalf("%+v", n)
 			}
 		})
@@ -273,7 +273,7 @@ func TestDeliveryPaths(t *testing.T) {
 			r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{Delay: time.Second})
 			r.enqueue(t, r.alice, notify.ReasonCriticalValue, "c6")
 			r.run(t)
-			if n := r.row(t, notify.ReasonCriticalValue, "c6", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "unknown") {
+			if n := r.row(t, notify.ReasonCriticalValue, "c6", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "结果未知") {
 				t.Fatalf("subscribe: %+v", n)
 			}
 			// Template: resent with the same client_msg_id; WeChat keeps one.
@@ -371,7 +371,7 @@ func TestSweepRecoversAbandonedRows(t *testing.T) {
 		if n := r.row(t, notify.ReasonCriticalValue, "s1", r.alice); n.Status != model.NotifySent {
 			t.Fatalf("a claim never started is delivered: %+v", n)
 		}
-		if n := r.row(t, notify.ReasonCriticalValue, "s2", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "unknown") {
+		if n := r.row(t, notify.ReasonCriticalValue, "s2", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "结果未知") {
 			t.Fatalf("a subscribe send cut off mid-flight is not resent: %+v", n)
 		}
 		if n := r.row(t, notify.ReasonCriticalValue, "s3", r.alice); n.Status != model.NotifySent {
@@ -465,7 +465,7 @@ func TestCustomerChannel(t *testing.T) {
 		calls := customerSends()
 		r.clk.Add(time.Minute)
 		r.run(t)
-		if n := r.row(t, notify.ReasonDoctorReply, "m3", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "unknown") || customerSends() != calls {
+		if n := r.row(t, notify.ReasonDoctorReply, "m3", r.alice); n.Status != model.NotifyDead || !strings.Contains(n.LastError, "结果未知") || customerSends() != calls {
 			t.Fatalf("unknown outcome: %+v", n)
 		}
 
@@ -487,7 +487,7 @@ func TestCustomerChannel(t *testing.T) {
 		// Within 10 minutes of that notice, another reply is not a second notice.
 		reply("m6")
 		r.run(t)
-		if n := r.row(t, notify.ReasonDoctorReply, "m6", r.alice); n.Status != model.NotifyCancelled || !strings.Contains(n.LastError, "not repeated") {
+		if n := r.row(t, notify.ReasonDoctorReply, "m6", r.alice); n.Status != model.NotifyCancelled || !strings.Contains(n.LastError, "不再重复") {
 			t.Fatalf("second notice: %+v", n)
 		}
 

@@ -449,7 +449,7 @@ func (s *Bookings) cancelReminders(ctx context.Context, b *model.Booking) error 
 	return s.db.Conn(ctx).Model(&model.Notification{}).
 		Where("reason = ? AND patient_id = ? AND dedupe_key LIKE ? AND status IN ?", notify.ReasonCheckupReminder, b.PatientID,
 			notify.DedupeKey(notify.ReasonCheckupReminder, b.PatientID, fmt.Sprintf("booking-%d-", b.ID))+"%", []string{model.NotifyPending, model.NotifyFailed}).
-		Updates(map[string]any{"status": model.NotifyCancelled, "last_error": "booking cancelled or moved"}).Error
+		Updates(map[string]any{"status": model.NotifyCancelled, "last_error": "预约已取消或改约"}).Error
 }
 
 // List returns the caller's bookings (their own and their family's), newest first.

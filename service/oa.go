@@ -261,9 +261,9 @@ func (s *OA) templateResult(ctx context.Context, msgID int64, status string) err
 	case status == "success":
 		upd["last_error"] = ""
 	case strings.Contains(status, "block"):
-		upd["status"], upd["last_error"] = model.NotifyUndeliverable, "WeChat: "+status+" (the user blocks template messages)"
+		upd["status"], upd["last_error"] = model.NotifyUndeliverable, "微信回报："+status+"（用户已拒收模板消息）"
 	default:
-		upd["status"], upd["last_error"] = model.NotifyDead, "WeChat: "+truncate(status, 100)
+		upd["status"], upd["last_error"] = model.NotifyDead, "微信回报发送失败："+truncate(status, 100)
 	}
 	return s.db.Conn(ctx).Model(&model.Notification{}).Where("channel = ? AND msg_id = ?", "template", fmt.Sprint(msgID)).Updates(upd).Error
 }

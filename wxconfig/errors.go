@@ -142,3 +142,41 @@ func scrub(s string) string {
 // WeChatCode returns the errcode; services match on it through a small
 // interface without importing this package.
 func (e *Error) WeChatCode() int { return e.Code }
+
+// codeMeanings say in Chinese, for staff, what WeChat's errcodes mean.
+var codeMeanings = map[int]string{
+	CodeBusy:              "微信系统繁忙",
+	CodeInvalidCredential: "access_token 无效",
+	CodeInvalidOpenID:     "openid 无效",
+	CodeInvalidToken:      "access_token 不合法",
+	CodeInvalidTemplate:   "模板 ID 无效",
+	CodeTokenExpired:      "access_token 已过期",
+	CodeRequireSubscribe:  "用户未关注公众号",
+	CodeSubscribeRefused:  "用户拒绝接收或未订阅此消息",
+	CodeDailyQuota:        "接口调用超过每日限额",
+	CodeMinuteQuota:       "接口调用超过每分钟限额",
+	CodeWindowClosed:      "已超出 48 小时客服消息时限",
+	CodeWindowCountUsed:   "客服消息条数已用完",
+	CodeArgumentInvalid:   "参数不符合模板要求",
+	CodeInvalidPage:       "跳转页面无效",
+	CodeInvalidCode:       "code 无效",
+	CodeCodeUsed:          "code 已被使用",
+}
+
+// Chinese says what went wrong for staff, keeping WeChat's errcode:
+// "微信返回 45009（接口调用超过每日限额）".
+func (e *Error) Chinese() string {
+	switch {
+	case e.Code != 0:
+		if m, ok := codeMeanings[e.Code]; ok {
+			return fmt.Sprintf("微信返回 %d（%s）", e.Code, m)
+		}
+		return fmt.Sprintf("微信返回 %d（%s）", e.Code, e.Msg)
+	case e.HTTPStatus != 0:
+		return fmt.Sprintf("微信接口 HTTP %d", e.HTTPStatus)
+	case e.Unknown:
+		return "请求微信超时，结果未知"
+	default:
+		return "无法连接微信"
+	}
+}
