@@ -47,6 +47,10 @@ type Notification struct {
 	LastError  string `gorm:"size:512"`
 	MsgID      string `gorm:"size:64"`
 	SentAt     *time.Time
+	// OrderKey, when set, makes rows with the same key go out one at a
+	// time in the order written: a row is claimed only once every earlier
+	// row of its key is finished (doctor replies to one patient).
+	OrderKey   string `gorm:"size:96;index;default:''"`
 	ClaimToken string `gorm:"size:32;index"`
 	LeaseUntil *time.Time
 	CreatedAt  time.Time

@@ -220,6 +220,9 @@ func newToken() string {
 	return hex.EncodeToString(b)
 }
 
+// unfinished are the statuses of a row that may still be sent.
+var unfinished = []string{model.NotifyPending, model.NotifyClaimed, model.NotifySending, model.NotifyFailed}
+
 // claim takes up to n due rows for this worker under a lease. On MySQL the
 // candidates are locked with SKIP LOCKED, so concurrent workers take
 // disjoint rows without waiting on each other; SQLite has one writer.
@@ -236,7 +239,13 @@ func (d *Dispatcher) claim(ctx context.Context, n int) ([]model.Notification, er
 			if len(rows) >= n {
 				break
 			}
-			q := d.db.Conn(ctx).Where("status = ? AND due_at <= ?", status, now).Order("due_at").Limit(n - len(rows))
+			// A row with an order key waits for every earlier row of its key
+			// to finish: one at a time, in the order written, across retries.
+			// (On MySQL the subquery is a plain consistent read, not locked.)
+			q := d.db.Conn(ctx).Where("status = ? AND due_at <= ?", status, now).
+				Where("(order_key = '' OR order_key IS NULL OR NOT EXISTS (SELECT 1 FROM notifications prev WHERE prev.order_key = notifications.order_key AND prev.id < notifications.id AND prev.status IN ?))",
+					unfinished).
+				Order("due_at").Limit(n - len(rows))
 			if d.db.Dialect() == "mysql" {
 				q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
 			}

@@ -545,3 +545,112 @@ func TestCustomerWindowRace(t *testing.T) {
 		}
 	})
 }
+
+// TestRepliesGoOutInOrder: a doctor's five quick replies reach WeChat in
+// the order written, one at a time, while three dispatchers race and WeChat
+// answers "system busy" between them (a retried reply still goes before
+// the next).
+func TestRepliesGoOutInOrder(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, db *model.DB) {
+		r := newRig(t, db, 2*time.Second)
+		oaID := wxsandbox.OAOpenID("alice")
+		db.Gorm().Model(&model.Follower{}).Where("open_id = ?", oaID).Updates(map[string]any{"window_opened_at": r.clk.Now().UTC(), "window_replies": 0})
+		r.sb.OpenWindow(oaApp, oaID)
+		for i := 1; i <= 5; i++ {
+			if _, err := r.out.Enqueue(r.ctx, notify.Notice{PatientID: r.alice, Reason: notify.ReasonDoctorReply, Occurrence: fmt.Sprint("quick-", i),
+				Params: map[string]string{"title": "医生回复", "note": "回复", "text": fmt.Sprint("第", i, "条")}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		store := coord.NewMemory()
+		var ds []*notify.Dispatcher
+		for i := 0; i < 3; i++ {
+			ds = append(ds, notify.New(db, store, r.wx, r.cfg, r.clk.Now, log))
+		}
+		delivered := func() []string {
+			var out []string
+			for _, m := range r.sb.Sent() {
+				if m.API == wxsandbox.APICustomSend && m.ErrCode == 0 {
+					var p struct {
+						Text struct{ Content string } `json:"text"`
+					}
+					_ = json.Unmarshal(m.Payload, &p)
+					out = append(out, p.Text.Content)
+				}
+			}
+			return out
+		}
+		// WeChat is busy at the first attempt and again at the fourth
+		// (reply 1, then reply 3): the attempts between pass.
+		busy, pass := wxsandbox.Fault{ErrCode: -1}, wxsandbox.Fault{Delay: time.Millisecond}
+		r.sb.FailNext(wxsandbox.APICustomSend, 1, busy)
+		r.sb.FailNext(wxsandbox.APICustomSend, 2, pass)
+		r.sb.FailNext(wxsandbox.APICustomSend, 1, busy)
+		for round := 0; round < 20 && len(delivered()) < 5; round++ {
+			var wg sync.WaitGroup
+			for _, d := range ds {
+				wg.Add(1)
+				go func() { defer wg.Done(); d.ProcessDue(r.ctx) }()
+			}
+			wg.Wait()
+			r.clk.Add(3 * time.Second) // past the retry's backoff
+		}
+		got := delivered()
+		want := []string{"第1条", "第2条", "第3条", "第4条", "第5条"}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("WeChat received %v, want %v", got, want)
+		}
+		var busyAnswers int
+		for _, m := range r.sb.Sent() {
+			if m.API == wxsandbox.APICustomSend && m.ErrCode == -1 {
+				busyAnswers++
+			}
+		}
+		if busyAnswers != 2 {
+			t.Fatalf("the faults did not happen: %d busy answers", busyAnswers)
+		}
+	})
+}
+
+// TestOneNoticeUnderRace: outside WeChat's window, replies in several
+// conversations written at the same moment and three dispatchers racing
+// make exactly one "doctor replied" notice; the rest are cancelled.
+func TestOneNoticeUnderRace(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, db *model.DB) {
+		r := newRig(t, db, 2*time.Second)
+		// One reply can take the subscribe channel, the others the template.
+		r.grant(r.alice, "alice", "sbx-tmpl-doctor-reply", 1)
+		for i := 0; i < 6; i++ {
+			if _, err := r.out.Enqueue(r.ctx, notify.Notice{PatientID: r.alice, Reason: notify.ReasonDoctorReply, Occurrence: fmt.Sprint("conv-", i),
+				Params: map[string]string{"title": "医生回复了您的咨询", "note": "请查看", "text": fmt.Sprint("回复 ", i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		store := coord.NewMemory()
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		cfg := r.cfg
+		cfg.Batch = 1 // claims interleave between the dispatchers
+		for i := 0; i < 3; i++ {
+			d := notify.New(db, store, r.wx, cfg, r.clk.Now, log)
+			wg.Add(1)
+			go func() { defer wg.Done(); <-start; d.ProcessDue(r.ctx) }()
+		}
+		close(start)
+		wg.Wait()
+		var sent, cancelled int64 // (each dispatcher claims one row at a time: cfg.Batch below)
+		db.Gorm().Model(&model.Notification{}).Where("reason = ? AND status = ?", notify.ReasonDoctorReply, model.NotifySent).Count(&sent)
+		db.Gorm().Model(&model.Notification{}).Where("reason = ? AND status = ?", notify.ReasonDoctorReply, model.NotifyCancelled).Count(&cancelled)
+		notices := 0
+		for _, m := range r.sb.Delivered() {
+			if m.API == wxsandbox.APISubscribeSend || m.API == wxsandbox.APITemplateSend {
+				notices++
+			}
+		}
+		if sent != 1 || cancelled != 5 || notices != 1 {
+			t.Fatalf("notices: %d sent rows, %d cancelled, %d reached WeChat; want 1, 5, 1", sent, cancelled, notices)
+		}
+	})
+}

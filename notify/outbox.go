@@ -127,10 +127,14 @@ func (o *Outbox) row(n Notice) (model.Notification, error) {
 	if page == "" {
 		page = r.Page
 	}
-	return model.Notification{
+	row := model.Notification{
 		PatientID: n.PatientID, Reason: n.Reason, Category: r.Category, DedupeKey: DedupeKey(n.Reason, n.PatientID, n.Occurrence),
 		Params: string(params), Page: page, Status: model.NotifyPending, DueAt: o.cfg.afterQuiet(r.Category, due).UTC(),
-	}, nil
+	}
+	if r.ordered() {
+		row.OrderKey = fmt.Sprintf("%s:%d", n.Reason, n.PatientID)
+	}
+	return row, nil
 }
 
 // Wake nudges idle workers; call it after the transaction that enqueued

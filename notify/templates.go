@@ -45,7 +45,15 @@ type Reason struct {
 	// reason within that many minutes: a doctor who answers in three
 	// messages outside WeChat's window sends one "your doctor replied".
 	NoticeOnceMinutes int `yaml:"notice_once_minutes" json:"notice_once_minutes"`
+	// InOrder sends a patient's notices of this reason one at a time, in
+	// the order written, also across retries (a reason with
+	// NoticeOnceMinutes is always in order: the database then decides
+	// "one notice" without two sends racing).
+	InOrder bool `yaml:"in_order" json:"in_order"`
 }
+
+// ordered reports whether r's notices go one at a time per patient.
+func (r Reason) ordered() bool { return r.InOrder || r.NoticeOnceMinutes > 0 }
 
 // Reasons careloop sends.
 const (
@@ -99,7 +107,7 @@ func DefaultReasons() []Reason {
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonNoShow, Title: "爽约回访", Category: model.CategoryCare, Scene: "booking", Page: "pages/packages/list",
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
-		{Name: ReasonDoctorReply, Title: "医生回复提醒", Category: model.CategoryService, Scene: "chat", Page: "pages/chat/detail", NoticeOnceMinutes: 10,
+		{Name: ReasonDoctorReply, Title: "医生回复提醒", Category: model.CategoryService, Scene: "chat", Page: "pages/chat/detail", NoticeOnceMinutes: 10, InOrder: true,
 			// The reply itself while WeChat's window is open, else a notice.
 			Channels: []ChannelTemplate{{Channel: ChannelCustomer}, sub("sbx-tmpl-doctor-reply", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonComplaintReply, Title: "投诉处理回复", Category: model.CategoryService, Scene: "care", Page: "pages/complaint/detail",
