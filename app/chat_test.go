@@ -43,7 +43,7 @@ func newDoctor(t *testing.T, a *app.App, admin, username, dept string) (string, 
 	t.Helper()
 	tok := newStaff(t, a, admin, username, model.RoleDoctor)
 	if dept != "-" {
-		if r := call(t, a.Router, "PUT", "/api/admin/chat/duty", tok, map[string]any{"on_duty": true, "department": dept}); r.Status != 204 {
+		if r := call(t, a.Router, "PUT", "/api/admin/chat/duty", tok, map[string]any{"on_duty": true, "department": dept}); r.Status != 200 || r.Body["on_duty"] != true || r.Body["department"] != dept {
 			t.Fatalf("duty: %d %s", r.Status, r.Raw)
 		}
 	}
@@ -549,7 +549,7 @@ func TestChatHoursEscalationAndAccess(t *testing.T) {
 		// two schedulers run at once; one escalation, one task, and the
 		// conversation moves to the doctor on duty.
 		_, onDuty := newDoctor(t, a, admin, "dr_zhao", "内科")
-		if r := call(t, h, "PUT", "/api/admin/chat/duty", doc, map[string]any{"on_duty": false, "department": "内科"}); r.Status != 204 {
+		if r := call(t, h, "PUT", "/api/admin/chat/duty", doc, map[string]any{"on_duty": false, "department": "内科"}); r.Status != 200 || r.Body["on_duty"] != false {
 			t.Fatalf("off duty: %d", r.Status)
 		}
 		monday := time.Date(2026, 11, 30, 9, 0, 0, 0, model.Shanghai)

@@ -64,7 +64,7 @@ func TestComplaintWorkflowAndKPI(t *testing.T) {
 		if reply != 1 {
 			t.Fatalf("reply notices: %d", reply)
 		}
-		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/complaints/%d/rate", id), tok, map[string]any{"rating": 4}); r.Status != 204 {
+		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/complaints/%d/rate", id), tok, map[string]any{"rating": 4}); r.Status != 200 || r.Body["status"] != "rated" || r.Body["rating"] != float64(4) {
 			t.Fatalf("rate: %d %s", r.Status, r.Raw)
 		}
 		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/complaints/%d/rate", id), tok, map[string]any{"rating": 1}); r.Status != 409 {
@@ -103,7 +103,7 @@ func TestComplaintWorkflowAndKPI(t *testing.T) {
 		a.DB.Gorm().Create(&model.Task{Kind: "follow_up", Role: model.RoleMarketing, PatientID: pid, Status: "open"})
 		var task model.Task
 		a.DB.Gorm().Where("kind = ?", "follow_up").Take(&task)
-		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/tasks/%d/done", task.ID), mkt, nil); r.Status != 204 {
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/tasks/%d/done", task.ID), mkt, nil); r.Status != 200 || r.Body["status"] != "done" || r.Body["done_at"] == nil {
 			t.Fatalf("task done: %d", r.Status)
 		}
 		k := call(t, h, "GET", "/api/admin/kpi", admin, nil)

@@ -194,7 +194,7 @@ func TestStaffRolesTagsAndAudit(t *testing.T) {
 		if r := call(t, h, "POST", "/api/admin/tags", mkt, map[string]string{"name": "高血压", "category": "basic"}); r.Status != 409 {
 			t.Fatalf("duplicate tag: %d", r.Status)
 		}
-		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/patients/%d/tags", pid), doc, map[string]any{"tag_id": tagID}); r.Status != 204 {
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/patients/%d/tags", pid), doc, map[string]any{"tag_id": tagID}); r.Status != 200 || len(r.Body["items"].([]any)) != 1 {
 			t.Fatalf("tag patient: %d %s", r.Status, r.Raw)
 		}
 		list := call(t, h, "GET", fmt.Sprintf("/api/admin/patients?tags=%d", tagID), mkt, nil)
@@ -238,7 +238,7 @@ func TestStaffRolesTagsAndAudit(t *testing.T) {
 		}
 
 		// Blocking ends the patient's sessions and refuses new logins.
-		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/patients/%d/block", other), admin, nil); r.Status != 204 {
+		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/patients/%d/block", other), admin, nil); r.Status != 200 || r.Body["blocked"] != true {
 			t.Fatalf("block: %d", r.Status)
 		}
 		if r := call(t, h, "POST", "/api/mp/login", "", map[string]string{"code": "dev:bob"}); r.Status != 403 || r.ErrCode() != "account_blocked" {

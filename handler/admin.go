@@ -118,7 +118,7 @@ func (h adminPatients) dto360(v *service.Patient360, role string) Patient360DTO 
 	out.Phone = v.Phone
 	out.Tags = []AssignedTagDTO{}
 	for _, t := range v.Tags {
-		out.Tags = append(out.Tags, AssignedTagDTO{TagDTO: tagDTO(&t.Tag), AssignedBy: t.AssignedBy, AssignedAt: model.LocalTime(t.AssignedAt)})
+		out.Tags = append(out.Tags, assignedTagDTO(&t))
 	}
 	out.Bookings = []gin.H{}
 	for _, b := range v.Bookings {
@@ -156,7 +156,16 @@ func (h adminPatients) addTag(c *gin.Context) {
 	if !ok {
 		return
 	}
-	noContent(c, h.tags.Assign(c.Request.Context(), principal(c), id, req.TagID))
+	if err := h.tags.Assign(c.Request.Context(), principal(c), id, req.TagID); err != nil {
+		fail(c, err)
+		return
+	}
+	ts, err := h.tags.OfPatient(c.Request.Context(), id)
+	renderList(c, ts, err, assignedTagDTO)
+}
+
+func assignedTagDTO(t *service.AssignedTag) AssignedTagDTO {
+	return AssignedTagDTO{TagDTO: tagDTO(&t.Tag), AssignedBy: t.AssignedBy, AssignedAt: model.LocalTime(t.AssignedAt)}
 }
 
 func (h adminPatients) removeTag(c *gin.Context) {
@@ -180,7 +189,13 @@ func (h adminPatients) setBlocked(c *gin.Context, blocked bool) {
 	if !ok {
 		return
 	}
-	noContent(c, h.admin.SetBlocked(c.Request.Context(), principal(c), id, blocked))
+	p := principal(c)
+	if err := h.admin.SetBlocked(c.Request.Context(), p, id, blocked); err != nil {
+		fail(c, err)
+		return
+	}
+	pt, err := h.admin.Get(c.Request.Context(), id)
+	renderOne(c, http.StatusOK, pt, err, func(pt *model.Patient) PatientSummaryDTO { return h.summary(pt, p.Role) })
 }
 
 // adminTags serves the tag catalogue.

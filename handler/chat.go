@@ -479,7 +479,18 @@ func (h chatHandlers) setDuty(self bool) gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
-		c.Status(http.StatusNoContent)
+		ds, err := h.chat.Doctors(c.Request.Context())
+		if err != nil {
+			fail(c, err)
+			return
+		}
+		for _, d := range ds {
+			if d.ID == id {
+				c.JSON(http.StatusOK, d)
+				return
+			}
+		}
+		fail(c, model.ErrNotFound.WithMessage("该员工不是医生"))
 	}
 }
 

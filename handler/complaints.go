@@ -153,7 +153,11 @@ func (h complaintHandlers) rate(c *gin.Context) {
 	if !ok {
 		return
 	}
-	noContent(c, h.c.Rate(c.Request.Context(), principal(c), id, req.Rating))
+	if err := h.c.Rate(c.Request.Context(), principal(c), id, req.Rating); err != nil {
+		fail(c, err)
+		return
+	}
+	h.getMine(c)
 }
 
 func (h complaintHandlers) taskDone(c *gin.Context) {
@@ -161,7 +165,8 @@ func (h complaintHandlers) taskDone(c *gin.Context) {
 	if !ok {
 		return
 	}
-	noContent(c, service.CompleteTask(c.Request.Context(), h.db, principal(c), id, time.Now()))
+	t, err := service.CompleteTask(c.Request.Context(), h.db, principal(c), id, time.Now())
+	renderOne(c, http.StatusOK, t, err, taskDTO)
 }
 
 func (h complaintHandlers) kpi(c *gin.Context) {

@@ -179,7 +179,17 @@ func (h notifyHandlers) retry(c *gin.Context) {
 	if !ok {
 		return
 	}
-	noContent(c, h.outbox.Retry(c.Request.Context(), id))
+	if err := h.outbox.Retry(c.Request.Context(), id); err != nil {
+		fail(c, err)
+		return
+	}
+	h.one(c, id)
+}
+
+// one answers notification id as it is now.
+func (h notifyHandlers) one(c *gin.Context, id uint64) {
+	n, err := h.outbox.Get(c.Request.Context(), id)
+	renderOne(c, http.StatusOK, n, err, notificationDTO)
 }
 
 type cancelRequest struct {
@@ -193,7 +203,11 @@ func (h notifyHandlers) cancel(c *gin.Context) {
 	}
 	var req cancelRequest
 	_ = c.ShouldBindJSON(&req)
-	noContent(c, h.outbox.Cancel(c.Request.Context(), id, req.Reason))
+	if err := h.outbox.Cancel(c.Request.Context(), id, req.Reason); err != nil {
+		fail(c, err)
+		return
+	}
+	h.one(c, id)
 }
 
 func (h notifyHandlers) rules(c *gin.Context) {

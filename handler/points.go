@@ -52,8 +52,11 @@ func levelDTO(l *model.Level) *LevelDTO {
 	return &LevelDTO{ID: l.ID, Name: l.Name, Growth: l.Growth, DiscountPct: l.DiscountPct, FreeConsults: l.FreeConsults, BookingWindowDays: l.BookingWindowDays}
 }
 
-func (h pointsHandlers) summary(c *gin.Context) {
-	s, err := h.p.Summary(c.Request.Context(), principal(c).ID)
+func (h pointsHandlers) summary(c *gin.Context) { h.summaryOf(c, principal(c).ID) }
+
+// summaryOf answers a patient's balance, growth and level.
+func (h pointsHandlers) summaryOf(c *gin.Context, patientID uint64) {
+	s, err := h.p.Summary(c.Request.Context(), patientID)
 	if err != nil {
 		fail(c, err)
 		return
@@ -216,5 +219,9 @@ func (h pointsHandlers) adjust(c *gin.Context) {
 	if !ok {
 		return
 	}
-	noContent(c, h.p.Adjust(c.Request.Context(), principal(c), id, req.Amount, req.Reason))
+	if err := h.p.Adjust(c.Request.Context(), principal(c), id, req.Amount, req.Reason); err != nil {
+		fail(c, err)
+		return
+	}
+	h.summaryOf(c, id)
 }

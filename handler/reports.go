@@ -303,10 +303,14 @@ func (h reportHandlers) tasks(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	items := make([]gin.H, 0, len(ts))
-	for _, t := range ts {
-		items = append(items, gin.H{"id": t.ID, "kind": t.Kind, "urgent": t.Urgent, "patient_id": t.PatientID, "report_id": t.ReportID,
-			"note": t.Note, "status": t.Status, "created_at": model.LocalTime(t.CreatedAt)})
+	renderList(c, ts, nil, taskDTO)
+}
+
+func taskDTO(t *model.Task) gin.H {
+	out := gin.H{"id": t.ID, "kind": t.Kind, "urgent": t.Urgent, "patient_id": t.PatientID, "report_id": t.ReportID,
+		"note": t.Note, "status": t.Status, "created_at": model.LocalTime(t.CreatedAt), "done_at": nil, "done_by": t.AssignedTo}
+	if t.DoneAt != nil {
+		out["done_at"] = model.LocalTime(*t.DoneAt)
 	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	return out
 }

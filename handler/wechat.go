@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -165,7 +166,11 @@ func (h oaAdmin) saveMenu(c *gin.Context) {
 }
 
 func (h oaAdmin) publishMenu(c *gin.Context) {
-	noContent(c, h.oa.PublishMenu(c.Request.Context(), principal(c), h.menus))
+	if err := h.oa.PublishMenu(c.Request.Context(), principal(c), h.menus); err != nil {
+		fail(c, err)
+		return
+	}
+	h.menu(c) // what WeChat now shows
 }
 
 func (h oaAdmin) list(c *gin.Context) {
@@ -218,5 +223,9 @@ func (h oaAdmin) welcome(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	noContent(c, h.oa.SetWelcome(c.Request.Context(), principal(c), req.Text))
+	if err := h.oa.SetWelcome(c.Request.Context(), principal(c), req.Text); err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"text": strings.TrimSpace(req.Text)})
 }

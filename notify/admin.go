@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"strconv"
 
 	"gorm.io/gorm"
@@ -112,4 +113,13 @@ func (o *Outbox) missingOr(ctx context.Context, id uint64, err error) error {
 		return model.ErrNotFound
 	}
 	return err
+}
+
+// Get loads one notification.
+func (o *Outbox) Get(ctx context.Context, id uint64) (*model.Notification, error) {
+	var n model.Notification
+	if err := o.db.Conn(ctx).Where("id = ?", id).Take(&n).Error; err != nil {
+		return nil, fmt.Errorf("load notification %d: %w", id, model.NotFound(err))
+	}
+	return &n, nil
 }

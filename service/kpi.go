@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"time"
 
@@ -138,18 +139,18 @@ func deptName(d string) string {
 }
 
 // CompleteTask marks an open task done by the caller.
-func CompleteTask(ctx context.Context, db *model.DB, by Principal, id uint64, now time.Time) error {
+func CompleteTask(ctx context.Context, db *model.DB, by Principal, id uint64, now time.Time) (*model.Task, error) {
 	q := db.Conn(ctx).Model(&model.Task{}).Where("id = ? AND status = ?", id, "open").
 		Updates(map[string]any{"status": "done", "done_at": now.UTC(), "assigned_to": by.ID})
 	if q.Error != nil {
-		return q.Error
+		return nil, fmt.Errorf("complete task %d: %w", id, q.Error)
+	}
+	var t model.Task
+	if err := db.Conn(ctx).Where("id = ?", id).Take(&t).Error; err != nil {
+		return nil, model.NotFound(err)
 	}
 	if q.RowsAffected == 0 {
-		var n int64
-		if db.Conn(ctx).Model(&model.Task{}).Where("id = ?", id).Count(&n); n == 0 {
-			return model.ErrNotFound
-		}
-		return model.NewError(model.KindConflict, "task_done", "该任务已完成")
+		return nil, model.NewError(model.KindConflict, "task_done", "该任务已完成")
 	}
-	return nil
+	return &t, nil
 }

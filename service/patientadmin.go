@@ -175,3 +175,12 @@ func (s *PatientAdmin) SetBlocked(ctx context.Context, by Principal, id uint64, 
 		return s.audit.Record(ctx, by, action, &id, "")
 	})
 }
+
+// Get loads one patient for staff (no audit: no health data in it).
+func (s *PatientAdmin) Get(ctx context.Context, id uint64) (*model.Patient, error) {
+	var p model.Patient
+	if err := s.db.Conn(ctx).Where("id = ?", id).Take(&p).Error; err != nil {
+		return nil, fmt.Errorf("load patient %d: %w", id, model.NotFound(err))
+	}
+	return &p, nil
+}
