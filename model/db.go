@@ -229,3 +229,29 @@ func (d *DB) TableOf(m any) string {
 	}
 	return st.Schema.Table
 }
+
+// Count counts the rows q selects.
+func Count(q *gorm.DB) (int64, error) {
+	var n int64
+	err := q.Count(&n).Error
+	return n, err
+}
+
+// Exists reports whether q selects any row.
+func Exists(q *gorm.DB) (bool, error) {
+	n, err := Count(q)
+	return n > 0, err
+}
+
+// MustExist answers notFound when q selects no row, and q's error when it
+// fails.
+func MustExist(q *gorm.DB, notFound error) error {
+	ok, err := Exists(q)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return notFound
+	}
+	return nil
+}

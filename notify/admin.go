@@ -107,8 +107,10 @@ func (o *Outbox) Cancel(ctx context.Context, id uint64, why string) error {
 }
 
 func (o *Outbox) missingOr(ctx context.Context, id uint64, err error) error {
-	var n int64
-	o.db.Conn(ctx).Model(&model.Notification{}).Where("id = ?", id).Count(&n)
+	n, cerr := model.Count(o.db.Conn(ctx).Model(&model.Notification{}).Where("id = ?", id))
+	if cerr != nil {
+		return fmt.Errorf("find notification %d: %w", id, cerr)
+	}
 	if n == 0 {
 		return model.ErrNotFound
 	}

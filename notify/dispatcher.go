@@ -276,8 +276,8 @@ func (d *Dispatcher) claim(ctx context.Context, n int) ([]model.Notification, er
 // release hands claimed rows back untouched.
 func (d *Dispatcher) release(ctx context.Context, rows []model.Notification) {
 	for _, n := range rows {
-		d.db.Conn(ctx).Model(&model.Notification{}).Where("id = ? AND claim_token = ? AND status = ?", n.ID, n.ClaimToken, model.NotifyClaimed).
-			Updates(map[string]any{"status": model.NotifyPending, "claim_token": "", "lease_until": nil})
+		d.bestEffort("release claim", d.db.Conn(ctx).Model(&model.Notification{}).Where("id = ? AND claim_token = ? AND status = ?", n.ID, n.ClaimToken, model.NotifyClaimed).
+			Updates(map[string]any{"status": model.NotifyPending, "claim_token": "", "lease_until": nil}))
 	}
 }
 
@@ -288,15 +288,15 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 	now := d.now().UTC()
 	db := d.db.Conn(ctx)
 	if res := db.Model(&model.Notification{}).Where("status = ? AND lease_until < ?", model.NotifyClaimed, now).
-		Updates(map[string]any{"status": model.NotifyPending, "claim_token": "", "lease_until": nil}); res.RowsAffected > 0 {
+		Updates(map[string]any{"status": model.NotifyPending, "claim_token": "", "lease_until": nil}); d.bestEffort("sweep claims", res) && res.RowsAffected > 0 {
 		d.log.Info("recovered abandoned claims", "count", res.RowsAffected)
 	}
-	db.Model(&model.Notification{}).Where("status = ? AND lease_until < ? AND channel = ?", model.NotifySending, now, ChannelOATemplate).
+	d.bestEffort("sweep template sends", db.Model(&model.Notification{}).Where("status = ? AND lease_until < ? AND channel = ?", model.NotifySending, now, ChannelOATemplate).
 		Updates(map[string]any{"status": model.NotifyPending, "claim_token": "", "lease_until": nil,
-			"last_error": "发送中工作进程中断；以相同 client_msg_id 重发"})
-	db.Model(&model.Notification{}).Where("status = ? AND lease_until < ? AND channel <> ?", model.NotifySending, now, ChannelOATemplate).
+			"last_error": "发送中工作进程中断；以相同 client_msg_id 重发"}))
+	d.bestEffort("sweep other sends", db.Model(&model.Notification{}).Where("status = ? AND lease_until < ? AND channel <> ?", model.NotifySending, now, ChannelOATemplate).
 		Updates(map[string]any{"status": model.NotifyDead, "claim_token": "", "lease_until": nil,
-			"last_error": "发送中工作进程中断，结果未知；为免重复不再重发（如需可手动重试）"})
+			"last_error": "发送中工作进程中断，结果未知；为免重复不再重发（如需可手动重试）"}))
 }
 
 // recipient is what delivery needs to know about the patient.
@@ -575,7 +575,7 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 			notes = append(notes, "客服消息："+se.Chinese())
 			continue
 		case code == 43004: // no longer follows
-			d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", to).Update("subscribed", false)
+			d.bestEffort("mark unfollowed", d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", to).Update("subscribed", false))
 			notes = append(notes, "模板消息："+se.Chinese())
 			continue
 		case code == 45009:
@@ -631,8 +631,8 @@ func (d *Dispatcher) giveBack(ctx context.Context, n *model.Notification, ch Cha
 	case ch.Channel == ChannelSubscribe && !ch.LongTerm:
 		d.returnCredit(ctx, n.PatientID, ch.TemplateID)
 	case ch.Channel == ChannelCustomer:
-		d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ? AND window_replies > 0", to).
-			Update("window_replies", gorm.Expr("window_replies - 1"))
+		d.bestEffort("give back a window message", d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ? AND window_replies > 0", to).
+			Update("window_replies", gorm.Expr("window_replies - 1")))
 	}
 }
 
@@ -647,7 +647,7 @@ func (d *Dispatcher) takeWindow(ctx context.Context, openID string) (bool, error
 
 // closeWindow records WeChat's word that the window is closed or used up.
 func (d *Dispatcher) closeWindow(ctx context.Context, openID string) {
-	d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", openID).Update("window_replies", windowReplies)
+	d.bestEffort("close window", d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", openID).Update("window_replies", windowReplies))
 }
 
 // takeCredit spends one subscribe credit, if there is one.
@@ -659,13 +659,23 @@ func (d *Dispatcher) takeCredit(ctx context.Context, patientID uint64, tmpl stri
 }
 
 func (d *Dispatcher) returnCredit(ctx context.Context, patientID uint64, tmpl string) {
-	d.db.Conn(ctx).Model(&model.SubscribeCredit{}).Where("patient_id = ? AND template_id = ?", patientID, tmpl).
-		Update("credits", gorm.Expr("credits + 1"))
+	d.bestEffort("return credit", d.db.Conn(ctx).Model(&model.SubscribeCredit{}).Where("patient_id = ? AND template_id = ?", patientID, tmpl).
+		Update("credits", gorm.Expr("credits + 1")))
 }
 
 func (d *Dispatcher) zeroCredit(ctx context.Context, patientID uint64, tmpl string) {
-	d.db.Conn(ctx).Model(&model.SubscribeCredit{}).Where("patient_id = ? AND template_id = ?", patientID, tmpl).
-		Update("credits", 0)
+	d.bestEffort("zero credit", d.db.Conn(ctx).Model(&model.SubscribeCredit{}).Where("patient_id = ? AND template_id = ?", patientID, tmpl).
+		Update("credits", 0))
+}
+
+// bestEffort logs the failure of a write the delivery does not depend on
+// (it is redone or corrected later) and reports whether it succeeded.
+func (d *Dispatcher) bestEffort(what string, res *gorm.DB) bool {
+	if res.Error != nil {
+		d.log.Warn("dispatcher: "+what, "err", res.Error)
+		return false
+	}
+	return true
 }
 
 // held reports whether api is paused after a 45009, until when.

@@ -135,7 +135,9 @@ func (a *Auth) findOrCreatePatient(ctx context.Context, openID, unionID string) 
 	err := db.Where("open_id = ?", openID).Take(&p).Error
 	if err == nil {
 		if p.UnionID == nil && unionID != "" {
-			db.Model(&p).Update("union_id", unionID)
+			if err := db.Model(&p).Update("union_id", unionID).Error; err != nil {
+				return nil, fmt.Errorf("link unionid of patient %d: %w", p.ID, err)
+			}
 			p.UnionID = &unionID
 		}
 		return &p, nil

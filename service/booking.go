@@ -130,15 +130,17 @@ func (s *Bookings) slot(ctx context.Context, id uint64) (*model.Slot, error) {
 }
 
 // dayClosed reports whether date is a closed day (cached for seconds).
-func (s *Bookings) dayClosed(ctx context.Context, date string) bool {
+func (s *Bookings) dayClosed(ctx context.Context, date string) (bool, error) {
 	key := "closed:" + date
 	if v, ok := s.cache.get(key); ok {
-		return v.(bool)
+		return v.(bool), nil
 	}
-	var n int64
-	s.db.Conn(ctx).Model(&model.ClosedDay{}).Where("date = ?", date).Count(&n)
+	n, err := model.Count(s.db.Conn(ctx).Model(&model.ClosedDay{}).Where("date = ?", date))
+	if err != nil {
+		return false, fmt.Errorf("is %s closed: %w", date, err)
+	}
 	s.cache.put(key, n > 0, 5*time.Second)
-	return n > 0
+	return n > 0, nil
 }
 
 // ErrBadRange says a date range is malformed or too long.
@@ -262,7 +264,10 @@ func (s *Bookings) checkRules(ctx context.Context, pkg *model.Package, sl *model
 	if sl.Closed {
 		return ErrSlotClosed
 	}
-	if s.dayClosed(ctx, sl.Date) {
+	if closed, err := s.dayClosed(ctx, sl.Date); err != nil || closed {
+		if err != nil {
+			return err
+		}
 		return ErrSlotClosed
 	}
 	if !now.Before(model.CutOff(sl.Date, s.cfg.CutoffHour)) {
@@ -384,8 +389,11 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 				if b, rerr := s.replay(ctx, p, in); b != nil || rerr != nil {
 					return b, false, rerr
 				}
-				var closed int64
-				if s.db.Conn(ctx).Model(&model.Slot{}).Where("id = ? AND closed = ?", sl.ID, true).Count(&closed); closed > 0 {
+				closed, cerr := model.Count(s.db.Conn(ctx).Model(&model.Slot{}).Where("id = ? AND closed = ?", sl.ID, true))
+				if cerr != nil {
+					return nil, false, fmt.Errorf("book slot %d: %w", sl.ID, cerr)
+				}
+				if closed > 0 {
 					return nil, false, ErrSlotClosed
 				}
 			}
@@ -396,8 +404,10 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 		if b, rerr := s.replay(ctx, p, in); b != nil || rerr != nil {
 			return b, false, rerr
 		}
-		var n int64
-		s.db.Conn(ctx).Model(&model.Booking{}).Where("person_key = ? AND active_day = ?", who.key, sl.Date).Count(&n)
+		n, cerr := model.Count(s.db.Conn(ctx).Model(&model.Booking{}).Where("person_key = ? AND active_day = ?", who.key, sl.Date))
+		if cerr != nil {
+			return nil, false, fmt.Errorf("book slot %d: %w", sl.ID, cerr)
+		}
 		if n > 0 {
 			return nil, false, ErrDuplicateBooking
 		}

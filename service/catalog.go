@@ -79,8 +79,11 @@ func (c *Catalog) UpdatePackage(ctx context.Context, id uint64, in PackageInput)
 		return nil, res.Error
 	}
 	if res.RowsAffected == 0 {
-		var n int64
-		if c.db.Conn(ctx).Model(&model.Package{}).Where("id = ?", id).Count(&n); n == 0 {
+		n, err := model.Count(c.db.Conn(ctx).Model(&model.Package{}).Where("id = ?", id))
+		if err != nil {
+			return nil, fmt.Errorf("save package %d: %w", id, err)
+		}
+		if n == 0 {
 			return nil, model.ErrNotFound
 		}
 	}

@@ -635,7 +635,9 @@ func (s *Chat) Messages(ctx context.Context, by Principal, conversationID, after
 	}
 	if by.IsPatient() {
 		if cv.PatientUnread > 0 {
-			s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ?", cv.ID).Update("patient_unread", 0)
+			if err := s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ?", cv.ID).Update("patient_unread", 0).Error; err != nil {
+				return nil, nil, fmt.Errorf("mark conversation %d read: %w", cv.ID, err)
+			}
 		}
 		return cv, out, nil
 	}
@@ -644,7 +646,9 @@ func (s *Chat) Messages(ctx context.Context, by Principal, conversationID, after
 		return nil, nil, err
 	}
 	if cv.StaffUnread > 0 && (cv.DoctorID == nil || *cv.DoctorID == by.ID) {
-		s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ?", cv.ID).Update("staff_unread", 0)
+		if err := s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ?", cv.ID).Update("staff_unread", 0).Error; err != nil {
+			return nil, nil, fmt.Errorf("mark conversation %d read: %w", cv.ID, err)
+		}
 		s.live.Publish(ctx, ChatEvent{Type: "read", ConversationID: cv.ID, PatientID: cv.PatientID, DoctorID: cv.DoctorID, StaffOnly: true})
 	}
 	return cv, out, nil
@@ -697,7 +701,10 @@ func (s *Chat) staffNamesByID(ctx context.Context, ids []uint64) map[uint64]stri
 		return names
 	}
 	var staff []model.Staff
-	s.db.Conn(ctx).Select("id", "name", "username").Where("id IN ?", ids).Find(&staff)
+	if err := s.db.Conn(ctx).Select("id", "name", "username").Where("id IN ?", ids).Find(&staff).Error; err != nil {
+		// Names only label what is shown: without them it still shows.
+		s.log.Warn("chat: staff names", "err", err)
+	}
 	for _, st := range staff {
 		names[st.ID] = st.DisplayName()
 	}
@@ -728,7 +735,9 @@ func (s *Chat) Names(ctx context.Context, cs []model.Conversation) (doctors, pat
 	doctors = s.staffNamesByID(ctx, dids)
 	if len(pids) > 0 {
 		var ps []model.Patient
-		s.db.Conn(ctx).Select("id", "name").Where("id IN ?", pids).Find(&ps)
+		if err := s.db.Conn(ctx).Select("id", "name").Where("id IN ?", pids).Find(&ps).Error; err != nil {
+			s.log.Warn("chat: patient names", "err", err)
+		}
 		for _, p := range ps {
 			patients[p.ID] = p.Name
 		}
@@ -1059,7 +1068,7 @@ func (s *Chat) Escalate(ctx context.Context, now time.Time) error {
 					cv.DoctorID = next
 				}
 			}
-		case !s.onDuty(ctx, *cv.DoctorID):
+		case !s.onDuty(ctx, *cv.DoctorID): // (a failed lookup counts as on duty: nothing moves)
 			if next, err := s.route(ctx, cv.Department, nil, *cv.DoctorID); err == nil && next != nil {
 				if res := s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ? AND doctor_id = ?", cv.ID, *cv.DoctorID).Update("doctor_id", *next); res.RowsAffected == 1 {
 					cv.DoctorID = next
@@ -1072,8 +1081,11 @@ func (s *Chat) Escalate(ctx context.Context, now time.Time) error {
 }
 
 func (s *Chat) onDuty(ctx context.Context, staffID uint64) bool {
-	var n int64
-	s.db.Conn(ctx).Model(&model.DoctorDuty{}).Where("staff_id = ? AND on_duty = ?", staffID, true).Count(&n)
+	n, err := model.Count(s.db.Conn(ctx).Model(&model.DoctorDuty{}).Where("staff_id = ? AND on_duty = ?", staffID, true))
+	if err != nil {
+		s.log.Warn("chat: is the doctor on duty", "staff", staffID, "err", err)
+		return true
+	}
 	return n > 0
 }
 

@@ -177,9 +177,8 @@ func (s *Complaints) Rate(ctx context.Context, p Principal, id uint64, rating in
 			return q.Error
 		}
 		if q.RowsAffected == 0 {
-			var n int64
-			if s.db.Conn(ctx).Model(&model.Complaint{}).Where("id = ? AND patient_id = ?", id, p.ID).Count(&n); n == 0 {
-				return model.ErrNotFound
+			if err := model.MustExist(s.db.Conn(ctx).Model(&model.Complaint{}).Where("id = ? AND patient_id = ?", id, p.ID), model.ErrNotFound); err != nil {
+				return err
 			}
 			return ErrBadStep
 		}

@@ -94,8 +94,10 @@ func (s *Family) Create(ctx context.Context, p Principal, in FamilyInput) (*mode
 	if err := s.fill(&m, in); err != nil {
 		return nil, err
 	}
-	var n int64
-	s.db.Conn(ctx).Model(&model.FamilyMember{}).Where("owner_id = ?", p.ID).Count(&n)
+	n, err := model.Count(s.db.Conn(ctx).Model(&model.FamilyMember{}).Where("owner_id = ?", p.ID))
+	if err != nil {
+		return nil, fmt.Errorf("count family of patient %d: %w", p.ID, err)
+	}
 	if n >= 10 {
 		return nil, model.NewError(model.KindRule, "family_limit", "最多添加 10 位就诊人")
 	}

@@ -175,7 +175,9 @@ func (s *OA) LinkFollower(ctx context.Context, openID string) error {
 	} else if err != nil {
 		return err
 	} else if p.Source == "" && f.Scene != "" {
-		s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ? AND source = ?", p.ID, "").Update("source", f.Scene)
+		if err := s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ? AND source = ?", p.ID, "").Update("source", f.Scene).Error; err != nil {
+			return fmt.Errorf("first touch of patient %d: %w", p.ID, err)
+		}
 	}
 	return s.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", openID).Updates(map[string]any{"patient_id": p.ID, "union_id": union}).Error
 }

@@ -162,9 +162,8 @@ func (s *Points) Adjust(ctx context.Context, by Principal, patientID uint64, amo
 	}
 	key := fmt.Sprintf("adjust:%d:%d:%s", patientID, s.now().UnixNano(), newBookingCode())
 	return s.db.InTx(ctx, func(ctx context.Context) error {
-		var n int64
-		if s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ?", patientID).Count(&n); n == 0 {
-			return model.ErrNotFound
+		if err := model.MustExist(s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ?", patientID), model.ErrNotFound); err != nil {
+			return err
 		}
 		var err error
 		if amount > 0 {
@@ -398,8 +397,10 @@ func (s *Points) Summary(ctx context.Context, patientID uint64) (*Summary, error
 	var first model.PointsEntry
 	if err := s.db.Conn(ctx).Where("patient_id = ? AND remaining > 0", patientID).Order("expires_at").Take(&first).Error; err == nil {
 		out.ExpiringAt = first.ExpiresAt
-		s.db.Conn(ctx).Model(&model.PointsEntry{}).Where("patient_id = ? AND remaining > 0 AND expires_at = ?", patientID, first.ExpiresAt).
-			Select("COALESCE(SUM(remaining), 0)").Scan(&out.ExpiringPoints)
+		if err := s.db.Conn(ctx).Model(&model.PointsEntry{}).Where("patient_id = ? AND remaining > 0 AND expires_at = ?", patientID, first.ExpiresAt).
+			Select("COALESCE(SUM(remaining), 0)").Scan(&out.ExpiringPoints).Error; err != nil {
+			return nil, fmt.Errorf("expiring points of patient %d: %w", patientID, err)
+		}
 	}
 	return out, nil
 }

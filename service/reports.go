@@ -343,10 +343,8 @@ func (s *Reports) afterLink(ctx context.Context, r *model.Report) error {
 		return err
 	}
 	rid := r.ID
-	var open int64
-	db.Model(&model.Task{}).Where("kind = ? AND report_id = ?", model.TaskCriticalValue, rid).Count(&open)
-	if open > 0 {
-		return nil
+	if open, err := model.Exists(db.Model(&model.Task{}).Where("kind = ? AND report_id = ?", model.TaskCriticalValue, rid)); err != nil || open {
+		return err
 	}
 	return db.Create(&model.Task{Kind: model.TaskCriticalValue, Role: model.RoleDoctor, Urgent: true, PatientID: *r.PatientID,
 		ReportID: &rid, Note: "危急值：请立即联系患者", Status: "open"}).Error
@@ -513,18 +511,17 @@ func (s *Reports) Link(ctx context.Context, by Principal, id, patientID uint64, 
 	var r model.Report
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
-		var n int64
-		if db.Model(&model.Patient{}).Where("id = ? AND erased_at IS NULL", patientID).Count(&n); n == 0 {
-			return model.ErrNotFound.WithMessage("患者不存在")
+		if err := model.MustExist(db.Model(&model.Patient{}).Where("id = ? AND erased_at IS NULL", patientID), model.ErrNotFound.WithMessage("患者不存在")); err != nil {
+			return err
 		}
 		if familyID != nil {
-			if db.Model(&model.FamilyMember{}).Where("id = ? AND owner_id = ?", *familyID, patientID).Count(&n); n == 0 {
-				return model.ErrNotFound.WithMessage("就诊人不存在")
+			if err := model.MustExist(db.Model(&model.FamilyMember{}).Where("id = ? AND owner_id = ?", *familyID, patientID), model.ErrNotFound.WithMessage("就诊人不存在")); err != nil {
+				return err
 			}
 		}
 		if bookingID != nil {
-			if db.Model(&model.Booking{}).Where("id = ? AND patient_id = ?", *bookingID, patientID).Count(&n); n == 0 {
-				return model.ErrNotFound.WithMessage("预约不存在")
+			if err := model.MustExist(db.Model(&model.Booking{}).Where("id = ? AND patient_id = ?", *bookingID, patientID), model.ErrNotFound.WithMessage("预约不存在")); err != nil {
+				return err
 			}
 		}
 		q := db.Model(&model.Report{}).Where("id = ? AND patient_id IS NULL", id).
@@ -533,8 +530,8 @@ func (s *Reports) Link(ctx context.Context, by Principal, id, patientID uint64, 
 			return q.Error
 		}
 		if q.RowsAffected == 0 {
-			if db.Model(&model.Report{}).Where("id = ?", id).Count(&n); n == 0 {
-				return model.ErrNotFound
+			if err := model.MustExist(db.Model(&model.Report{}).Where("id = ?", id), model.ErrNotFound); err != nil {
+				return err
 			}
 			return ErrAlreadyLinked
 		}
@@ -590,10 +587,8 @@ func (s *Reports) RequestInterpretation(ctx context.Context, p Principal, id uin
 	if err := s.db.Conn(ctx).Where("id = ? AND patient_id = ?", id, p.ID).Take(&r).Error; err != nil {
 		return model.NotFound(err)
 	}
-	var open int64
-	s.db.Conn(ctx).Model(&model.Task{}).Where("kind = ? AND report_id = ? AND status = ?", model.TaskInterpretation, id, "open").Count(&open)
-	if open > 0 {
-		return nil
+	if open, err := model.Exists(s.db.Conn(ctx).Model(&model.Task{}).Where("kind = ? AND report_id = ? AND status = ?", model.TaskInterpretation, id, "open")); err != nil || open {
+		return err
 	}
 	rid := r.ID
 	return s.db.Conn(ctx).Create(&model.Task{Kind: model.TaskInterpretation, Role: model.RoleDoctor, PatientID: p.ID, ReportID: &rid,

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"runtime/pprof"
@@ -68,7 +69,9 @@ func main() {
 	ceilSlot := model.Slot{Date: day, Start: "05:30", End: "06:00", Capacity: 1 << 30}
 	benchenv.Must(a.DB.Gorm().Create(&ceilSlot).Error)
 	var patientIDs []uint64
-	a.DB.Gorm().Model(&model.Patient{}).Order("id").Pluck("id", &patientIDs)
+	if err := a.DB.Gorm().Model(&model.Patient{}).Order("id").Pluck("id", &patientIDs).Error; err != nil {
+		log.Fatal(err)
+	}
 	start := time.Now()
 	var ceilLat []time.Duration
 	var mu sync.Mutex
@@ -109,7 +112,9 @@ func main() {
 		pprof.StopCPUProfile()
 	}
 	var booked model.Slot
-	a.DB.Gorm().Where("id = ?", hot.ID).Take(&booked)
+	if err := a.DB.Gorm().Where("id = ?", hot.ID).Take(&booked).Error; err != nil {
+		log.Fatal(err)
+	}
 
 	// Slot listing.
 	var listed atomic.Int64

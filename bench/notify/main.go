@@ -76,7 +76,9 @@ func main() {
 		benchenv.Must(db.Gorm().Create(&model.Follower{OpenID: "oa-" + openID, PatientID: &pid, Subscribed: true, SubscribedAt: time.Now()}).Error)
 	}
 	var ids []uint64
-	db.Gorm().Model(&model.Patient{}).Order("id").Pluck("id", &ids)
+	if err := db.Gorm().Model(&model.Patient{}).Order("id").Pluck("id", &ids).Error; err != nil {
+		log.Fatal(err)
+	}
 	for i := 0; i < *n; i++ {
 		notices = append(notices, notify.Notice{PatientID: ids[i%patients], Reason: notify.ReasonBookingConfirmed, Occurrence: fmt.Sprint(i),
 			Params: map[string]string{"package": "年度体检", "time": "2026-12-01T08:30:00+08:00"}})

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log"
 	"net/http"
 	"time"
 
@@ -62,7 +63,9 @@ func main() {
 		return req
 	})
 	var matched int64
-	a.DB.Gorm().Model(&model.Report{}).Where("patient_id IS NOT NULL").Count(&matched)
+	if err := a.DB.Gorm().Model(&model.Report{}).Where("patient_id IS NOT NULL").Count(&matched).Error; err != nil {
+		log.Fatal(err)
+	}
 	fmt.Printf("%d reports x %d items, %d senders, MariaDB: %.0f reports/s (%.1fs), p50 %s, p99 %s, non-201: %d, matched: %d\n",
 		*n, *items, *c, float64(*n)/el.Seconds(), el.Seconds(), benchenv.Pct(lat, 50), benchenv.Pct(lat, 99), failed, matched)
 }
