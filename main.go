@@ -28,6 +28,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"careloop/app"
 	"careloop/importfile"
 	"careloop/model"
@@ -103,20 +105,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	log.Info("starting", append([]any{"command", cmd}, cfg.Masked()...)...)
-	if addr := getenv("CARELOOP_PPROF_ADDR"); addr != "" {
-		// Opt-in profiling for operators; bind it to loopback.
-		go func() {
-			mux := http.NewServeMux()
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			log.Warn("pprof listening", "addr", addr, "err", http.ListenAndServe(addr, mux))
-		}()
-	}
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	defer a.Close() // after every loop below has returned
 	// Start-up hashes passwords (argon2 takes 19 MiB a time): give that
 	// memory back now rather than whenever the scavenger gets to it.
 	debug.FreeOSMemory()
@@ -126,27 +119,49 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cmd == "worker" {
 		h = a.Ops
 	}
-	workers := make(chan error, 1)
-	if cmd == "worker" || cfg.ServeWorkers {
-		go func() { workers <- errors.Join(a.Dispatcher.Run(ctx)) }()
-		go func() { _ = a.Scheduler.Run(ctx) }()
-	} else {
-		workers <- nil
-	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
 	log.Info("listening", "command", cmd, "addr", ln.Addr().String(), "mode", cfg.Mode, "database", a.DB.Dialect(),
 		"coord", a.Store.Kind(), "startup", time.Since(started).String())
-	if err := a.Serve(ctx, ln, h); err != nil && !errors.Is(err, context.Canceled) {
+	// Everything that runs is started here and awaited: the server, the
+	// background loops, the opt-in profiler. When one stops (a signal, a
+	// failure) the others are told to, and the database closes only after.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := a.Serve(gctx, ln, h)
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		if err == nil && gctx.Err() == nil {
+			err = errors.New("the server stopped")
+		}
 		return err
+	})
+	g.Go(func() error { return a.Run(gctx, cmd == "worker" || cfg.ServeWorkers) })
+	if addr := getenv("CARELOOP_PPROF_ADDR"); addr != "" {
+		g.Go(func() error { return servePprof(gctx, addr, log) })
 	}
-	stop() // the server may have stopped on its own: stop the workers too
-	if err := <-workers; err != nil {
+	if err := g.Wait(); err != nil && ctx.Err() == nil {
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// servePprof serves the Go profiler on addr (opt-in for operators; bind it
+// to loopback) until ctx ends.
+func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	log.Warn("pprof listening", "addr", addr)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("pprof", "err", err)
+	}
 	return nil
 }
 

@@ -1,17 +1,21 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"careloop/api"
 	"careloop/coord"
@@ -153,11 +157,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	phones := service.NewPhones(a.DB, a.WX, sealer, patientData)
 	a.Reports = service.NewReports(a.DB, sealer, files, a.Outbox, a.Bookings, audit, nil)
 	a.Live = service.NewLive(a.Store, log)
-	beat := cfg.LiveHeartbeat
-	if beat <= 0 {
-		beat = 25 * time.Second
-	}
-	a.Live.WatchSessions(beat, a.Auth.ActiveStaffSessions)
 	a.Chat = service.NewChat(a.DB, a.Outbox, a.Surveys, audit, a.Live, files, a.Store, log, nil)
 	a.Chat.LinkFollower = a.OA.LinkFollower
 	a.OA.Chat = a.Chat
@@ -214,7 +213,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		deps.Checks = append(deps.Checks, handler.Check{Name: "redis", Ping: a.Store.Ping})
 	}
 	if a.Sandbox != nil {
-		deps.Sandbox = a.Sandbox.ControlHandler(cfg.OAAppID, cfg.MPAppID)
+		deps.Sandbox = a.Sandbox.ControlHandler(wxsandbox.ControlOptions{
+			OAAppID: cfg.OAAppID, MPAppID: cfg.MPAppID, Token: cfg.OAToken, AESKey: cfg.OAAESKey, Safe: cfg.OAMode == "safe",
+			// The patient's side of WeChat posts to our own callback, in process.
+			Deliver: func(q url.Values, body []byte) (int, []byte) {
+				req := httptest.NewRequest(http.MethodPost, "/wechat/oa/callback?"+q.Encode(), bytes.NewReader(body))
+				rec := httptest.NewRecorder()
+				a.Router.ServeHTTP(rec, req)
+				return rec.Code, rec.Body.Bytes()
+			},
+		})
 		// In the sandbox, the patient's tap on "accept" reaches WeChat too.
 		deps.OnSubscribeAccept = func(openID, templateID string) { a.Sandbox.GrantSubscribe(cfg.MPAppID, openID, templateID, 1) }
 		// A user message our callback accepted opens WeChat's 48-hour window.
@@ -262,8 +270,33 @@ func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 	return nil
 }
 
-// Close releases connections.
+// Run runs careloop's background loops until ctx ends and waits for every
+// one of them: the live fan-out with its session checks and the worker that
+// finishes official-account events always, the dispatcher and the care
+// rules when workers is set. Nothing it starts outlives it, so Close may
+// close the database once it has returned.
+func (a *App) Run(ctx context.Context, workers bool) error {
+	beat := a.Cfg.LiveHeartbeat
+	if beat <= 0 {
+		beat = 25 * time.Second
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.Live.Run(ctx, beat, a.Auth.ActiveStaffSessions) })
+	g.Go(func() error { return a.OA.RunPending(ctx, time.Second) })
+	if workers {
+		g.Go(func() error { return a.Dispatcher.Run(ctx) })
+		g.Go(func() error { return a.Scheduler.Run(ctx) })
+	}
+	return g.Wait()
+}
+
+// Close releases connections; call it after Run has returned. It first
+// waits for what requests left running (official-account events being
+// finished).
 func (a *App) Close() {
+	if a.OA != nil {
+		a.OA.Wait()
+	}
 	if a.Live != nil {
 		a.Live.Close()
 	}

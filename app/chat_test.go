@@ -14,7 +14,9 @@ import (
 
 	"careloop/app"
 	"careloop/model"
+	"careloop/service"
 	"careloop/testenv"
+	"careloop/wxconfig"
 	"careloop/wxsandbox"
 )
 
@@ -960,4 +962,63 @@ func TestDemoDoctorHasItsName(t *testing.T) {
 	if !strings.Contains(string(docs.Raw), "王医生") {
 		t.Fatalf("doctors for patients: %s", docs.Raw)
 	}
+}
+
+// The sandbox plays the patient's side of WeChat: follow, write, click;
+// careloop's own callback receives exactly what WeChat would send, and the
+// sandbox's state (follower, 48-hour window) changes as WeChat's would.
+func TestSandboxPlaysThePatient(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		duringWork(a)
+		h := a.Router
+		const who = "oa-sandbox-zhang"
+		r := call(t, h, "POST", "/sandbox/wechat/oa/event", "", map[string]any{"openid": who, "event": "subscribe", "key": "poster-lobby"})
+		if r.Status != 200 || r.Body["status"] != float64(200) || r.Body["reply"] != service.DefaultWelcome {
+			t.Fatalf("follow: %d %s", r.Status, r.Raw)
+		}
+		var f model.Follower
+		if err := a.DB.Gorm().Where("open_id = ?", who).Take(&f).Error; err != nil || !f.Subscribed || f.Scene != "poster-lobby" {
+			t.Fatalf("follower after subscribe: %+v %v", f, err)
+		}
+		// Outside the window WeChat refuses a customer message; a message opens it.
+		if err := a.WX.Customer(context.Background(), who, "您好"); wxconfig.CodeOf(err) != wxsandbox.CodeWindowClosed {
+			t.Fatalf("customer message before the patient wrote: %v", err)
+		}
+		r = call(t, h, "POST", "/sandbox/wechat/oa/user-message", "", map[string]any{"openid": who, "content": "我的报告里白细胞偏高要紧吗"})
+		if r.Status != 200 || r.Body["status"] != float64(200) {
+			t.Fatalf("user message: %d %s", r.Status, r.Raw)
+		}
+		waitFor(t, func() bool {
+			var n int64
+			a.DB.Gorm().Model(&model.ChatMessage{}).Where("content = ?", "我的报告里白细胞偏高要紧吗").Count(&n)
+			return n == 1
+		})
+		if err := a.WX.Customer(context.Background(), who, "您好，医生稍后回复"); err != nil {
+			t.Fatalf("customer message inside the window: %v", err)
+		}
+		if r := call(t, h, "POST", "/sandbox/wechat/oa/user-image", "", map[string]any{"openid": who, "pic_url": "http://mmbiz.qpic.cn/sandbox/report.jpg"}); r.Status != 200 || r.Body["status"] != float64(200) {
+			t.Fatalf("user image: %d %s", r.Status, r.Raw)
+		}
+		waitFor(t, func() bool {
+			var n int64
+			a.DB.Gorm().Model(&model.ChatMessage{}).Where("kind = ? AND content = ?", "image", "http://mmbiz.qpic.cn/sandbox/report.jpg").Count(&n)
+			return n == 1
+		})
+		// A menu click is answered by its keyword reply.
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		call(t, h, "POST", "/api/admin/oa/auto-replies", admin, map[string]any{"keyword": "HOURS", "match": "exact", "reply": "每天 7:30–11:00 体检"})
+		if r := call(t, h, "POST", "/sandbox/wechat/oa/event", "", map[string]any{"openid": who, "event": "CLICK", "key": "HOURS"}); r.Body["reply"] != "每天 7:30–11:00 体检" {
+			t.Fatalf("click: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", "/sandbox/wechat/oa/event", "", map[string]any{"openid": who, "event": "unsubscribe"}); r.Status != 200 {
+			t.Fatalf("unfollow: %d %s", r.Status, r.Raw)
+		}
+		a.DB.Gorm().Where("open_id = ?", who).Take(&f)
+		if f.Subscribed {
+			t.Fatal("still a follower after unsubscribe")
+		}
+		if r := call(t, h, "POST", "/sandbox/wechat/oa/event", "", map[string]any{"openid": who, "event": "LOCATION"}); r.Status != 400 {
+			t.Fatalf("unknown event: %d", r.Status)
+		}
+	})
 }

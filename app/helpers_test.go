@@ -44,6 +44,18 @@ func newApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
+	// The background loops (live fan-out, official-account events) run as
+	// in serve, and end before the database closes (cleanups run last
+	// first). The dispatcher and care rules are driven by the tests.
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(runCtx, false) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-ran; err != nil {
+			t.Errorf("background loops: %v", err)
+		}
+	})
 	// The demo doctor is on duty in sandbox mode: tests start with nobody on
 	// duty and put their own doctors on.
 	var doc model.Staff

@@ -155,6 +155,9 @@ func NewRouter(d Deps) *gin.Engine {
 		r.POST("/sandbox/wechat/subscribe", sb)
 		r.POST("/sandbox/wechat/follow", sb)
 		r.POST("/sandbox/wechat/reset", sb)
+		r.POST("/sandbox/wechat/oa/user-message", sb)
+		r.POST("/sandbox/wechat/oa/user-image", sb)
+		r.POST("/sandbox/wechat/oa/event", sb)
 	}
 	return r
 }

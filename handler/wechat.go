@@ -99,19 +99,10 @@ func (h wechatHandlers) callback(c *gin.Context) {
 		EventKey: m.EventKey, Content: m.Content, PicURL: m.PicURL, MsgID: m.MsgIDEvent, Status: m.Status}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 4*time.Second)
 	defer cancel()
-	reply, fresh, err := h.oa.Handle(ctx, in)
+	reply, _, err := h.oa.Handle(ctx, in)
 	if err != nil {
 		fail(c, err)
 		return
-	}
-	if fresh && m.MsgType == "event" && m.Event == "subscribe" {
-		go func(openID string) { // WeChat wants its answer within 5 s
-			bg, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := h.oa.LinkFollower(bg, openID); err != nil {
-				h.log.Warn("link follower", "err", err)
-			}
-		}(m.FromUserName)
 	}
 	if reply == "" {
 		c.String(http.StatusOK, "success")

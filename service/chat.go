@@ -140,9 +140,6 @@ type Chat struct {
 	// LinkFollower links an official-account follower to their patient
 	// (OA.LinkFollower); set by main.
 	LinkFollower func(ctx context.Context, openID string) error
-	// linkWait is how long an official-account message waits for linking
-	// before it is filed in the background.
-	linkWait time.Duration
 }
 
 // NewChat returns the chat use cases.
@@ -150,7 +147,7 @@ func NewChat(db *model.DB, out *notify.Outbox, surveys *Surveys, audit *Audit, l
 	if now == nil {
 		now = time.Now
 	}
-	return &Chat{db: db, out: out, surveys: surveys, audit: audit, live: live, files: files, limiter: limiter, log: log, now: now, linkWait: 2 * time.Second}
+	return &Chat{db: db, out: out, surveys: surveys, audit: audit, live: live, files: files, limiter: limiter, log: log, now: now}
 }
 
 // MessagesPerMinute is how many messages a patient may send a minute.
@@ -519,39 +516,13 @@ func (s *Chat) FromOA(ctx context.Context, openID, msgID, kind, content string) 
 	if err := m.check(); err != nil {
 		return "", nil // an empty or oversized message: nothing to route
 	}
-	type found struct {
-		id  uint64
-		err error
+	// Linking an unknown follower asks WeChat for the unionid: ctx bounds
+	// it (the callback leaves a slow one to the worker, which calls again).
+	id, err := s.followerPatient(ctx, openID)
+	if err != nil {
+		return "", err
 	}
-	// Linking an unknown follower asks WeChat for the unionid; WeChat wants
-	// our answer within 5 seconds, so a slow link finishes in the background
-	// and the message is filed then.
-	res := make(chan found, 1)
-	bg := context.WithoutCancel(ctx)
-	go func() {
-		lctx, cancel := context.WithTimeout(bg, 15*time.Second)
-		defer cancel()
-		id, err := s.followerPatient(lctx, openID)
-		res <- found{id, err}
-	}()
-	select {
-	case f := <-res:
-		if f.err != nil {
-			return "", f.err
-		}
-		return s.intake(ctx, f.id, msgID, m)
-	case <-time.After(s.linkWait):
-		go func() {
-			f := <-res
-			if f.err == nil {
-				_, f.err = s.intake(bg, f.id, msgID, m)
-			}
-			if f.err != nil {
-				s.log.Error("chat: official-account message not filed", "msg", msgID, "err", f.err)
-			}
-		}()
-		return "", nil
-	}
+	return s.intake(ctx, id, msgID, m)
 }
 
 // intake files a follower's message in their open conversation and returns

@@ -66,15 +66,15 @@ type LiveClient struct {
 
 // Live fans chat events out to the clients connected to this process. Every
 // process listens on the bus, so a message received by one instance reaches
-// staff connected to another.
+// staff connected to another. NewLive subscribes; Run delivers until its
+// context ends.
 type Live struct {
-	bus       Bus
-	log       *slog.Logger
-	stop      func()
-	closing   chan struct{}
-	drain     sync.Once
-	closed    chan struct{}
-	closeOnce sync.Once
+	bus     Bus
+	log     *slog.Logger
+	events  <-chan []byte
+	stop    func()
+	closing chan struct{}
+	drain   sync.Once
 
 	mu       sync.RWMutex
 	staff    map[*LiveClient]struct{}
@@ -82,68 +82,65 @@ type Live struct {
 	count    atomic.Int64
 }
 
-// NewLive starts listening on bus; Close stops.
+// NewLive subscribes to bus (so that nothing published from now on is
+// missed); Run fans the events out, Close unsubscribes.
 func NewLive(bus Bus, log *slog.Logger) *Live {
-	l := &Live{bus: bus, log: log, closing: make(chan struct{}), closed: make(chan struct{}), staff: map[*LiveClient]struct{}{}, patients: map[uint64]map[*LiveClient]struct{}{}}
-	ch, stop := bus.Listen(context.Background(), liveTopic)
-	l.stop = stop
-	go func() {
-		for p := range ch {
-			l.fanOut(p)
-		}
-	}()
+	l := &Live{bus: bus, log: log, closing: make(chan struct{}), staff: map[*LiveClient]struct{}{}, patients: map[uint64]map[*LiveClient]struct{}{}}
+	l.events, l.stop = bus.Listen(context.Background(), liveTopic)
 	return l
 }
 
-// Close stops listening (and checking sessions).
-func (l *Live) Close() {
-	l.stop()
-	l.closeOnce.Do(func() { close(l.closed) })
+// Close unsubscribes from the bus.
+func (l *Live) Close() { l.stop() }
+
+// Run fans events out to this process's clients and, every period, checks
+// the sessions under which staff streams are held — one query for all of
+// them, not one per stream — ending the streams whose session active no
+// longer reports. It returns when ctx ends.
+func (l *Live) Run(ctx context.Context, every time.Duration, active func(ctx context.Context, sessions []string) (map[string]bool, error)) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case p := <-l.events:
+			l.fanOut(p)
+		case <-t.C:
+			l.checkSessions(ctx, every, active)
+		}
+	}
 }
 
-// WatchSessions checks, every period, the sessions under which staff
-// streams are held — one query for all of them, not one per stream — and
-// ends the streams whose session active no longer reports.
-func (l *Live) WatchSessions(every time.Duration, active func(ctx context.Context, sessions []string) (map[string]bool, error)) {
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-l.closed:
-				return
-			case <-t.C:
-			}
-			l.mu.RLock()
-			var ids []string
-			seen := map[string]bool{}
-			for c := range l.staff {
-				if !seen[c.session] {
-					seen[c.session] = true
-					ids = append(ids, c.session)
-				}
-			}
-			l.mu.RUnlock()
-			if len(ids) == 0 {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), every)
-			ok, err := active(ctx, ids)
-			cancel()
-			if err != nil {
-				l.log.Warn("live: session check", "err", err) // keep the streams; try again next time
-				continue
-			}
-			l.mu.RLock()
-			for c := range l.staff {
-				// seen: a stream opened while the check ran waits for the next.
-				if seen[c.session] && !ok[c.session] {
-					c.end.Do(func() { close(c.Ended) })
-				}
-			}
-			l.mu.RUnlock()
+func (l *Live) checkSessions(ctx context.Context, every time.Duration, active func(ctx context.Context, sessions []string) (map[string]bool, error)) {
+	l.mu.RLock()
+	var ids []string
+	seen := map[string]bool{}
+	for c := range l.staff {
+		if !seen[c.session] {
+			seen[c.session] = true
+			ids = append(ids, c.session)
 		}
-	}()
+	}
+	l.mu.RUnlock()
+	if len(ids) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, every)
+	ok, err := active(cctx, ids)
+	cancel()
+	if err != nil {
+		l.log.Warn("live: session check", "err", err) // keep the streams; try again next time
+		return
+	}
+	l.mu.RLock()
+	for c := range l.staff {
+		// seen: a stream opened while the check ran waits for the next.
+		if seen[c.session] && !ok[c.session] {
+			c.end.Do(func() { close(c.Ended) })
+		}
+	}
+	l.mu.RUnlock()
 }
 
 // Drain tells connected streams to end (the server is shutting down: a

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,23 @@ import (
 func TestLiveFanOut(t *testing.T) {
 	live := service.NewLive(coord.NewMemory(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer live.Close()
+	// Sessions are checked for all streams at once; from "checking" on, s1
+	// is logged out.
+	var checking atomic.Bool
+	asked := make(chan int, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() {
+		_ = live.Run(ctx, 20*time.Millisecond, func(_ context.Context, ids []string) (map[string]bool, error) {
+			if !checking.Load() {
+				return map[string]bool{"s1": true, "s2": true}, nil
+			}
+			asked <- len(ids)
+			return map[string]bool{"s2": true}, nil
+		})
+		close(ran)
+	}()
+	defer func() { cancel(); <-ran }()
 	slow, doneSlow := live.Staff("s1")
 	defer doneSlow()
 	fast, doneFast := live.Staff("s2")
@@ -29,7 +47,7 @@ func TestLiveFanOut(t *testing.T) {
 	if live.Connections() != 4 {
 		t.Fatalf("connections: %d", live.Connections())
 	}
-	ctx := context.Background()
+	// (ctx is the Run context above)
 	// 200 events (more than a staff client's buffer) in batches the reading
 	// client keeps up with; the other client reads nothing.
 	for batch := 0; batch < 10; batch++ {
@@ -74,12 +92,8 @@ func TestLiveFanOut(t *testing.T) {
 	if seen == 0 {
 		t.Fatal("the patient got none of her events")
 	}
-	// Sessions are checked for all streams at once: s1 was logged out.
-	asked := make(chan int, 100)
-	live.WatchSessions(20*time.Millisecond, func(_ context.Context, ids []string) (map[string]bool, error) {
-		asked <- len(ids)
-		return map[string]bool{"s2": true}, nil
-	})
+	// s1 is logged out now.
+	checking.Store(true)
 	select {
 	case <-slow.Ended:
 	case <-time.After(2 * time.Second):

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -47,6 +48,11 @@ type OA struct {
 	OnUserMessage func(openID string)
 	// Chat receives followers' text and image messages (nil: none).
 	Chat *Chat
+	// finishWait is how long the callback tries to finish an event before
+	// leaving it to the worker (WeChat wants an answer within 5 s);
+	// retryAfter is the worker's pause before it takes an event over.
+	finishWait, retryAfter time.Duration
+	inflight               sync.WaitGroup
 }
 
 // NewOA returns the official-account use cases.
@@ -54,7 +60,7 @@ func NewOA(db *model.DB, wx OAUserInfo, log *slog.Logger, now func() time.Time) 
 	if now == nil {
 		now = time.Now
 	}
-	return &OA{db: db, wx: wx, log: log, now: now}
+	return &OA{db: db, wx: wx, log: log, now: now, finishWait: 2 * time.Second, retryAfter: 3 * time.Second}
 }
 
 const welcomeKey = "oa.welcome"
@@ -64,46 +70,96 @@ const DefaultWelcome = "欢迎关注！您可以在这里预约体检、查看�
 
 // Handle processes one accepted message and returns the passive text reply
 // ("" for none). A retry of a message already handled returns ("", false).
+//
+// The event is stored first (committed) and then answered; what needs more
+// than the answer — filing a follower's message into their doctor chat,
+// linking a new follower through WeChat's user/info — is tried within
+// finishWait and otherwise left pending for FinishPending, so that a process
+// killed right after answering WeChat loses nothing.
 func (s *OA) Handle(ctx context.Context, m InboundMessage) (string, bool, error) {
-	ev := model.OAEvent{DedupeKey: truncate(m.DedupeKey, 120), OpenID: m.From, Kind: m.Type + ":" + m.Event, Content: truncate(m.Content, 2000)}
+	payload, _ := json.Marshal(m)
+	ev := model.OAEvent{DedupeKey: truncate(m.DedupeKey, 120), OpenID: m.From, Kind: m.Type + ":" + m.Event,
+		Content: truncate(m.Content, 2000), Payload: string(payload), Status: model.OAEventDone}
 	if err := s.db.Conn(ctx).Create(&ev).Error; err != nil {
 		if model.IsDuplicate(err) {
 			return "", false, nil // WeChat's retry of a message we have
 		}
-		return "", false, err
+		return "", false, fmt.Errorf("store official-account event: %w", err)
 	}
-	reply, err := s.handle(ctx, m)
+	reply, more, err := s.handle(ctx, m)
 	if err != nil {
 		// Forget the event so that WeChat's retry is processed again
 		// rather than dropped as a duplicate.
-		if derr := s.db.Conn(context.WithoutCancel(ctx)).Where("dedupe_key = ?", ev.DedupeKey).Delete(&model.OAEvent{}).Error; derr != nil {
+		if derr := s.db.Conn(context.WithoutCancel(ctx)).Where("id = ?", ev.ID).Delete(&model.OAEvent{}).Error; derr != nil {
 			s.log.Error("oa: forget failed event", "err", derr)
 		}
 		return "", true, err
 	}
+	if !more {
+		return reply, true, nil
+	}
+	if err := s.db.Conn(ctx).Model(&model.OAEvent{}).Where("id = ?", ev.ID).Update("status", model.OAEventPending).Error; err != nil {
+		return "", true, fmt.Errorf("mark official-account event %d pending: %w", ev.ID, err)
+	}
+	// The WeChat SDK's calls take no context: finishing runs on its own,
+	// tracked (Wait), and the answer does not wait longer than finishWait.
+	type result struct {
+		reply string
+		err   error
+	}
+	res := make(chan result, 1)
+	bg := context.WithoutCancel(ctx)
+	s.inflight.Add(1)
+	go func() {
+		defer s.inflight.Done()
+		fctx, cancel := context.WithTimeout(bg, 15*time.Second)
+		defer cancel()
+		late, err := s.finish(fctx, m)
+		if err == nil {
+			err = s.done(fctx, ev.ID)
+		}
+		if err != nil {
+			s.log.Info("oa: event left for the worker", "event", ev.ID, "err", err)
+		}
+		res <- result{late, err}
+	}()
+	select {
+	case r := <-res:
+		if r.err == nil && reply == "" {
+			reply = r.reply
+		}
+	case <-time.After(s.finishWait):
+		// WeChat wants its answer within 5 s; the event stays pending until
+		// the attempt above (or, should this process die, the worker) ends it.
+	}
 	return reply, true, nil
 }
 
-func (s *OA) handle(ctx context.Context, m InboundMessage) (string, error) {
+// Wait waits for the attempts Handle started to finish events.
+func (s *OA) Wait() { s.inflight.Wait() }
+
+// handle does what the answer needs; more reports that the event has work
+// left for finish.
+func (s *OA) handle(ctx context.Context, m InboundMessage) (reply string, more bool, err error) {
 	switch {
 	case m.Type == "event" && m.Event == "subscribe":
 		scene := strings.TrimPrefix(m.EventKey, "qrscene_")
 		if err := s.follow(ctx, m.From, true, scene); err != nil {
-			return "", err
+			return "", false, err
 		}
-		return s.welcome(ctx), nil
+		return s.welcome(ctx), true, nil // linking the follower is left
 	case m.Type == "event" && m.Event == "unsubscribe":
-		return "", s.follow(ctx, m.From, false, "")
+		return "", false, s.follow(ctx, m.From, false, "")
 	case m.Type == "event" && m.Event == "CLICK":
-		return s.autoReply(ctx, m.EventKey, true), nil
+		return s.autoReply(ctx, m.EventKey, true), false, nil
 	case m.Type == "event" && m.Event == "TEMPLATESENDJOBFINISH":
-		return "", s.templateResult(ctx, m.MsgID, m.Status)
+		return "", false, s.templateResult(ctx, m.MsgID, m.Status)
 	case m.Type == "event":
-		return "", nil
+		return "", false, nil
 	}
 	// A user message: it opens WeChat's 48-hour customer-service window.
 	if err := s.openWindow(ctx, m.From); err != nil {
-		return "", err
+		return "", false, err
 	}
 	if s.OnUserMessage != nil {
 		s.OnUserMessage(m.From)
@@ -112,21 +168,108 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (string, error) {
 		// A keyword (exact, then contains) is answered by its reply, not
 		// filed as a question for a doctor.
 		if r := s.autoReply(ctx, m.Content, false); r != "" {
-			return r, nil
+			return r, false, nil
 		}
 	}
-	reply := ""
-	if s.Chat != nil && (m.Type == "text" || m.Type == "image") {
-		content := m.Content
-		if m.Type == "image" {
-			content = m.PicURL
+	return "", s.Chat != nil && (m.Type == "text" || m.Type == "image"), nil
+}
+
+// finish does an event's remaining work: link a new follower, or file a
+// follower's message into their doctor chat (returning its automatic
+// reply). Both are idempotent, so finishing twice is harmless.
+func (s *OA) finish(ctx context.Context, m InboundMessage) (string, error) {
+	if m.Type == "event" {
+		return "", s.LinkFollower(ctx, m.From)
+	}
+	content := m.Content
+	if m.Type == "image" {
+		content = m.PicURL
+	}
+	return s.Chat.FromOA(ctx, m.From, m.DedupeKey, m.Type, content)
+}
+
+func (s *OA) done(ctx context.Context, id uint64) error {
+	if err := s.db.Conn(ctx).Model(&model.OAEvent{}).Where("id = ?", id).
+		Updates(map[string]any{"status": model.OAEventDone, "last_error": ""}).Error; err != nil {
+		return fmt.Errorf("mark official-account event %d done: %w", id, err)
+	}
+	return nil
+}
+
+// oaMaxAttempts is how often the worker tries an event before it gives up.
+const oaMaxAttempts = 10
+
+// FinishPending finishes the events the callback left (or whose process
+// died): each claimed by a conditional update, so that several workers share
+// them; retried with a growing pause, given up (failed, logged) after
+// oaMaxAttempts. It returns how many it finished.
+func (s *OA) FinishPending(ctx context.Context) (int, error) {
+	now := s.now().UTC()
+	var evs []model.OAEvent
+	if err := s.db.Conn(ctx).Where("status = ? AND updated_at < ?", model.OAEventPending, now.Add(-s.retryAfter)).
+		Order("id").Limit(100).Find(&evs).Error; err != nil {
+		return 0, fmt.Errorf("pending official-account events: %w", err)
+	}
+	finished := 0
+	for _, ev := range evs {
+		if ev.Attempts > 0 && now.Sub(ev.UpdatedAt) < time.Duration(ev.Attempts)*s.retryAfter {
+			continue // backing off
 		}
-		var err error
-		if reply, err = s.Chat.FromOA(ctx, m.From, m.DedupeKey, m.Type, content); err != nil {
-			return "", err
+		res := s.db.Conn(ctx).Model(&model.OAEvent{}).Where("id = ? AND status = ? AND attempts = ?", ev.ID, model.OAEventPending, ev.Attempts).
+			Updates(map[string]any{"attempts": ev.Attempts + 1, "updated_at": now})
+		if res.Error != nil {
+			return finished, fmt.Errorf("claim official-account event %d: %w", ev.ID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			continue // another worker has it
+		}
+		var m InboundMessage
+		if err := json.Unmarshal([]byte(ev.Payload), &m); err != nil {
+			s.giveUp(ctx, ev.ID, "无法解析事件："+err.Error())
+			continue
+		}
+		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, err := s.finish(fctx, m)
+		cancel()
+		switch {
+		case err == nil:
+			if err := s.done(ctx, ev.ID); err != nil {
+				return finished, err
+			}
+			finished++
+		case ev.Attempts+1 >= oaMaxAttempts:
+			s.giveUp(ctx, ev.ID, err.Error())
+		default:
+			if uerr := s.db.Conn(ctx).Model(&model.OAEvent{}).Where("id = ?", ev.ID).Update("last_error", truncate(err.Error(), 250)).Error; uerr != nil {
+				return finished, fmt.Errorf("note the failure of official-account event %d: %w", ev.ID, uerr)
+			}
 		}
 	}
-	return reply, nil
+	return finished, nil
+}
+
+func (s *OA) giveUp(ctx context.Context, id uint64, why string) {
+	s.log.Error("oa: event given up", "event", id, "err", why)
+	if err := s.db.Conn(ctx).Model(&model.OAEvent{}).Where("id = ?", id).
+		Updates(map[string]any{"status": model.OAEventFailed, "last_error": truncate(why, 250)}).Error; err != nil {
+		s.log.Error("oa: mark event failed", "event", id, "err", err)
+	}
+}
+
+// RunPending runs FinishPending every period until ctx ends.
+func (s *OA) RunPending(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, err := s.FinishPending(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("oa: finish pending events", "err", err)
+		}
+	}
 }
 
 // openWindow records a follower's message: WeChat now allows 5 customer

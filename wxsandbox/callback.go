@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/xml"
 	"fmt"
 	"net/url"
 	"sort"
@@ -73,4 +74,63 @@ func EventMessage(from, event, key string, at time.Time, extra string) []byte {
 	return []byte(fmt.Sprintf("<xml><ToUserName><![CDATA[gh_sandbox]]></ToUserName><FromUserName><![CDATA[%s]]></FromUserName>"+
 		"<CreateTime>%d</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[%s]]></Event><EventKey><![CDATA[%s]]></EventKey>%s</xml>",
 		from, at.Unix(), event, key, extra))
+}
+
+// ImageMessage is a user's picture message to the official account.
+func ImageMessage(from, picURL string, msgID int64, at time.Time) []byte {
+	return []byte(fmt.Sprintf("<xml><ToUserName><![CDATA[gh_sandbox]]></ToUserName><FromUserName><![CDATA[%s]]></FromUserName>"+
+		"<CreateTime>%d</CreateTime><MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[%s]]></PicUrl>"+
+		"<MediaId><![CDATA[sandbox-media-%d]]></MediaId><MsgId>%d</MsgId></xml>", from, at.Unix(), picURL, msgID, msgID))
+}
+
+// ReplyText reads the text of a server's passive reply as WeChat would:
+// in safe mode it checks msg_signature over the Encrypt element and
+// decrypts it. An empty reply or "success" is "".
+func ReplyText(token, encodingAESKey, appID string, reply []byte, safe bool) (string, error) {
+	if len(bytes.TrimSpace(reply)) == 0 || string(reply) == "success" {
+		return "", nil
+	}
+	plain := reply
+	if safe {
+		var env struct {
+			Encrypt      string `xml:"Encrypt"`
+			MsgSignature string `xml:"MsgSignature"`
+			TimeStamp    string `xml:"TimeStamp"`
+			Nonce        string `xml:"Nonce"`
+		}
+		if err := xml.Unmarshal(reply, &env); err != nil || env.Encrypt == "" {
+			return "", fmt.Errorf("reply is not an encrypted envelope")
+		}
+		if sandboxSHA1(token, env.TimeStamp, env.Nonce, env.Encrypt) != env.MsgSignature {
+			return "", fmt.Errorf("reply signature does not match")
+		}
+		key, err := base64.StdEncoding.DecodeString(encodingAESKey + "=")
+		if err != nil || len(key) != 32 {
+			return "", fmt.Errorf("bad EncodingAESKey")
+		}
+		ct, err := base64.StdEncoding.DecodeString(env.Encrypt)
+		if err != nil || len(ct) == 0 || len(ct)%aes.BlockSize != 0 {
+			return "", fmt.Errorf("reply ciphertext is malformed")
+		}
+		block, _ := aes.NewCipher(key)
+		pt := make([]byte, len(ct))
+		cipher.NewCBCDecrypter(block, key[:16]).CryptBlocks(pt, ct)
+		pad := int(pt[len(pt)-1])
+		if pad < 1 || pad > 32 || pad > len(pt)-20 {
+			return "", fmt.Errorf("reply padding is malformed")
+		}
+		pt = pt[:len(pt)-pad]
+		n := int(binary.BigEndian.Uint32(pt[16:20]))
+		if 20+n > len(pt) || string(pt[20+n:]) != appID {
+			return "", fmt.Errorf("reply is not for app %s", appID)
+		}
+		plain = pt[20 : 20+n]
+	}
+	var msg struct {
+		Content string `xml:"Content"`
+	}
+	if err := xml.Unmarshal(plain, &msg); err != nil {
+		return "", fmt.Errorf("reply is not a message: %w", err)
+	}
+	return msg.Content, nil
 }

@@ -163,6 +163,7 @@ type window struct {
 type Sandbox struct {
 	mu       sync.Mutex
 	now      func() time.Time
+	msgSeq   int64
 	apps     map[string]App
 	tmpls    map[string]Template
 	tokens   map[string]*token

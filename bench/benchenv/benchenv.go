@@ -49,6 +49,7 @@ func Serve(ctx context.Context, env map[string]string) (*app.App, string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	Must(err)
 	go func() { _ = a.Serve(ctx, ln, a.Router) }()
+	go func() { _ = a.Run(ctx, false) }() // live fan-out and official-account events, as in serve
 	return a, "http://" + ln.Addr().String()
 }
 
