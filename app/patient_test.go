@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 
 	"careloop/app"
@@ -256,6 +257,89 @@ func TestStaffRolesTagsAndAudit(t *testing.T) {
 		}
 		if r := call(t, h, "GET", "/api/admin/me", desk, nil); r.Status != 401 && r.Status != 403 {
 			t.Fatalf("disabled staff still works: %d", r.Status)
+		}
+	})
+}
+
+// Real-name identity: the ID card is checked (GB 11643), decides birth
+// date, gender and region, is sealed at rest, masked in every answer but
+// the full-number roles' (audited), and finds the patient at the front desk.
+func TestRealNameIdentity(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		const card = "11010519491231002X"
+		tok, pid := login(t, h, "dev:realname")
+		for _, c := range []struct {
+			body       map[string]any
+			status     int
+			code, what string
+		}{
+			{map[string]any{"id_card": "110105194912310021"}, 422, "invalid_id_card", "wrong check digit"},
+			{map[string]any{"id_card": "1101051949123100"}, 422, "invalid_id_card", "16 digits"},
+			{map[string]any{"id_card": card, "gender": "male"}, 422, "id_card_mismatch", "a man's gender on a woman's card"},
+			{map[string]any{"id_card": card, "birth_date": "1950-01-01"}, 422, "id_card_mismatch", "another birth date"},
+			{map[string]any{"region_code": "999999"}, 422, "invalid_region", "unknown region"},
+		} {
+			if r := call(t, h, "PUT", "/api/mp/me", tok, c.body); r.Status != c.status || r.ErrCode() != c.code {
+				t.Errorf("%s: %d %s", c.what, r.Status, r.Raw)
+			}
+		}
+		r := call(t, h, "PUT", "/api/mp/me", tok, map[string]any{"name": "王芳", "id_card": strings.ToLower(card)})
+		if r.Status != 200 || r.Body["id_card"] != "1101**********002X" || r.Body["gender"] != "female" || r.Body["birth_date"] != "1949-12-31" ||
+			r.Body["region_code"] != "110105" || r.Body["region"] != "北京市朝阳区" {
+			t.Fatalf("set the card: %d %s", r.Status, r.Raw)
+		}
+		// Kept consistent afterwards.
+		if r := call(t, h, "PUT", "/api/mp/me", tok, map[string]any{"gender": "male"}); r.Status != 422 || r.ErrCode() != "id_card_mismatch" {
+			t.Fatalf("change gender against the card: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "PUT", "/api/mp/me", tok, map[string]any{"region_code": "440305"}); r.Body["region"] != "广东省深圳市南山区" {
+			t.Fatalf("choose a region: %s", r.Raw)
+		}
+		other, _ := login(t, h, "dev:impostor")
+		if r := call(t, h, "PUT", "/api/mp/me", other, map[string]any{"id_card": card}); r.Status != 409 || r.ErrCode() != "id_card_taken" {
+			t.Fatalf("the same card on another account: %d %s", r.Status, r.Raw)
+		}
+		fm := call(t, h, "POST", "/api/mp/family", tok, map[string]any{"name": "王小明", "relation": "child", "id_card": "440305199001010018"})
+		if fm.Status != 201 || fm.Body["id_card"] != "4403**********0018" || fm.Body["gender"] != "male" || fm.Body["birth_date"] != "1990-01-01" {
+			t.Fatalf("family member with a card: %d %s", fm.Status, fm.Raw)
+		}
+		if r := call(t, h, "POST", "/api/mp/family", tok, map[string]any{"name": "王小红", "relation": "child", "gender": "female", "id_card": "440305199001010018"}); r.Status != 422 {
+			t.Fatalf("family member whose gender contradicts the card: %d %s", r.Status, r.Raw)
+		}
+		// Sealed at rest: the number is nowhere in the patients' or family rows.
+		for _, table := range []string{"patients", "family_members"} {
+			var rows []map[string]any
+			a.DB.Gorm().Table(table).Find(&rows)
+			if strings.Contains(fmt.Sprint(rows), "1101051949") || strings.Contains(fmt.Sprint(rows), "4403051990") {
+				t.Fatalf("%s holds an ID card in clear", table)
+			}
+		}
+		// Staff: masked for most roles, full (and audited) for the front desk.
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		doc := newStaff(t, a, admin, "doc", "doctor")
+		desk := newStaff(t, a, admin, "desk", "frontdesk")
+		if v := call(t, h, "GET", fmt.Sprintf("/api/admin/patients/%d", pid), doc, nil); v.Body["id_card"] != "1101**********002X" {
+			t.Fatalf("doctor's 360: %v", v.Body["id_card"])
+		}
+		if v := call(t, h, "GET", fmt.Sprintf("/api/admin/patients/%d", pid), desk, nil); v.Body["id_card"] != card {
+			t.Fatalf("front desk's 360: %v", v.Body["id_card"])
+		}
+		au := call(t, h, "GET", fmt.Sprintf("/api/admin/audit?patient_id=%d&action=patient.id_card.read", pid), admin, nil)
+		if len(au.Body["items"].([]any)) != 1 {
+			t.Fatalf("the full number's read is not audited: %s", au.Raw)
+		}
+		// The front desk finds the booking by the card.
+		sl := testSlot(t, a, "06:00", 5)
+		if r := bookCall(t, h, tok, "rn", map[string]any{"package_id": anyPackage(t, a).ID, "slot_id": sl.ID}); r.Status != 201 {
+			t.Fatalf("book: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "GET", "/api/admin/bookings?q="+card, desk, nil); len(r.Body["items"].([]any)) != 1 {
+			t.Fatalf("search by ID card: %s", r.Raw)
+		}
+		// The patient's own copy has the full number.
+		if ex := call(t, h, "GET", "/api/mp/me/export", tok, nil); ex.Body["profile"].(map[string]any)["id_card"] != card {
+			t.Fatalf("export: %v", ex.Body["profile"])
 		}
 	})
 }

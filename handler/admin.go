@@ -115,7 +115,7 @@ func (h adminPatients) view(c *gin.Context) {
 // dto360 renders a patient's 360 for a staff role.
 func (h adminPatients) dto360(v *service.Patient360, role string) Patient360DTO {
 	out := Patient360DTO{PatientSummaryDTO: h.summary(&v.Patient, role), Consents: consentDTOs(v.Consents), Health: v.Health}
-	out.Phone = v.Phone
+	out.Phone, out.IDCard = v.Phone, v.IDCard
 	out.Tags = []AssignedTagDTO{}
 	for _, t := range v.Tags {
 		out.Tags = append(out.Tags, assignedTagDTO(&t))
@@ -138,7 +138,7 @@ func (h adminPatients) dto360(v *service.Patient360, role string) Patient360DTO 
 	}
 	out.Family = []FamilyDTO{}
 	for _, m := range v.Family {
-		d := FamilyDTO{ID: m.ID, Name: m.Name, Relation: m.Relation, Gender: m.Gender}
+		d := FamilyDTO{ID: m.ID, Name: m.Name, Relation: m.Relation, Gender: m.Gender, IDCard: m.IDCardMask}
 		if m.BirthDate != nil {
 			d.BirthDate = model.DateString(*m.BirthDate)
 		}

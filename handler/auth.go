@@ -68,13 +68,16 @@ type PatientDTO struct {
 	Gender     string `json:"gender"`
 	BirthDate  string `json:"birth_date,omitempty"`
 	Region     string `json:"region"`
+	RegionCode string `json:"region_code"`
+	// IDCard is masked (1101**********1234); "" when none is on record.
+	IDCard     string `json:"id_card"`
 	Source     string `json:"source"`
 	PhoneBound bool   `json:"phone_bound"`
 	CreatedAt  string `json:"created_at"`
 }
 
 func patientDTO(p *model.Patient) PatientDTO {
-	d := PatientDTO{ID: p.ID, Name: p.Name, Gender: p.Gender, Region: p.Region, Source: p.Source,
+	d := PatientDTO{ID: p.ID, Name: p.Name, Gender: p.Gender, Region: p.Region, RegionCode: p.RegionCode, IDCard: p.IDCardMask, Source: p.Source,
 		PhoneBound: p.PhoneHash != nil, CreatedAt: model.LocalTime(p.CreatedAt)}
 	if p.BirthDate != nil {
 		d.BirthDate = model.DateString(*p.BirthDate)

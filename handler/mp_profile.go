@@ -57,8 +57,11 @@ type updateMeRequest struct {
 	Name      *string `json:"name"`
 	Gender    *string `json:"gender"`
 	BirthDate *string `json:"birth_date"`
-	Region    *string `json:"region"`
-	Source    *string `json:"source"`
+	// IDCard is the 18-digit ID card ("" removes it).
+	IDCard *string `json:"id_card"`
+	// RegionCode is a six-digit GB/T 2260 code (the ID card sets it too).
+	RegionCode *string `json:"region_code"`
+	Source     *string `json:"source"`
 }
 
 func (h mpProfile) updateMe(c *gin.Context) {
@@ -67,7 +70,7 @@ func (h mpProfile) updateMe(c *gin.Context) {
 		return
 	}
 	p, err := h.profile.UpdateMe(c.Request.Context(), principal(c), service.ProfileUpdate{
-		Name: req.Name, Gender: req.Gender, BirthDate: req.BirthDate, Region: req.Region, Source: req.Source,
+		Name: req.Name, Gender: req.Gender, BirthDate: req.BirthDate, IDCard: req.IDCard, RegionCode: req.RegionCode, Source: req.Source,
 	})
 	if err != nil {
 		fail(c, err)
@@ -223,10 +226,12 @@ type FamilyDTO struct {
 	Gender    string `json:"gender"`
 	BirthDate string `json:"birth_date,omitempty"`
 	Phone     string `json:"phone,omitempty"`
+	// IDCard is masked (1101**********1234).
+	IDCard string `json:"id_card"`
 }
 
 func (h mpProfile) familyDTO(m *model.FamilyMember) FamilyDTO {
-	d := FamilyDTO{ID: m.ID, Name: m.Name, Relation: m.Relation, Gender: m.Gender, Phone: h.family.Phone(m)}
+	d := FamilyDTO{ID: m.ID, Name: m.Name, Relation: m.Relation, Gender: m.Gender, Phone: h.family.Phone(m), IDCard: m.IDCardMask}
 	if m.BirthDate != nil {
 		d.BirthDate = model.DateString(*m.BirthDate)
 	}
@@ -239,10 +244,11 @@ type familyRequest struct {
 	Gender    string `json:"gender"`
 	BirthDate string `json:"birth_date"`
 	Phone     string `json:"phone"`
+	IDCard    string `json:"id_card"`
 }
 
 func (r familyRequest) input() service.FamilyInput {
-	return service.FamilyInput{Name: r.Name, Relation: r.Relation, Gender: r.Gender, BirthDate: r.BirthDate, Phone: r.Phone}
+	return service.FamilyInput{Name: r.Name, Relation: r.Relation, Gender: r.Gender, BirthDate: r.BirthDate, Phone: r.Phone, IDCard: r.IDCard}
 }
 
 func idParam(c *gin.Context) (uint64, bool) {

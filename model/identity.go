@@ -18,7 +18,16 @@ type Patient struct {
 	Name      string `gorm:"size:64"`
 	Gender    string `gorm:"size:8;default:unknown"` // male, female, unknown
 	BirthDate *time.Time
-	Region    string `gorm:"size:128"`
+	// IDCardHash (keyed hash, for lookups), IDCardEnc (sealed) and
+	// IDCardMask (1101**********1234, what most people see) hold the ID
+	// card (身份证); birth date and gender agree with it.
+	IDCardHash *string `gorm:"size:64;uniqueIndex"`
+	IDCardEnc  []byte  `gorm:"type:blob"`
+	IDCardMask string  `gorm:"size:18"`
+	// RegionCode is the GB/T 2260 county code (from the ID card, or chosen);
+	// Region is its name (older records: what the patient typed).
+	RegionCode string `gorm:"size:6;index"`
+	Region     string `gorm:"size:128"`
 	// Source is the first touch: a QR scene, a campaign, a referral.
 	Source    string `gorm:"size:128"`
 	BlockedAt *time.Time

@@ -22,8 +22,12 @@ type FamilyMember struct {
 	PhoneHash *string `gorm:"size:64;index"`
 	PhoneEnc  []byte  `gorm:"type:blob"`
 	PhoneTail string  `gorm:"size:4;index"`
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	// The ID card as on Patient (not unique: a relative may be a patient too).
+	IDCardHash *string `gorm:"size:64;index"`
+	IDCardEnc  []byte  `gorm:"type:blob"`
+	IDCardMask string  `gorm:"size:18"`
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // Consent kinds (PIPL: health data is sensitive personal information and

@@ -15,6 +15,7 @@ import (
 const (
 	AuditPatientView    = "patient.view"
 	AuditHealthRead     = "patient.health.read"
+	AuditIDCardRead     = "patient.id_card.read"
 	AuditPatientSearch  = "patient.search"
 	AuditPatientBlock   = "patient.block"
 	AuditPatientUnblock = "patient.unblock"

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"careloop/model"
@@ -21,6 +22,8 @@ type FamilyInput struct {
 	Gender    string
 	BirthDate string
 	Phone     string
+	// IDCard (身份证, optional): birth date and gender follow it.
+	IDCard string
 }
 
 // Family manages a patient's relatives (就诊人).
@@ -55,6 +58,20 @@ func (s *Family) fill(m *model.FamilyMember, in FamilyInput) error {
 		return err
 	}
 	m.Name, m.Relation, m.Gender, m.BirthDate = name, in.Relation, g, d
+	m.IDCardHash, m.IDCardEnc, m.IDCardMask = nil, nil, ""
+	if strings.TrimSpace(in.IDCard) != "" {
+		id, err := model.ParseIDCard(in.IDCard, s.now())
+		if err != nil {
+			return err
+		}
+		if !agrees(id, d, g) {
+			return ErrIDCardMismatch
+		}
+		h := s.sealer.idCardHash(id.Number)
+		b := id.Birth
+		m.IDCardHash, m.IDCardEnc, m.IDCardMask = &h, s.sealer.Seal([]byte(id.Number)), model.MaskIDCard(id.Number)
+		m.BirthDate, m.Gender = &b, id.Gender
+	}
 	m.PhoneHash, m.PhoneEnc, m.PhoneTail = nil, nil, ""
 	if in.Phone != "" {
 		if !mainlandMobile.MatchString(in.Phone) {
@@ -116,7 +133,7 @@ func (s *Family) Update(ctx context.Context, p Principal, id uint64, in FamilyIn
 	if err := s.fill(m, in); err != nil {
 		return nil, err
 	}
-	if err := s.db.Conn(ctx).Select("name", "relation", "gender", "birth_date", "phone_hash", "phone_enc", "phone_tail", "updated_at").
+	if err := s.db.Conn(ctx).Select("name", "relation", "gender", "birth_date", "phone_hash", "phone_enc", "phone_tail", "id_card_hash", "id_card_enc", "id_card_mask", "updated_at").
 		Where("owner_id = ?", p.ID).Updates(m).Error; err != nil {
 		return nil, err
 	}

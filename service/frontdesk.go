@@ -23,6 +23,8 @@ type FrontDeskQuery struct {
 	// Q is the one search box: a booking code, a full phone, its last four
 	// digits (尾号), an ID card, a HIS id or a name.
 	Q string
+	// IDCard is an ID card number (set from Q).
+	IDCard string
 }
 
 var (
@@ -50,10 +52,19 @@ func (f *FrontDesk) Search(ctx context.Context, q FrontDeskQuery) ([]model.Booki
 	case q.Q == "":
 	case mainlandMobile.MatchString(q.Q):
 		q.Phone = q.Q
+	case len(q.Q) == 18:
+		if id, err := model.ParseIDCard(q.Q, f.b.now()); err == nil {
+			q.IDCard = id.Number
+		}
 	case bookingCodeRe.MatchString(up) && !phoneTailRe.MatchString(q.Q):
 		q.Code = up
 	}
 	switch {
+	case q.IDCard != "":
+		h := f.sealer.idCardHash(q.IDCard)
+		db = db.Where("(family_member_id IS NULL AND patient_id IN (?)) OR family_member_id IN (?)",
+			f.b.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("id_card_hash = ?", h),
+			f.b.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id").Where("id_card_hash = ?", h))
 	case q.Q != "" && q.Phone == "" && q.Code == "":
 		// The person who comes: the patient themself, or a family member.
 		db = db.Where("(family_member_id IS NULL AND patient_id IN (?)) OR family_member_id IN (?)", f.patientsMatching(ctx, q.Q), f.familyMatching(ctx, q.Q))

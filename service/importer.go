@@ -55,6 +55,7 @@ var importColumns = map[string]string{
 	"birth_date": "birth_date", "birthday": "birth_date", "出生日期": "birth_date",
 	"his_id": "his_id", "his patient id": "his_id", "his号": "his_id", "病案号": "his_id", "患者编号": "his_id",
 	"source": "source", "source_channel": "source", "来源": "source", "来源渠道": "source",
+	"id_card": "id_card", "身份证号": "id_card", "身份证": "id_card", "身份证号码": "id_card", "证件号码": "id_card",
 }
 
 type importRow struct {
@@ -62,6 +63,8 @@ type importRow struct {
 	name, phone, gender, hisID, src string
 	birth                           *time.Time
 	phoneHash                       string
+	idCard                          *model.IDCard
+	idHash                          string
 }
 
 // Import reads rows (the first is the header) and reports progress after
@@ -96,7 +99,7 @@ func (im *Importer) Import(ctx context.Context, rows [][]string, progress func(d
 	}
 	total := len(rows) - 1
 	rep.Rows = total
-	seenHIS, seenPhone := map[string]int{}, map[string]int{}
+	seenHIS, seenPhone, seenID := map[string]int{}, map[string]int{}, map[string]int{}
 	var batch []importRow
 	now := im.now()
 	for i, r := range rows[1:] {
@@ -109,6 +112,11 @@ func (im *Importer) Import(ctx context.Context, rows [][]string, progress func(d
 		if ierr == nil && row.hisID != "" {
 			if prev, dup := seenHIS[row.hisID]; dup {
 				ierr = &ImportError{Row: line, Field: "his_id", Reason: fmt.Sprintf("HIS号与第 %d 行重复", prev)}
+			}
+		}
+		if ierr == nil && row.idHash != "" {
+			if prev, dup := seenID[row.idHash]; dup {
+				ierr = &ImportError{Row: line, Field: "id_card", Reason: fmt.Sprintf("身份证号与第 %d 行重复", prev)}
 			}
 		}
 		if ierr == nil && row.phone != "" {
@@ -125,6 +133,9 @@ func (im *Importer) Import(ctx context.Context, rows [][]string, progress func(d
 		}
 		if row.phone != "" {
 			seenPhone[row.phone] = line
+		}
+		if row.idHash != "" {
+			seenID[row.idHash] = line
 		}
 		batch = append(batch, row)
 		if len(batch) >= im.BatchSize {
@@ -165,8 +176,15 @@ func (im *Importer) parseRow(line int, r []string, get func([]string, string) st
 		return bad("name", "姓名为空或超过 32 个字")
 	}
 	row.name = name
-	if row.hisID == "" && row.phone == "" {
-		return bad("his_id", "HIS号和手机号至少填一个")
+	if v := get(r, "id_card"); v != "" {
+		id, err := model.ParseIDCard(v, now)
+		if err != nil {
+			return bad("id_card", "身份证号不正确（18 位，出生日期与校验码须有效）")
+		}
+		row.idCard, row.idHash = &id, im.sealer.idCardHash(id.Number)
+	}
+	if row.hisID == "" && row.phone == "" && row.idCard == nil {
+		return bad("his_id", "HIS号、身份证号和手机号至少填一个")
 	}
 	if len(row.hisID) > 64 {
 		return bad("his_id", "HIS号过长")
@@ -194,6 +212,14 @@ func (im *Importer) parseRow(line int, r []string, get func([]string, string) st
 		}
 		row.birth = d
 	}
+	if id := row.idCard; id != nil {
+		// The card decides birth date and gender; a column that disagrees is an error in the export.
+		if !agrees(*id, row.birth, row.gender) {
+			return bad("id_card", "出生日期或性别与身份证号不一致")
+		}
+		b := id.Birth
+		row.birth, row.gender = &b, id.Gender
+	}
 	row.src = truncate(row.src, 128)
 	return row, nil
 }
@@ -204,10 +230,13 @@ func (im *Importer) flush(ctx context.Context, batch []importRow, rep *ImportRep
 	if len(batch) == 0 {
 		return nil
 	}
-	var his, hashes []string
+	var his, hashes, ids []string
 	for _, r := range batch {
 		if r.hisID != "" {
 			his = append(his, r.hisID)
+		}
+		if r.idHash != "" {
+			ids = append(ids, r.idHash)
 		}
 		if r.phoneHash != "" {
 			hashes = append(hashes, r.phoneHash)
@@ -223,12 +252,18 @@ func (im *Importer) flush(ctx context.Context, batch []importRow, rep *ImportRep
 		if len(hashes) > 0 {
 			q = q.Or("phone_hash IN ?", hashes)
 		}
+		if len(ids) > 0 {
+			q = q.Or("id_card_hash IN ?", ids)
+		}
 		if err := q.Find(&existing).Error; err != nil {
 			return fmt.Errorf("match import batch: %w", err)
 		}
-		byHIS, byPhone := map[string]*model.Patient{}, map[string]*model.Patient{}
+		byHIS, byPhone, byID := map[string]*model.Patient{}, map[string]*model.Patient{}, map[string]*model.Patient{}
 		for i := range existing {
 			p := &existing[i]
+			if p.IDCardHash != nil {
+				byID[*p.IDCardHash] = p
+			}
 			if p.HISID != nil {
 				byHIS[*p.HISID] = p
 			}
@@ -238,11 +273,25 @@ func (im *Importer) flush(ctx context.Context, batch []importRow, rep *ImportRep
 		}
 		var fresh []model.Patient
 		for _, r := range batch {
-			p := byHIS[r.hisID]
-			if r.hisID == "" || p == nil {
+			// The ID card first, then the HIS id, then the phone.
+			p := byID[r.idHash]
+			if p == nil && r.idHash != "" {
+				if q := byHIS[r.hisID]; r.hisID != "" && q != nil && q.IDCardHash != nil {
+					rep.Errors = append(rep.Errors, ImportError{Row: r.line, Field: "id_card", Reason: "该 HIS 号的患者已登记了另一个身份证号"})
+					continue
+				}
+			}
+			if p == nil {
+				p = byHIS[r.hisID]
+			}
+			if p == nil {
 				if q := byPhone[r.phoneHash]; r.phoneHash != "" && q != nil {
 					if r.hisID != "" && q.HISID != nil && *q.HISID != r.hisID {
 						rep.Errors = append(rep.Errors, ImportError{Row: r.line, Field: "phone", Reason: "手机号已属于另一位 HIS 号不同的患者"})
+						continue
+					}
+					if r.idHash != "" && q.IDCardHash != nil && *q.IDCardHash != r.idHash {
+						rep.Errors = append(rep.Errors, ImportError{Row: r.line, Field: "phone", Reason: "手机号已属于另一位身份证号不同的患者"})
 						continue
 					}
 					p = q
@@ -264,6 +313,11 @@ func (im *Importer) flush(ctx context.Context, batch []importRow, rep *ImportRep
 					h := r.phoneHash
 					np.PhoneHash, np.PhoneEnc, np.PhoneTail = &h, im.sealer.Seal([]byte(r.phone)), model.Tail(r.phone)
 				}
+				if r.idCard != nil {
+					h := r.idHash
+					np.IDCardHash, np.IDCardEnc, np.IDCardMask = &h, im.sealer.Seal([]byte(r.idCard.Number)), model.MaskIDCard(r.idCard.Number)
+					np.RegionCode, np.Region = r.idCard.Region, model.RegionName(r.idCard.Region)
+				}
 				fresh = append(fresh, np)
 				continue
 			}
@@ -274,7 +328,7 @@ func (im *Importer) flush(ctx context.Context, batch []importRow, rep *ImportRep
 			}
 			if err := db.Model(&model.Patient{}).Where("id = ?", p.ID).Updates(upd).Error; err != nil {
 				if model.IsDuplicate(err) {
-					rep.Errors = append(rep.Errors, ImportError{Row: r.line, Field: "phone", Reason: "手机号或 HIS 号已属于另一位患者"})
+					rep.Errors = append(rep.Errors, ImportError{Row: r.line, Field: "phone", Reason: "手机号、HIS 号或身份证号已属于另一位患者"})
 					continue
 				}
 				return fmt.Errorf("update imported patient: %w", err)
@@ -311,6 +365,14 @@ func (im *Importer) changes(p *model.Patient, r importRow) map[string]any {
 		upd["phone_hash"] = r.phoneHash
 		upd["phone_enc"] = im.sealer.Seal([]byte(r.phone))
 		upd["phone_tail"] = model.Tail(r.phone)
+	}
+	if r.idCard != nil && p.IDCardHash == nil {
+		for k, v := range im.sealer.idCardColumns(*r.idCard) {
+			upd[k] = v
+		}
+		if p.RegionCode == "" {
+			upd["region_code"], upd["region"] = r.idCard.Region, model.RegionName(r.idCard.Region)
+		}
 	}
 	if r.src != "" && p.Source == "" {
 		upd["source"] = r.src

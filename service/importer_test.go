@@ -157,3 +157,46 @@ func BenchmarkImport100k(b *testing.B) {
 		})
 	}
 }
+
+// The HIS import takes a 身份证号 column, matches on it first, and lets the
+// card decide birth date and gender.
+func TestImportMatchesIDCardFirst(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, db *model.DB) {
+		ctx := context.Background()
+		im := service.NewImporter(db, sealer(t), nil)
+		first := [][]string{
+			{"姓名", "身份证号", "手机号", "HIS号"},
+			{"周九", "11010519491231002X", "13800000091", "H091"},
+			{"吴十", "110105194912310021", "", "H092"}, // bad check digit
+			{"郑一", "11010519491231002X", "", "H093"}, // same card as row 2
+			{"王二", "440305199001010018", "", "H094"}, // a man born 1990-01-01
+		}
+		rep, err := im.Import(ctx, first, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := map[int]string{}
+		for _, e := range rep.Errors {
+			bad[e.Row] = e.Field
+		}
+		if rep.Created != 2 || bad[3] != "id_card" || bad[4] != "id_card" {
+			t.Fatalf("first import: %+v", rep)
+		}
+		var zhou model.Patient
+		db.Gorm().Where("his_id = ?", "H091").Take(&zhou)
+		if zhou.Gender != "female" || zhou.BirthDate == nil || model.DateString(*zhou.BirthDate) != "1949-12-31" ||
+			zhou.RegionCode != "110105" || zhou.IDCardMask != "1101**********002X" || bytes.Contains(zhou.IDCardEnc, []byte("1101051949")) {
+			t.Fatalf("the card did not decide: %+v", zhou)
+		}
+		// A later export with a new HIS id and no phone still finds her by the card.
+		rep, err = im.Import(ctx, [][]string{{"姓名", "身份证号", "HIS号"}, {"周九", "11010519491231002X", "H091-NEW"}}, nil)
+		if err != nil || rep.Created != 0 || rep.Unchanged+rep.Updated != 1 {
+			t.Fatalf("re-import by card: %+v %v", rep, err)
+		}
+		var n int64
+		db.Gorm().Model(&model.Patient{}).Count(&n)
+		if n != 2 {
+			t.Fatalf("%d patients after matching by card, want 2", n)
+		}
+	})
+}

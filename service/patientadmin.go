@@ -89,6 +89,7 @@ func (s *PatientAdmin) Search(ctx context.Context, by Principal, q PatientQuery)
 type Patient360 struct {
 	Patient  model.Patient
 	Phone    string // masked unless the role sees full numbers
+	IDCard   string // masked unless the role needs the full number (audited)
 	Tags     []AssignedTag
 	Family   []model.FamilyMember
 	Health   *HealthData // nil when the role may not read it
@@ -110,6 +111,14 @@ func (s *PatientAdmin) View(ctx context.Context, by Principal, id uint64) (*Pati
 		out.Phone = phone
 	} else {
 		out.Phone = MaskPhone(phone)
+	}
+	out.IDCard = out.Patient.IDCardMask
+	if SeesFullPhone(by.Role) && out.Patient.IDCardEnc != nil {
+		// The front desk checks the card at check-in; every such read is audited.
+		out.IDCard = s.profile.sealer.IDCardOf(out.Patient.IDCardEnc)
+		if err := s.audit.Record(ctx, by, AuditIDCardRead, &id, ""); err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
 	}
 	var err error
 	if out.Tags, err = s.tags.OfPatient(ctx, id); err != nil {

@@ -115,6 +115,9 @@ func (s *PatientData) Merge(ctx context.Context, selfID, ownerID uint64) (*model
 		if owner == nil || owner.OpenID != nil {
 			return ErrPhoneTaken // claimed by another WeChat user meanwhile
 		}
+		if owner.IDCardHash != nil && self.IDCardHash != nil && *owner.IDCardHash != *self.IDCardHash {
+			return ErrIDCardConflict // two people, one phone: staff must look
+		}
 		steps := s.mergeSteps()
 		for _, e := range model.PatientRegistry() {
 			table := s.db.TableOf(e.Model)
@@ -148,11 +151,17 @@ func (s *PatientData) Merge(ctx context.Context, selfID, ownerID uint64) (*model
 // mergeIdentity gives self's WeChat identity to owner, fills what owner
 // lacks from self, and removes self.
 func (s *PatientData) mergeIdentity(_ context.Context, db *gorm.DB, self, owner *model.Patient) error {
-	// Free the unique openid first, then give it to owner.
-	if err := db.Model(&model.Patient{}).Where("id = ?", self.ID).Updates(map[string]any{"open_id": nil, "union_id": nil}).Error; err != nil {
+	// Free the unique openid (and ID card) first, then give them to owner.
+	if err := db.Model(&model.Patient{}).Where("id = ?", self.ID).Updates(map[string]any{"open_id": nil, "union_id": nil, "id_card_hash": nil}).Error; err != nil {
 		return err
 	}
 	upd := map[string]any{"open_id": self.OpenID}
+	if owner.IDCardHash == nil && self.IDCardHash != nil {
+		upd["id_card_hash"], upd["id_card_enc"], upd["id_card_mask"] = self.IDCardHash, self.IDCardEnc, self.IDCardMask
+	}
+	if owner.RegionCode == "" && self.RegionCode != "" {
+		upd["region_code"] = self.RegionCode
+	}
 	if owner.UnionID == nil {
 		upd["union_id"] = self.UnionID
 	}
@@ -427,8 +436,9 @@ func localPtr(t *time.Time) any {
 func (s *PatientData) exporters() map[string]exporter {
 	return map[string]exporter{
 		"profile": func(_ context.Context, _ *gorm.DB, pt *model.Patient) (any, error) {
-			m := map[string]any{"id": pt.ID, "name": pt.Name, "gender": pt.Gender, "region": pt.Region, "source": pt.Source,
-				"phone": s.sealer.OpenString(pt.PhoneEnc), "created_at": model.LocalTime(pt.CreatedAt)}
+			m := map[string]any{"id": pt.ID, "name": pt.Name, "gender": pt.Gender, "region": pt.Region, "region_code": pt.RegionCode,
+				"source": pt.Source, "phone": s.sealer.OpenString(pt.PhoneEnc), "id_card": s.sealer.IDCardOf(pt.IDCardEnc),
+				"created_at": model.LocalTime(pt.CreatedAt)}
 			if pt.HISID != nil {
 				m["his_id"] = *pt.HISID
 			}
@@ -454,7 +464,8 @@ func (s *PatientData) exporters() map[string]exporter {
 		},
 		"family_members": func(_ context.Context, db *gorm.DB, pt *model.Patient) (any, error) {
 			return exportList(db.Where("owner_id = ?", pt.ID).Order("id"), func(m *model.FamilyMember) map[string]any {
-				r := map[string]any{"id": m.ID, "name": m.Name, "relation": m.Relation, "gender": m.Gender, "phone": s.sealer.OpenString(m.PhoneEnc)}
+				r := map[string]any{"id": m.ID, "name": m.Name, "relation": m.Relation, "gender": m.Gender, "phone": s.sealer.OpenString(m.PhoneEnc),
+					"id_card": s.sealer.IDCardOf(m.IDCardEnc)}
 				if m.BirthDate != nil {
 					r["birth_date"] = model.DateString(*m.BirthDate)
 				}
@@ -676,7 +687,8 @@ func (s *PatientData) eraseBookings(ctx context.Context, db *gorm.DB, pt *model.
 // erasePatient clears the identity and keeps it sealed for the retention
 // period of the medical records.
 func (s *PatientData) erasePatient(_ context.Context, db *gorm.DB, pt *model.Patient, now time.Time) error {
-	ident := map[string]any{"name": pt.Name, "gender": pt.Gender, "phone": s.sealer.OpenString(pt.PhoneEnc)}
+	ident := map[string]any{"name": pt.Name, "gender": pt.Gender, "phone": s.sealer.OpenString(pt.PhoneEnc),
+		"id_card": s.sealer.IDCardOf(pt.IDCardEnc), "region_code": pt.RegionCode}
 	if pt.HISID != nil {
 		ident["his_id"] = *pt.HISID
 	}
@@ -686,6 +698,7 @@ func (s *PatientData) erasePatient(_ context.Context, db *gorm.DB, pt *model.Pat
 	plain, _ := json.Marshal(ident)
 	return db.Model(&model.Patient{}).Where("id = ?", pt.ID).Updates(map[string]any{
 		"open_id": nil, "union_id": nil, "his_id": nil, "phone_hash": nil, "phone_enc": nil, "phone_tail": "",
+		"id_card_hash": nil, "id_card_enc": nil, "id_card_mask": "", "region_code": "",
 		"name": "已注销用户", "gender": "unknown", "birth_date": nil, "region": "", "source": "",
 		"erased_at": now, "retained_enc": s.sealer.Seal(plain), "retained_until": model.RetainUntil(now),
 	}).Error

@@ -61,7 +61,11 @@ type ProfileUpdate struct {
 	Name      *string
 	Gender    *string
 	BirthDate *string
-	Region    *string
+	// IDCard sets the ID card (身份证; "" removes it): birth date, gender and
+	// region follow it.
+	IDCard *string
+	// RegionCode is a six-digit GB/T 2260 code ("" clears it).
+	RegionCode *string
 	// Source is the first touch; it is kept once set.
 	Source *string
 }
@@ -108,6 +112,7 @@ func (s *Profile) UpdateMe(ctx context.Context, p Principal, u ProfileUpdate) (*
 		return nil, err
 	}
 	upd := map[string]any{}
+	gender, birth := pt.Gender, pt.BirthDate
 	if u.Name != nil {
 		n, err := checkName(*u.Name)
 		if err != nil {
@@ -121,6 +126,7 @@ func (s *Profile) UpdateMe(ctx context.Context, p Principal, u ProfileUpdate) (*
 			return nil, err
 		}
 		upd["gender"] = g
+		gender = g
 	}
 	if u.BirthDate != nil {
 		d, err := ParseDate(*u.BirthDate, s.now())
@@ -128,22 +134,70 @@ func (s *Profile) UpdateMe(ctx context.Context, p Principal, u ProfileUpdate) (*
 			return nil, err
 		}
 		upd["birth_date"] = d
+		birth = d
 	}
-	if u.Region != nil {
-		if utf8.RuneCountInString(*u.Region) > 64 {
-			return nil, model.ErrInvalid.WithMessage("地区过长")
+	if u.RegionCode != nil {
+		code := strings.TrimSpace(*u.RegionCode)
+		if code != "" && !model.ValidRegion(code) {
+			return nil, ErrBadRegion
 		}
-		upd["region"] = strings.TrimSpace(*u.Region)
+		upd["region_code"], upd["region"] = code, model.RegionName(code)
+	}
+	switch {
+	case u.IDCard != nil && strings.TrimSpace(*u.IDCard) == "":
+		upd["id_card_hash"], upd["id_card_enc"], upd["id_card_mask"] = nil, nil, ""
+	case u.IDCard != nil:
+		id, err := model.ParseIDCard(*u.IDCard, s.now())
+		if err != nil {
+			return nil, err
+		}
+		// What the request says beside the card must agree with it; what
+		// it does not say follows the card.
+		if !agrees(id, pickDate(u.BirthDate != nil, birth), pickGender(u.Gender != nil, gender)) {
+			return nil, ErrIDCardMismatch
+		}
+		for k, v := range s.sealer.idCardColumns(id) {
+			upd[k] = v
+		}
+		b := id.Birth
+		upd["birth_date"], upd["gender"] = &b, id.Gender
+		if u.RegionCode == nil {
+			upd["region_code"], upd["region"] = id.Region, model.RegionName(id.Region)
+		}
+	case pt.IDCardEnc != nil && (u.Gender != nil || u.BirthDate != nil):
+		// A card on record: a change of birth date or gender must agree with it.
+		if id, err := model.ParseIDCard(s.sealer.IDCardOf(pt.IDCardEnc), s.now()); err == nil && !agrees(id, birth, gender) {
+			return nil, ErrIDCardMismatch
+		}
 	}
 	if u.Source != nil && pt.Source == "" {
 		upd["source"] = truncate(strings.TrimSpace(*u.Source), 128)
 	}
 	if len(upd) > 0 {
 		if err := s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ?", p.ID).Updates(upd).Error; err != nil {
+			if model.IsDuplicate(err) {
+				return nil, ErrIDCardTaken
+			}
 			return nil, fmt.Errorf("update patient: %w", err)
 		}
 	}
 	return s.Me(ctx, p)
+}
+
+// pickDate is d when the request named it, else nil.
+func pickDate(given bool, d *time.Time) *time.Time {
+	if given {
+		return d
+	}
+	return nil
+}
+
+// pickGender is g when the request named it, else "".
+func pickGender(given bool, g string) string {
+	if given {
+		return g
+	}
+	return ""
 }
 
 func truncate(s string, n int) string {
