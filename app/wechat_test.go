@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -55,8 +56,12 @@ func TestOACallbackSafeMode(t *testing.T) {
 			"stale403": {stale, 403, "stale_timestamp"}, "forged403": {forged, 403, "bad_signature"},
 			"tampered403": {tampered, 403, "bad_signature"}, "plaintext400": {plain, 400, "plaintext_refused"},
 		} {
-			if r := postCallback(t, a, c.cb); r.Status != c.status || r.ErrCode() != c.code {
+			r := postCallback(t, a, c.cb)
+			if r.Status != c.status || r.ErrCode() != c.code {
 				t.Errorf("%s: %d %s", name, r.Status, r.Raw)
+			}
+			if msg, _ := r.Body["error"].(map[string]any)["message"].(string); !regexp.MustCompile(`\p{Han}`).MatchString(msg) {
+				t.Errorf("%s: the refusal is not said in Chinese: %q", name, msg)
 			}
 		}
 		var events int64

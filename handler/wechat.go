@@ -51,7 +51,18 @@ func (h wechatHandlers) refuse(c *gin.Context, err error) {
 	if code == "bad_message" || code == "plaintext_refused" || code == "bad_ciphertext" {
 		status = http.StatusBadRequest
 	}
-	c.JSON(status, ErrorBody{Error: ErrorDetail{Code: code, Message: err.Error()}})
+	h.log.Warn("official-account callback refused", "code", code, "err", err, "ip", c.ClientIP())
+	c.JSON(status, ErrorBody{Error: ErrorDetail{Code: code, Message: refusalMessages[code]}})
+}
+
+// refusalMessages say in Chinese, for whoever reads the log or the answer,
+// why a callback was refused.
+var refusalMessages = map[string]string{
+	"bad_signature":     "回调签名校验失败",
+	"stale_timestamp":   "回调时间戳与当前时间相差超过 5 分钟",
+	"plaintext_refused": "安全模式下不接受明文消息",
+	"bad_ciphertext":    "消息无法解密，或不属于本公众号",
+	"bad_message":       "不是有效的微信消息",
 }
 
 // verify answers WeChat's URL check with the echo string.
