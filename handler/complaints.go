@@ -83,6 +83,14 @@ func (h complaintHandlers) mine(c *gin.Context) {
 // getMine is the patient's view of their complaint: status changes with
 // their times, nothing of who handled it or their notes.
 func (h complaintHandlers) getMine(c *gin.Context) {
+	h.withSteps(c, mpComplaintDTO, func(s model.ComplaintStep) gin.H {
+		return gin.H{"status": s.To, "at": model.LocalTime(s.CreatedAt)}
+	})
+}
+
+// withSteps answers the complaint of the path's id with its steps, each
+// side through its own DTOs.
+func (h complaintHandlers) withSteps(c *gin.Context, dto func(*model.Complaint) gin.H, step func(model.ComplaintStep) gin.H) {
 	id, ok := idParam(c)
 	if !ok {
 		return
@@ -92,10 +100,10 @@ func (h complaintHandlers) getMine(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	out := mpComplaintDTO(cp)
+	out := dto(cp)
 	list := make([]gin.H, 0, len(steps))
 	for _, s := range steps {
-		list = append(list, gin.H{"status": s.To, "at": model.LocalTime(s.CreatedAt)})
+		list = append(list, step(s))
 	}
 	out["steps"] = list
 	c.JSON(http.StatusOK, out)
@@ -107,22 +115,9 @@ func (h complaintHandlers) list(c *gin.Context) {
 }
 
 func (h complaintHandlers) get(c *gin.Context) {
-	id, ok := idParam(c)
-	if !ok {
-		return
-	}
-	cp, steps, err := h.c.Get(c.Request.Context(), principal(c), id)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	out := h.dto(cp)
-	list := make([]gin.H, 0, len(steps))
-	for _, s := range steps {
-		list = append(list, gin.H{"from": s.From, "to": s.To, "by": s.By, "note": s.Note, "at": model.LocalTime(s.CreatedAt)})
-	}
-	out["steps"] = list
-	c.JSON(http.StatusOK, out)
+	h.withSteps(c, h.dto, func(s model.ComplaintStep) gin.H {
+		return gin.H{"from": s.From, "to": s.To, "by": s.By, "note": s.Note, "at": model.LocalTime(s.CreatedAt)}
+	})
 }
 
 type stepRequest struct {
