@@ -290,5 +290,16 @@ func TestExportAndEraseFollowTheRegistry(t *testing.T) {
 		if r := call(t, h, "GET", "/api/mp/me", tok, nil); r.Status != 401 {
 			t.Errorf("the token still works after erasure: %d", r.Status)
 		}
+		// Excluded from processing: a year on, no annual re-check is written for them.
+		later := time.Now().In(model.Shanghai).AddDate(1, 1, 0)
+		later = time.Date(later.Year(), later.Month(), later.Day(), 10, 0, 0, 0, model.Shanghai)
+		if err := a.Bookings.AnnualRecheck(ctx, later); err != nil {
+			t.Fatal(err)
+		}
+		var care int64
+		a.DB.Gorm().Model(&model.Notification{}).Where("patient_id = ?", pid).Count(&care)
+		if care != 0 {
+			t.Errorf("%d notices written for an erased patient", care)
+		}
 	})
 }

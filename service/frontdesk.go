@@ -324,6 +324,8 @@ func (s *Bookings) AnnualRecheck(ctx context.Context, now time.Time) error {
 	// have been the maximum; a stale "booked" one is marked missed by day end).
 	err := s.db.Conn(ctx).Model(&model.Booking{}).Select("patient_id, MAX(date) AS date").
 		Where("status = ? AND family_member_id IS NULL", model.BookingCompleted).
+		// An erased patient's visits stay for accounting, never for care.
+		Where("patient_id NOT IN (?)", s.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("erased_at IS NOT NULL")).
 		Where("patient_id NOT IN (?)", s.db.Conn(ctx).Model(&model.Booking{}).Select("patient_id").
 			Where("family_member_id IS NULL AND status IN ?", []string{model.BookingBooked, model.BookingCheckedIn})).
 		Group("patient_id").Having("MAX(date) <= ?", cutoff).Find(&rows).Error

@@ -307,6 +307,7 @@ func (s *Points) ExpiryReminders(ctx context.Context, now time.Time) error {
 	var grants []model.PointsEntry
 	err := s.db.Conn(ctx).Select("patient_id", "remaining", "expires_at").
 		Where("remaining > 0 AND expires_at > ? AND expires_at <= ?", now.UTC(), now.AddDate(0, 1, 0).UTC()).
+		Where("patient_id NOT IN (?)", s.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("erased_at IS NOT NULL")).
 		Order("patient_id, expires_at").Find(&grants).Error
 	if err != nil {
 		return err
