@@ -74,7 +74,6 @@ type mergeStep func(ctx context.Context, db *gorm.DB, self, owner *model.Patient
 
 func (s *PatientData) mergeSteps() map[string]mergeStep {
 	return map[string]mergeStep{
-		"patients":           s.mergeIdentity,
 		"health_archives":    mergeArchive,
 		"patient_tags":       mergeTags,
 		"subscribe_credits":  mergeCredits,
@@ -121,11 +120,14 @@ func (s *PatientData) Merge(ctx context.Context, selfID, ownerID uint64) (*model
 		steps := s.mergeSteps()
 		for _, e := range model.PatientRegistry() {
 			table := s.db.TableOf(e.Model)
+			if table == "patients" {
+				continue // the identity moves last, below
+			}
 			step := steps[table]
 			if e.Merge == model.MergeCombine && step == nil {
 				return fmt.Errorf("merge %s: no step for its rule", table)
 			}
-			if step != nil && table != "patients" {
+			if step != nil {
 				if err := step(ctx, db, self, owner); err != nil {
 					return fmt.Errorf("merge %s of patient %d into %d: %w", table, self.ID, owner.ID, err)
 				}
