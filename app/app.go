@@ -172,6 +172,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		}
 	}
 
+	proxies, err := cfg.Proxies()
+	if err != nil {
+		return nil, err
+	}
 	deps := handler.Deps{
 		Log:                log,
 		Auth:               a.Auth,
@@ -200,6 +204,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
 		URLKey:             []byte("file-links|" + cfg.TokenSecret),
 		MaxBodyBytes:       cfg.MaxBodyBytes,
+		TrustedProxies:     proxies,
 		LiveHeartbeat:      cfg.LiveHeartbeat,
 		Spec:               api.Spec,
 		Collectors: append(a.Dispatcher.Collectors(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -70,8 +71,12 @@ type Config struct {
 	IntegrationSecrets string        `env:"CARELOOP_INTEGRATION_SECRETS" yaml:"integration_secrets" secret:"true"`
 	WeChatTimeout      time.Duration `env:"CARELOOP_WECHAT_TIMEOUT" yaml:"wechat_timeout"`
 	MaxBodyBytes       int64         `env:"CARELOOP_MAX_BODY_BYTES" yaml:"max_body_bytes"`
-	ShutdownGrace      time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
-	LogLevel           string        `env:"CARELOOP_LOG_LEVEL" yaml:"log_level"`
+	// TrustedProxies are the addresses or CIDR ranges of the proxies whose
+	// X-Forwarded-For / X-Real-IP are believed (comma separated); empty:
+	// none, the client is the connection's peer.
+	TrustedProxies string        `env:"CARELOOP_TRUSTED_PROXIES" yaml:"trusted_proxies"`
+	ShutdownGrace  time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
+	LogLevel       string        `env:"CARELOOP_LOG_LEVEL" yaml:"log_level"`
 	// LiveHeartbeat is how often an idle live chat stream sends a keep-alive
 	// and re-checks the staff member's session.
 	LiveHeartbeat time.Duration `env:"CARELOOP_LIVE_HEARTBEAT" yaml:"live_heartbeat"`
@@ -246,6 +251,9 @@ func (c Config) Validate() error {
 	if c.AdminPassword != "" && len(c.AdminPassword) < 8 {
 		problems = append(problems, "CARELOOP_ADMIN_PASSWORD must be at least 8 characters")
 	}
+	if _, err := c.Proxies(); err != nil {
+		problems = append(problems, err.Error())
+	}
 	if len(problems) > 0 {
 		return errors.New("configuration refused:\n  - " + strings.Join(problems, "\n  - "))
 	}
@@ -319,4 +327,20 @@ func (c Config) Masked() []any {
 		out = append(out, f.Tag.Get("yaml"), val)
 	}
 	return out
+}
+
+// Proxies parses TrustedProxies into addresses and CIDR ranges.
+func (c Config) Proxies() ([]string, error) {
+	var out []string
+	for _, p := range strings.Split(c.TrustedProxies, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
+			return nil, fmt.Errorf("CARELOOP_TRUSTED_PROXIES: %q is neither an address nor a CIDR range", p)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

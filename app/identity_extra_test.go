@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -61,5 +62,50 @@ func TestStaffLoginLimitedPerIP(t *testing.T) {
 	}
 	if last != 429 {
 		t.Fatalf("31st attempt from one address: %d, want 429", last)
+	}
+}
+
+// Forwarding headers are believed only from configured proxies: a forged
+// X-Forwarded-For neither escapes the per-IP login limit nor reaches the
+// audit log; behind a configured proxy the forwarded address is the client.
+func TestClientIPTrustsOnlyConfiguredProxies(t *testing.T) {
+	loginFrom := func(a *app.App, xff, user string) (int, string) {
+		req := httptest.NewRequest("POST", "/api/admin/login", strings.NewReader(fmt.Sprintf(`{"username":%q,"password":"wrong-password"}`, user)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", xff)
+		rec := httptest.NewRecorder()
+		a.Router.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	a := newApp(t, "sqlite", nil)
+	admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	last := 0
+	for i := 0; i < 31; i++ {
+		last, _ = loginFrom(a, fmt.Sprintf("203.0.113.%d", i+1), fmt.Sprintf("guess%d", i))
+	}
+	if last != 429 {
+		t.Fatalf("31st attempt with a new forged address each time: %d, want 429 (the limit is per real address)", last)
+	}
+	_, pid := login(t, a.Router, "dev:audited")
+	view := func(a *app.App, tok string) {
+		req := httptest.NewRequest("GET", fmt.Sprintf("/api/admin/patients/%d", pid), nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("X-Forwarded-For", "198.51.100.77")
+		a.Router.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	view(a, admin)
+	var entry model.AuditLog
+	a.DB.Gorm().Where("action = ?", "patient.view").Order("id DESC").Take(&entry)
+	if entry.IP != "192.0.2.1" { // httptest's peer address
+		t.Fatalf("audit IP %q, want the connection's peer", entry.IP)
+	}
+	// Behind a configured proxy (httptest's peer), the forwarded address counts.
+	b := newApp(t, "sqlite", func(c *app.Config) { c.TrustedProxies = "192.0.2.0/24" })
+	tokB := staffLogin(t, b.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	_, pid = login(t, b.Router, "dev:audited")
+	view(b, tokB)
+	b.DB.Gorm().Where("action = ?", "patient.view").Order("id DESC").Take(&entry)
+	if entry.IP != "198.51.100.77" {
+		t.Fatalf("audit IP behind a trusted proxy %q, want the forwarded client", entry.IP)
 	}
 }

@@ -50,6 +50,9 @@ type Deps struct {
 	OnSubscribeAccept func(openID, templateID string)
 	Checks            []Check
 	MaxBodyBytes      int64
+	// TrustedProxies are the proxies whose forwarding headers are believed;
+	// none by default: the client IP is the connection's peer.
+	TrustedProxies []string
 	// LiveHeartbeat is how often an idle live stream sends a keep-alive
 	// (25 s when zero).
 	LiveHeartbeat time.Duration
@@ -64,7 +67,7 @@ type Deps struct {
 
 // optionalDeps may be nil: sandbox-only hooks and extras.
 var optionalDeps = map[string]bool{"Sandbox": true, "OnSubscribeAccept": true, "Collectors": true, "Spec": true, "Checks": true,
-	"IntegrationSecrets": true, "URLKey": true}
+	"IntegrationSecrets": true, "URLKey": true, "TrustedProxies": true}
 
 // mustBeWired panics at start-up, naming the field, when main forgot to
 // wire a service: better than a nil dereference on the first request.
@@ -90,6 +93,11 @@ func NewRouter(d Deps) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.ContextWithFallback = true
+	// Forwarding headers only from configured proxies: otherwise anyone
+	// could pick their own IP (for the per-IP limits and the audit log).
+	if err := r.SetTrustedProxies(d.TrustedProxies); err != nil {
+		panic("handler.NewRouter: trusted proxies: " + err.Error()) // validated with the config
+	}
 	r.HandleMethodNotAllowed = true
 	m := newMetrics(d.Collectors...)
 	r.Use(requestID(), recovery(d.Log), m.middleware(), accessLog(d.Log), errorMiddleware(d.Log))
