@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		OAToken: cfg.OAToken, OAAESKey: cfg.OAAESKey, Timeout: cfg.WeChatTimeout,
 	}, a.Store, hc, log)
 
-	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret)}, nil)
+	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret), MPLoginsPerIP: int(cfg.MPLoginsPerIP)}, nil)
 	key, err := cfg.DataKeyBytes()
 	if err != nil {
 		return nil, err

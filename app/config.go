@@ -74,9 +74,11 @@ type Config struct {
 	// TrustedProxies are the addresses or CIDR ranges of the proxies whose
 	// X-Forwarded-For / X-Real-IP are believed (comma separated); empty:
 	// none, the client is the connection's peer.
-	TrustedProxies string        `env:"CARELOOP_TRUSTED_PROXIES" yaml:"trusted_proxies"`
-	ShutdownGrace  time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
-	LogLevel       string        `env:"CARELOOP_LOG_LEVEL" yaml:"log_level"`
+	TrustedProxies string `env:"CARELOOP_TRUSTED_PROXIES" yaml:"trusted_proxies"`
+	// MPLoginsPerIP caps mini-program logins from one address per minute.
+	MPLoginsPerIP int64         `env:"CARELOOP_MP_LOGINS_PER_IP" yaml:"mp_logins_per_ip"`
+	ShutdownGrace time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
+	LogLevel      string        `env:"CARELOOP_LOG_LEVEL" yaml:"log_level"`
 	// LiveHeartbeat is how often an idle live chat stream sends a keep-alive
 	// and re-checks the staff member's session.
 	LiveHeartbeat time.Duration `env:"CARELOOP_LIVE_HEARTBEAT" yaml:"live_heartbeat"`
@@ -111,6 +113,7 @@ func Defaults() Config {
 		PointsPerYuan: 1,
 		SurveyPoints:  50,
 		MySQLMaxConns: 50,
+		MPLoginsPerIP: 300,
 		NotifyRate:    200, NotifyConcurrency: 32, NotifyLease: time.Minute,
 		QuietHours: "21:00-08:00",
 	}

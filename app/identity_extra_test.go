@@ -109,3 +109,67 @@ func TestClientIPTrustsOnlyConfiguredProxies(t *testing.T) {
 		t.Fatalf("audit IP behind a trusted proxy %q, want the forwarded client", entry.IP)
 	}
 }
+
+// Mini-program logins are limited per address and per WeChat user, and a
+// patient keeps at most ten live sessions (the oldest end).
+func TestMPLoginLimits(t *testing.T) {
+	a := newApp(t, "sqlite", func(c *app.Config) { c.MPLoginsPerIP = 1 << 30 })
+	var toks []string
+	status := 0
+	for i := 0; i < 31; i++ {
+		r := call(t, a.Router, "POST", "/api/mp/login", "", map[string]string{"code": "dev:eager"})
+		status = r.Status
+		if r.Status == 200 {
+			toks = append(toks, r.Body["token"].(string))
+		}
+	}
+	if status != 429 || len(toks) != 30 {
+		t.Fatalf("31 logins of one user: %d tokens, last %d", len(toks), status)
+	}
+	var live int64
+	a.DB.Gorm().Model(&model.Session{}).Where("subject = ? AND revoked_at IS NULL", model.SubjectPatient).Count(&live)
+	if live != 10 {
+		t.Fatalf("%d live sessions for one patient, want 10", live)
+	}
+	if r := call(t, a.Router, "GET", "/api/mp/me", toks[0], nil); r.Status != 401 {
+		t.Fatalf("the oldest session still works: %d", r.Status)
+	}
+	if r := call(t, a.Router, "GET", "/api/mp/me", toks[29], nil); r.Status != 200 {
+		t.Fatalf("the newest session: %d", r.Status)
+	}
+	b := newApp(t, "sqlite", func(c *app.Config) { c.MPLoginsPerIP = 5 })
+	for i := 0; i < 6; i++ {
+		r := call(t, b.Router, "POST", "/api/mp/login", "", map[string]string{"code": fmt.Sprintf("dev:neighbour%d", i)})
+		if want := map[bool]int{true: 429, false: 200}[i == 5]; r.Status != want {
+			t.Fatalf("login %d from one address: %d, want %d", i+1, r.Status, want)
+		}
+	}
+}
+
+// A staff password change ends the other sessions of that account (the
+// one that made the change stays when it is the person themself).
+func TestPasswordChangeEndsSessions(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	other := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword) // the same admin elsewhere
+	r := call(t, a.Router, "POST", "/api/admin/staff", admin, map[string]string{"username": "nurse", "password": "password-nurse", "role": "frontdesk", "name": "护士小张"})
+	nurseID := uint64(r.Body["id"].(float64))
+	nurse := staffLogin(t, a.Router, "nurse", "password-nurse")
+	if r := call(t, a.Router, "PUT", fmt.Sprintf("/api/admin/staff/%d", nurseID), admin, map[string]string{"password": "a-new-password"}); r.Status != 200 {
+		t.Fatalf("change the nurse's password: %d %s", r.Status, r.Raw)
+	}
+	if r := call(t, a.Router, "GET", "/api/admin/me", nurse, nil); r.Status != 401 {
+		t.Fatalf("the nurse's old session after the change: %d", r.Status)
+	}
+	var adminID uint64
+	a.DB.Gorm().Model(&model.Staff{}).Where("username = ?", app.DemoAdminUser).Pluck("id", &adminID)
+	if r := call(t, a.Router, "PUT", fmt.Sprintf("/api/admin/staff/%d", adminID), admin, map[string]string{"password": "admin-new-password"}); r.Status != 200 {
+		t.Fatalf("change one's own password: %d %s", r.Status, r.Raw)
+	}
+	if r := call(t, a.Router, "GET", "/api/admin/me", admin, nil); r.Status != 200 {
+		t.Fatalf("the session that changed its own password: %d", r.Status)
+	}
+	if r := call(t, a.Router, "GET", "/api/admin/me", other, nil); r.Status != 401 {
+		t.Fatalf("the admin's other session: %d", r.Status)
+	}
+}

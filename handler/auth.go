@@ -120,7 +120,7 @@ func (h sessionHandlers) mpLogin(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	tok, p, err := h.auth.PatientLogin(c.Request.Context(), req.Code)
+	tok, p, err := h.auth.PatientLogin(c.Request.Context(), req.Code, c.ClientIP())
 	if err != nil {
 		fail(c, err)
 		return

@@ -58,6 +58,14 @@ type AuthConfig struct {
 	MaxFailures   int           // per account before lock-out; default 5
 	LockFor       time.Duration // default 15 minutes
 	IPAttemptsMin int           // per IP per minute; default 30
+	// MPLoginsPerIP caps mini-program logins from one address a minute
+	// (default 300: a hospital's Wi-Fi puts many patients behind one);
+	// MPLoginsPerOpenID caps one WeChat user's logins in ten minutes
+	// (default 30); MaxPatientSessions is how many live sessions a patient
+	// keeps (default 10: the oldest end).
+	MPLoginsPerIP      int
+	MPLoginsPerOpenID  int
+	MaxPatientSessions int
 }
 
 // Auth logs patients and staff in and checks their bearer tokens.
@@ -86,6 +94,15 @@ func NewAuth(db *model.DB, wx WeChatIdentity, kv KV, cfg AuthConfig, now func() 
 	if cfg.IPAttemptsMin == 0 {
 		cfg.IPAttemptsMin = 30
 	}
+	if cfg.MPLoginsPerIP == 0 {
+		cfg.MPLoginsPerIP = 300
+	}
+	if cfg.MPLoginsPerOpenID == 0 {
+		cfg.MPLoginsPerOpenID = 30
+	}
+	if cfg.MaxPatientSessions == 0 {
+		cfg.MaxPatientSessions = 10
+	}
 	if now == nil {
 		now = time.Now
 	}
@@ -94,10 +111,14 @@ func NewAuth(db *model.DB, wx WeChatIdentity, kv KV, cfg AuthConfig, now func() 
 
 // PatientLogin exchanges a wx.login code for a session, creating the patient
 // on first login. Concurrent logins of one openid yield one patient.
-func (a *Auth) PatientLogin(ctx context.Context, code string) (string, *model.Patient, error) {
+func (a *Auth) PatientLogin(ctx context.Context, code, ip string) (string, *model.Patient, error) {
 	code = strings.TrimSpace(code)
 	if code == "" || len(code) > 128 {
 		return "", nil, ErrInvalidCode
+	}
+	// Limits before WeChat is asked (its code2session has a quota too).
+	if ok, _, err := a.kv.Allow(ctx, "mp-login-ip:"+ip, a.cfg.MPLoginsPerIP, time.Minute); err == nil && !ok {
+		return "", nil, ErrLoginTooOften
 	}
 	openID, unionID, err := a.wx.Code2Session(ctx, code)
 	if err != nil {
@@ -115,6 +136,9 @@ func (a *Auth) PatientLogin(ctx context.Context, code string) (string, *model.Pa
 	if openID == "" {
 		return "", nil, ErrInvalidCode
 	}
+	if ok, _, err := a.kv.Allow(ctx, "mp-login-openid:"+openID, a.cfg.MPLoginsPerOpenID, 10*time.Minute); err == nil && !ok {
+		return "", nil, ErrLoginTooOften
+	}
 	p, err := a.findOrCreatePatient(ctx, openID, unionID)
 	if err != nil {
 		return "", nil, err
@@ -124,6 +148,9 @@ func (a *Auth) PatientLogin(ctx context.Context, code string) (string, *model.Pa
 	}
 	tok, err := a.newSession(ctx, model.SubjectPatient, p.ID, a.cfg.PatientTTL)
 	if err != nil {
+		return "", nil, err
+	}
+	if err := a.capSessions(ctx, p.ID); err != nil {
 		return "", nil, err
 	}
 	return tok, p, nil
@@ -338,6 +365,38 @@ func (a *Auth) Logout(ctx context.Context, p Principal) error {
 // revokeSessions ends every live session of a subject (inside the caller's
 // transaction, if any).
 func revokeSessions(ctx context.Context, db *model.DB, subject string, id uint64, now time.Time) error {
-	return db.Conn(ctx).Model(&model.Session{}).Where("subject = ? AND subject_id = ? AND revoked_at IS NULL", subject, id).
-		Update("revoked_at", now).Error
+	return revokeSessionsExcept(ctx, db, subject, id, "", now)
+}
+
+// revokeSessionsExcept ends the subject's sessions but keep (when set).
+func revokeSessionsExcept(ctx context.Context, db *model.DB, subject string, id uint64, keep string, now time.Time) error {
+	q := db.Conn(ctx).Model(&model.Session{}).Where("subject = ? AND subject_id = ? AND revoked_at IS NULL", subject, id)
+	if keep != "" {
+		q = q.Where("id <> ?", keep)
+	}
+	if err := q.Update("revoked_at", now).Error; err != nil {
+		return fmt.Errorf("revoke sessions of %s %d: %w", subject, id, err)
+	}
+	return nil
+}
+
+// ErrLoginTooOften: too many logins from one address or of one user.
+var ErrLoginTooOften = model.NewError(model.KindTooMany, "rate_limited", "登录过于频繁，请稍后再试")
+
+// capSessions ends a patient's oldest live sessions beyond
+// MaxPatientSessions.
+func (a *Auth) capSessions(ctx context.Context, patientID uint64) error {
+	var old []string
+	if err := a.db.Conn(ctx).Model(&model.Session{}).
+		Where("subject = ? AND subject_id = ? AND revoked_at IS NULL AND expires_at > ?", model.SubjectPatient, patientID, a.now().UTC()).
+		Order("created_at DESC, id").Offset(a.cfg.MaxPatientSessions).Limit(1000).Pluck("id", &old).Error; err != nil {
+		return fmt.Errorf("sessions of patient %d: %w", patientID, err)
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	if err := a.db.Conn(ctx).Model(&model.Session{}).Where("id IN ?", old).Update("revoked_at", a.now().UTC()).Error; err != nil {
+		return fmt.Errorf("end old sessions of patient %d: %w", patientID, err)
+	}
+	return nil
 }

@@ -123,8 +123,19 @@ func (s *Staff) Update(ctx context.Context, by Principal, id uint64, in StaffInp
 		if err := db.Where("id = ?", id).Take(&st).Error; err != nil {
 			return model.NotFound(err)
 		}
-		if in.Disabled != nil && *in.Disabled {
+		switch {
+		case in.Disabled != nil && *in.Disabled:
 			if err := revokeSessions(ctx, s.db, model.SubjectStaff, id, now); err != nil {
+				return err
+			}
+		case in.Password != "":
+			// A new password ends every session of the old one, except the
+			// one that changed it when it is the person themself.
+			keep := ""
+			if by.IsStaff() && by.ID == id {
+				keep = by.SessionID
+			}
+			if err := revokeSessionsExcept(ctx, s.db, model.SubjectStaff, id, keep, now); err != nil {
 				return err
 			}
 		}
