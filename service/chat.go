@@ -830,6 +830,9 @@ func (s *Chat) Reply(ctx context.Context, by Principal, conversationID uint64, c
 		if cv.Status != model.ConversationOpen {
 			return ErrConversationClosed
 		}
+		if err := mayAnswer(by, &cv); err != nil {
+			return err
+		}
 		if err := s.db.Conn(ctx).Create(&msg).Error; err != nil {
 			return err
 		}
@@ -919,6 +922,9 @@ func (s *Chat) Transfer(ctx context.Context, by Principal, id uint64, req Transf
 		if cv.Status != model.ConversationOpen {
 			return ErrConversationClosed
 		}
+		if err := mayAnswer(by, &cv); err != nil {
+			return err
+		}
 		upd := map[string]any{"doctor_id": target}
 		if req.Department != "" {
 			upd["department"] = req.Department
@@ -974,6 +980,11 @@ func (s *Chat) Close(ctx context.Context, by Principal, id uint64, survey bool) 
 		}
 		if cv.Status != model.ConversationOpen {
 			return ErrConversationClosed
+		}
+		if by.IsStaff() {
+			if err := mayAnswer(by, &cv); err != nil {
+				return err
+			}
 		}
 		now := s.now().UTC()
 		if err := s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ?", id).Updates(map[string]any{
@@ -1137,4 +1148,22 @@ func (s *Chat) DeleteCannedReply(ctx context.Context, by Principal, id uint64) e
 		return model.ErrNotFound
 	}
 	return res.Error
+}
+
+// ErrNotYourConversation: a doctor acting on a conversation another doctor
+// answers.
+var ErrNotYourConversation = model.NewError(model.KindForbidden, "not_your_conversation", "该咨询由其他医生负责，请先由其转接")
+
+// mayAnswer reports whether staff member by may reply to, transfer or
+// close cv: its own doctor, any doctor while it is unassigned, an admin.
+func mayAnswer(by Principal, cv *model.Conversation) error {
+	switch {
+	case by.Role == model.RoleAdmin:
+		return nil
+	case by.Role != model.RoleDoctor:
+		return model.ErrForbidden
+	case cv.DoctorID == nil || *cv.DoctorID == by.ID:
+		return nil
+	}
+	return ErrNotYourConversation
 }

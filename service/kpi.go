@@ -138,14 +138,25 @@ func deptName(d string) string {
 	return d
 }
 
+// ErrNotYourTask: a task for another role.
+var ErrNotYourTask = model.NewError(model.KindForbidden, "not_your_task", "该任务属于其他岗位，您不能处理")
+
 // CompleteTask marks an open task done by the caller.
 func CompleteTask(ctx context.Context, db *model.DB, by Principal, id uint64, now time.Time) (*model.Task, error) {
+	var t model.Task
+	if err := db.Conn(ctx).Where("id = ? AND retained_until IS NULL", id).Take(&t).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
+	// A task is for one role (a critical value for the doctors): only that
+	// role, or an admin, may close it.
+	if by.Role != model.RoleAdmin && by.Role != t.Role {
+		return nil, ErrNotYourTask
+	}
 	q := db.Conn(ctx).Model(&model.Task{}).Where("id = ? AND status = ?", id, "open").
 		Updates(map[string]any{"status": "done", "done_at": now.UTC(), "assigned_to": by.ID})
 	if q.Error != nil {
 		return nil, fmt.Errorf("complete task %d: %w", id, q.Error)
 	}
-	var t model.Task
 	if err := db.Conn(ctx).Where("id = ?", id).Take(&t).Error; err != nil {
 		return nil, model.NotFound(err)
 	}
