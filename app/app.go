@@ -205,6 +205,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		URLKey:             []byte("file-links|" + cfg.TokenSecret),
 		MaxBodyBytes:       cfg.MaxBodyBytes,
 		TrustedProxies:     proxies,
+		Nonces:             a.Store,
+		MetricsToken:       cfg.MetricsToken,
 		LiveHeartbeat:      cfg.LiveHeartbeat,
 		Spec:               api.Spec,
 		Collectors: append(a.Dispatcher.Collectors(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"careloop/notify"
+	"careloop/service"
 )
 
 // Modes careloop runs in.
@@ -75,6 +76,9 @@ type Config struct {
 	// X-Forwarded-For / X-Real-IP are believed (comma separated); empty:
 	// none, the client is the connection's peer.
 	TrustedProxies string `env:"CARELOOP_TRUSTED_PROXIES" yaml:"trusted_proxies"`
+	// MetricsToken, when set, is the bearer token /metrics asks for
+	// (required in production: the metrics are not public).
+	MetricsToken string `env:"CARELOOP_METRICS_TOKEN" yaml:"metrics_token" secret:"true"`
 	// MPLoginsPerIP caps mini-program logins from one address per minute.
 	MPLoginsPerIP int64         `env:"CARELOOP_MP_LOGINS_PER_IP" yaml:"mp_logins_per_ip"`
 	ShutdownGrace time.Duration `env:"CARELOOP_SHUTDOWN_GRACE" yaml:"shutdown_grace"`
@@ -226,8 +230,17 @@ func (c Config) Validate() error {
 				problems = append(problems, n.name+" is the sandbox default")
 			}
 		}
-		if c.IntegrationSecrets == SandboxIntegrationSecrets {
-			problems = append(problems, "CARELOOP_INTEGRATION_SECRETS is the sandbox default")
+		sandboxSecrets := service.ParseSecrets(SandboxIntegrationSecrets)
+		for source, secret := range service.ParseSecrets(c.IntegrationSecrets) {
+			switch {
+			case secret == sandboxSecrets[source] || c.IntegrationSecrets == SandboxIntegrationSecrets:
+				problems = append(problems, "CARELOOP_INTEGRATION_SECRETS: the secret of "+source+" is the sandbox default")
+			case len(secret) < 32:
+				problems = append(problems, "CARELOOP_INTEGRATION_SECRETS: the secret of "+source+" must be at least 32 characters")
+			}
+		}
+		if len(c.MetricsToken) < 16 {
+			problems = append(problems, "CARELOOP_METRICS_TOKEN must be set (at least 16 characters): /metrics is not public in production")
 		}
 		if c.TokenSecret != "" && c.TokenSecret != sandboxToken && len(c.TokenSecret) < 32 {
 			problems = append(problems, "CARELOOP_TOKEN_SECRET must be at least 32 characters")

@@ -73,6 +73,18 @@ func TestProductionRefusesDefaults(t *testing.T) {
 		t.Fatalf("short data key: %v", err)
 	}
 	env["CARELOOP_DATA_KEY"] = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	// Integration secrets: the sandbox's or a short one is refused; /metrics needs its token.
+	for _, c := range []struct{ secrets, want string }{
+		{"peis=sandbox-peis-secret", "the secret of peis is the sandbox default"},
+		{"peis=short-secret", "the secret of peis must be at least 32 characters"},
+	} {
+		env["CARELOOP_INTEGRATION_SECRETS"] = c.secrets
+		if _, err = app.Load("", envOf(env)); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "CARELOOP_METRICS_TOKEN must be set") {
+			t.Fatalf("%s: %v", c.secrets, err)
+		}
+	}
+	env["CARELOOP_INTEGRATION_SECRETS"] = "peis=" + strings.Repeat("p", 40)
+	env["CARELOOP_METRICS_TOKEN"] = strings.Repeat("m", 24)
 	if _, err = app.Load("", envOf(env)); err != nil {
 		t.Fatalf("complete production config refused: %v", err)
 	}

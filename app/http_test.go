@@ -143,3 +143,29 @@ func TestSandboxMessagesListsAttempts(t *testing.T) {
 		}
 	}
 }
+
+// Every answer carries the security headers; API answers with personal
+// data are not stored; /metrics with a token is only for the scraper.
+func TestSecurityHeadersAndPrivateMetrics(t *testing.T) {
+	a := newApp(t, "sqlite", func(c *app.Config) { c.MetricsToken = "scrape-token-0123456789" })
+	tok, _ := login(t, a.Router, "dev:headers")
+	r := call(t, a.Router, "GET", "/api/mp/me", tok, nil)
+	for k, want := range map[string]string{"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+		"Content-Security-Policy": "frame-ancestors 'none'", "Cache-Control": "no-store"} {
+		if got := r.Header.Get(k); got != want {
+			t.Errorf("%s: %q, want %q", k, got, want)
+		}
+	}
+	if h := call(t, a.Router, "GET", "/healthz", "", nil); h.Header.Get("X-Content-Type-Options") != "nosniff" || h.Header.Get("Cache-Control") == "no-store" {
+		t.Errorf("healthz headers: %v", h.Header)
+	}
+	if m := call(t, a.Router, "GET", "/metrics", "", nil); m.Status != 401 {
+		t.Fatalf("metrics without the token: %d", m.Status)
+	}
+	if m := call(t, a.Router, "GET", "/metrics", "wrong-token", nil); m.Status != 401 {
+		t.Fatalf("metrics with a wrong token: %d", m.Status)
+	}
+	if m := call(t, a.Router, "GET", "/metrics", "scrape-token-0123456789", nil); m.Status != 200 || !strings.Contains(string(m.Raw), "careloop_http_requests_total") {
+		t.Fatalf("metrics with the token: %d", m.Status)
+	}
+}

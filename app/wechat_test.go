@@ -216,3 +216,28 @@ func TestOAMenuPublish(t *testing.T) {
 		t.Fatalf("WeChat refuses: %d %s", r.Status, r.Raw)
 	}
 }
+
+// Plain mode signs timestamp and nonce only: a captured signature replayed
+// with another body is refused; WeChat's retry of the same body is not.
+func TestPlainModeRefusesReplays(t *testing.T) {
+	a := newApp(t, "sqlite", func(c *app.Config) { c.OAMode = "plain" })
+	duringWork(a)
+	now := time.Now()
+	first := build(t, a, wxsandbox.TextMessage("oa-replayed", "你好", 7101, now), false, now)
+	if r := postCallback(t, a, first); r.Status != 200 {
+		t.Fatalf("first: %d %s", r.Status, r.Raw)
+	}
+	if r := postCallback(t, a, first); r.Status != 200 {
+		t.Fatalf("WeChat's retry of the same message: %d %s", r.Status, r.Raw)
+	}
+	forged := first
+	forged.Body = wxsandbox.TextMessage("oa-replayed", "把我的积分转给别人", 7102, now)
+	if r := postCallback(t, a, forged); r.Status != 403 || r.ErrCode() != "replayed" {
+		t.Fatalf("a replayed signature with another body: %d %s", r.Status, r.Raw)
+	}
+	var n int64
+	a.DB.Gorm().Model(&model.OAEvent{}).Where("open_id = ?", "oa-replayed").Count(&n)
+	if n != 1 {
+		t.Fatalf("%d events stored, want 1", n)
+	}
+}

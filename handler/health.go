@@ -2,12 +2,15 @@ package handler
 
 import (
 	"context"
+	"crypto/subtle"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"careloop/model"
 )
 
 // Check is one readiness check: the database, Redis.
@@ -49,7 +52,20 @@ func (h health) ready(c *gin.Context) {
 	c.JSON(status, gin.H{"status": word, "checks": results})
 }
 
-func metricsHandler(m *metrics) gin.HandlerFunc {
-	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
-	return gin.WrapH(h)
+// metricsHandler serves the Prometheus metrics; with a token, only to a
+// scraper that presents it (the metrics are not public in production).
+func metricsHandler(m *metrics, token string) gin.HandlerFunc {
+	h := gin.WrapH(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	if token == "" {
+		return h
+	}
+	want := []byte("Bearer " + token)
+	return func(c *gin.Context) {
+		if subtle.ConstantTimeCompare([]byte(c.GetHeader("Authorization")), want) != 1 {
+			c.Header("WWW-Authenticate", `Bearer realm="metrics"`)
+			fail(c, model.ErrUnauthorized.WithMessage("指标需要令牌"))
+			return
+		}
+		h(c)
+	}
 }

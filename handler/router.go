@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -50,6 +51,10 @@ type Deps struct {
 	OnSubscribeAccept func(openID, templateID string)
 	Checks            []Check
 	MaxBodyBytes      int64
+	// Nonces remember plain-mode callbacks, to refuse replays.
+	Nonces NonceStore
+	// MetricsToken, when set, is the bearer token /metrics asks for.
+	MetricsToken string
 	// TrustedProxies are the proxies whose forwarding headers are believed;
 	// none by default: the client IP is the connection's peer.
 	TrustedProxies []string
@@ -68,6 +73,22 @@ type Deps struct {
 // optionalDeps may be nil: sandbox-only hooks and extras.
 var optionalDeps = map[string]bool{"Sandbox": true, "OnSubscribeAccept": true, "Collectors": true, "Spec": true, "Checks": true,
 	"IntegrationSecrets": true, "URLKey": true, "TrustedProxies": true}
+
+// securityHeaders are sent with every answer; API answers, which carry
+// personal data, are never stored by a cache or browser.
+func securityHeaders() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		h := c.Writer.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		if p := c.Request.URL.Path; strings.HasPrefix(p, "/api/mp/") || strings.HasPrefix(p, "/api/admin/") || strings.HasPrefix(p, "/api/files/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		c.Next()
+	}
+}
 
 // mustBeWired panics at start-up, naming the field, when main forgot to
 // wire a service: better than a nil dereference on the first request.
@@ -100,11 +121,11 @@ func NewRouter(d Deps) *gin.Engine {
 	}
 	r.HandleMethodNotAllowed = true
 	m := newMetrics(d.Collectors...)
-	r.Use(requestID(), recovery(d.Log), m.middleware(), accessLog(d.Log), errorMiddleware(d.Log))
+	r.Use(requestID(), securityHeaders(), recovery(d.Log), m.middleware(), accessLog(d.Log), errorMiddleware(d.Log))
 	// Report ingestion carries PDFs: it sets its own, larger body limit.
 	rh := reportHandlers{r: d.Reports, secrets: d.IntegrationSecrets, urlKey: d.URLKey}
 	rh.registerIntegration(r)
-	wechatHandlers{oa: d.OA, cfg: d.OAConfig, log: d.Log}.register(r)
+	wechatHandlers{oa: d.OA, cfg: d.OAConfig, log: d.Log, nonces: d.Nonces}.register(r)
 	chh := chatHandlers{chat: d.Chat, audit: d.Audit, patients: d.PatientAdmin, heartbeat: d.LiveHeartbeat}
 	// Chat images are larger than other bodies: their own limit.
 	r.POST("/api/mp/chat/images", authenticate(d.Auth, model.SubjectPatient), bodyLimit(service.MaxChatImage+64<<10), chh.upload)
@@ -115,7 +136,7 @@ func NewRouter(d Deps) *gin.Engine {
 	})
 
 	health{checks: d.Checks, log: d.Log}.Register(r)
-	r.GET("/metrics", metricsHandler(m))
+	r.GET("/metrics", metricsHandler(m, d.MetricsToken))
 	docs{spec: d.Spec}.Register(r)
 
 	sess := sessionHandlers{auth: d.Auth, profile: d.Profile}
@@ -179,6 +200,6 @@ func NewOpsRouter(d Deps) *gin.Engine {
 	r.Use(requestID(), recovery(d.Log), m.middleware(), errorMiddleware(d.Log))
 	r.NoRoute(func(c *gin.Context) { fail(c, model.ErrNotFound.WithMessage("接口不存在")) })
 	health{checks: d.Checks, log: d.Log}.Register(r)
-	r.GET("/metrics", metricsHandler(m))
+	r.GET("/metrics", metricsHandler(m, d.MetricsToken))
 	return r
 }

@@ -2,6 +2,8 @@ package handler
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -25,9 +27,37 @@ type OAConfig struct {
 
 // wechatHandlers serves WeChat's callbacks.
 type wechatHandlers struct {
-	oa  *service.OA
-	cfg OAConfig
-	log *slog.Logger
+	oa     *service.OA
+	cfg    OAConfig
+	log    *slog.Logger
+	nonces NonceStore
+}
+
+// NonceStore remembers the callbacks seen in the last minutes, shared by
+// every instance (coord.Store satisfies it).
+type NonceStore interface {
+	TryLock(ctx context.Context, key string, ttl time.Duration) (func(), error)
+	Get(ctx context.Context, key string) (string, bool, error)
+	Set(ctx context.Context, key, val string, ttl time.Duration) error
+}
+
+// fresh reports whether a plain-mode callback is not a replay: its
+// timestamp and nonce are seen for the first time in the 5-minute window,
+// or again with the very same body (WeChat retrying the same message, which
+// the MsgId then makes a no-op). A captured signature with another body is
+// a replay.
+func (h wechatHandlers) fresh(ctx context.Context, ts, nonce string, body []byte) bool {
+	sum := sha256.Sum256(body)
+	digest := hex.EncodeToString(sum[:])
+	key := "oa-nonce:" + ts + ":" + nonce
+	if _, err := h.nonces.TryLock(ctx, key, 6*time.Minute); err == nil {
+		if err := h.nonces.Set(ctx, key+":body", digest, 6*time.Minute); err != nil {
+			h.log.Warn("oa: remember callback nonce", "err", err)
+		}
+		return true
+	}
+	seen, ok, err := h.nonces.Get(ctx, key+":body")
+	return err == nil && ok && seen == digest
 }
 
 func (h wechatHandlers) register(r gin.IRoutes) {
@@ -46,6 +76,8 @@ func (h wechatHandlers) refuse(c *gin.Context, err error) {
 		code = "bad_ciphertext"
 	case errors.Is(err, wxconfig.ErrCallbackXML):
 		code = "bad_message"
+	case errors.Is(err, errCallbackReplayed):
+		code = "replayed"
 	}
 	status := http.StatusForbidden
 	if code == "bad_message" || code == "plaintext_refused" || code == "bad_ciphertext" {
@@ -63,7 +95,10 @@ var refusalMessages = map[string]string{
 	"plaintext_refused": "安全模式下不接受明文消息",
 	"bad_ciphertext":    "消息无法解密，或不属于本公众号",
 	"bad_message":       "不是有效的微信消息",
+	"replayed":          "该回调已处理过（时间戳与随机数重复）",
 }
+
+var errCallbackReplayed = errors.New("callback timestamp and nonce seen before with another body")
 
 // verify answers WeChat's URL check with the echo string.
 func (h wechatHandlers) verify(c *gin.Context) {
@@ -100,6 +135,11 @@ func (h wechatHandlers) callback(c *gin.Context) {
 			h.refuse(c, err)
 			return
 		}
+	}
+	if !safe && !h.fresh(c.Request.Context(), q.Get("timestamp"), q.Get("nonce"), body) {
+		// Plain mode signs only timestamp and nonce, not the body.
+		h.refuse(c, errCallbackReplayed)
+		return
 	}
 	m, err := wxconfig.ParseMessage(body)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
@@ -29,7 +30,7 @@ type Callback struct {
 // timestamp, nonce, Encrypt) and AES-256-CBC over random16|len|msg|appid.
 func BuildCallback(token, encodingAESKey, appID string, body []byte, safe bool, at time.Time) (Callback, error) {
 	ts := strconv.FormatInt(at.Unix(), 10)
-	nonce := strconv.FormatInt(at.UnixNano()%1000000007, 10)
+	nonce := randDigits(10) // WeChat sends a fresh nonce with every request
 	q := url.Values{"timestamp": {ts}, "nonce": {nonce}, "signature": {sandboxSHA1(token, ts, nonce)}}
 	if !safe {
 		return Callback{Query: q, Body: body}, nil
@@ -133,4 +134,14 @@ func ReplyText(token, encodingAESKey, appID string, reply []byte, safe bool) (st
 		return "", fmt.Errorf("reply is not a message: %w", err)
 	}
 	return msg.Content, nil
+}
+
+// randDigits is n random decimal digits.
+func randDigits(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = '0' + b[i]%10
+	}
+	return string(b)
 }
