@@ -37,6 +37,10 @@ type Catalog struct {
 func NewCatalog(db *model.DB) *Catalog { return &Catalog{db: db} }
 
 func (in PackageInput) model() (model.Package, error) {
+	if err := model.CheckAll(model.BoundValue{Bound: model.BoundPriceFen, V: in.PriceFen}, model.BoundValue{Bound: model.BoundMinAge, V: int64(in.MinAge)},
+		model.BoundValue{Bound: model.BoundMaxAge, V: int64(in.MaxAge)}, model.BoundValue{Bound: model.BoundSortOrder, V: int64(in.SortOrder)}); err != nil {
+		return model.Package{}, err
+	}
 	in.Name = strings.TrimSpace(in.Name)
 	if in.Gender == "" {
 		in.Gender = "any"
@@ -119,6 +123,9 @@ func (c *Catalog) Generate(ctx context.Context, in ScheduleInput) (int, error) {
 			return 0, ErrBadSchedule
 		}
 		for _, p := range ps {
+			if err := model.BoundCapacity.Check(int64(p.Capacity)); err != nil {
+				return 0, err
+			}
 			s, e1 := time.Parse("15:04", p.Start)
 			e, e2 := time.Parse("15:04", p.End)
 			if e1 != nil || e2 != nil || !e.After(s) || p.Capacity <= 0 || p.Capacity > 10000 {

@@ -87,14 +87,29 @@ func (s *Points) grant(ctx context.Context, patientID uint64, amount, growth int
 		}
 		ok = true
 		acct := model.PointsAccount{PatientID: patientID, Balance: amount, Growth: growth}
-		return db.Clauses(clause.OnConflict{
+		if err := db.Clauses(clause.OnConflict{
 			Columns: []clause.Column{{Name: "patient_id"}},
 			DoUpdates: clause.Assignments(map[string]any{
 				"balance": gorm.Expr("balance + ?", amount), "growth": gorm.Expr("growth + ?", growth), "updated_at": s.now().UTC()}),
-		}).Create(&acct).Error
+		}).Create(&acct).Error; err != nil {
+			return fmt.Errorf("grant points to patient %d: %w", patientID, err)
+		}
+		// Balances stay within MaxPoints (and so far from overflowing):
+		// a grant past it is refused whole.
+		n, err := model.Count(db.Model(&model.PointsAccount{}).Where("patient_id = ? AND (balance > ? OR growth > ?)", patientID, model.MaxPoints, model.MaxPoints))
+		if err != nil {
+			return fmt.Errorf("check the balance of patient %d: %w", patientID, err)
+		}
+		if n > 0 {
+			return ErrPointsLimit
+		}
+		return nil
 	})
 	return ok, err
 }
+
+// ErrPointsLimit: a grant would take a balance past model.MaxPoints.
+var ErrPointsLimit = model.NewError(model.KindRule, "points_limit", "积分已达上限，无法继续发放")
 
 // spend takes amount from the balance (never below zero), records the
 // entry, and uses up the oldest grants first. The conditional update on the
@@ -159,6 +174,9 @@ func (s *Points) Adjust(ctx context.Context, by Principal, patientID uint64, amo
 	}
 	if amount == 0 {
 		return model.ErrInvalid.WithMessage("调整数量不能为 0")
+	}
+	if err := model.BoundAdjust.Check(amount); err != nil {
+		return err
 	}
 	key := fmt.Sprintf("adjust:%d:%d:%s", patientID, s.now().UnixNano(), newBookingCode())
 	return s.db.InTx(ctx, func(ctx context.Context) error {
@@ -343,6 +361,10 @@ func (s *Points) Levels(ctx context.Context) ([]model.Level, error) {
 // SaveLevels replaces the level table.
 func (s *Points) SaveLevels(ctx context.Context, by Principal, levels []model.Level) error {
 	for _, l := range levels {
+		if err := model.CheckAll(model.BoundValue{Bound: model.BoundGrowth, V: l.Growth}, model.BoundValue{Bound: model.BoundDiscountPct, V: int64(l.DiscountPct)},
+			model.BoundValue{Bound: model.BoundFreeConsults, V: int64(l.FreeConsults)}, model.BoundValue{Bound: model.BoundWindowDays, V: int64(l.BookingWindowDays)}); err != nil {
+			return err
+		}
 		if strings.TrimSpace(l.Name) == "" || l.Growth < 0 || l.DiscountPct < 0 || l.DiscountPct > 50 || l.FreeConsults < 0 || l.BookingWindowDays < 0 {
 			return model.NewError(model.KindRule, "invalid_level", "等级设置不正确（折扣 0–50%，门槛与权益不能为负）")
 		}
@@ -463,6 +485,14 @@ func (s *Points) Rewards(ctx context.Context, all bool) ([]model.Reward, error) 
 
 // SaveReward creates (id 0) or changes a reward.
 func (s *Points) SaveReward(ctx context.Context, r model.Reward) (*model.Reward, error) {
+	if err := model.CheckAll(model.BoundValue{Bound: model.BoundCostPoints, V: r.CostPoints}, model.BoundValue{Bound: model.BoundStock, V: int64(r.Stock)}); err != nil {
+		return nil, err
+	}
+	if r.Kind == model.RewardCoupon {
+		if err := model.BoundCouponFen.Check(r.CouponValueFen); err != nil {
+			return nil, err
+		}
+	}
 	if strings.TrimSpace(r.Name) == "" || r.CostPoints <= 0 || r.Stock < 0 || (r.Kind != model.RewardItem && r.Kind != model.RewardCoupon) ||
 		(r.Kind == model.RewardCoupon && r.CouponValueFen <= 0) {
 		return nil, model.NewError(model.KindRule, "invalid_reward", "礼品设置不正确")
