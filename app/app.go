@@ -114,7 +114,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		OAToken: cfg.OAToken, OAAESKey: cfg.OAAESKey, Timeout: cfg.WeChatTimeout,
 	}, a.Store, hc, log)
 
-	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret), MPLoginsPerIP: int(cfg.MPLoginsPerIP)}, nil)
+	attacks := prometheus.NewCounter(prometheus.CounterOpts{Name: "careloop_staff_login_attacks_total",
+		Help: "Staff accounts reported under attack (repeated login failures from anywhere within the window)."})
+	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret), MPLoginsPerIP: int(cfg.MPLoginsPerIP),
+		Log: log, OnAttack: func(string) { attacks.Inc() }}, nil)
 	key, err := cfg.DataKeyBytes()
 	if err != nil {
 		return nil, err
@@ -209,7 +212,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		MetricsToken:       cfg.MetricsToken,
 		LiveHeartbeat:      cfg.LiveHeartbeat,
 		Spec:               api.Spec,
-		Collectors: append(a.Dispatcher.Collectors(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Collectors: append(a.Dispatcher.Collectors(), attacks, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "careloop_live_connections", Help: "Live chat clients (staff streams, patient long polls) this process holds.",
 		}, func() float64 { return float64(a.Live.Connections()) })),
 		Checks: []handler.Check{

@@ -10,6 +10,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +35,8 @@ type KV interface {
 	Set(ctx context.Context, key, val string, ttl time.Duration) error
 	Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error)
 	Reset(ctx context.Context, key string) error
+	Del(ctx context.Context, key string) error
+	TryLock(ctx context.Context, key string, ttl time.Duration) (func(), error)
 }
 
 // wechatCoder is satisfied by wxconfig.Error, without importing it.
@@ -40,14 +44,13 @@ type wechatCoder interface{ WeChatCode() int }
 
 // Errors of identity.
 var (
-	ErrInvalidCode   = model.NewError(model.KindUnauthorized, "invalid_code", "登录凭证无效或已过期，请重新进入小程序")
-	ErrCodeUsed      = model.NewError(model.KindUnauthorized, "code_used", "登录凭证已被使用，请重新进入小程序")
-	ErrBadToken      = model.NewError(model.KindUnauthorized, "invalid_token", "登录状态无效，请重新登录")
-	ErrTokenExpired  = model.NewError(model.KindUnauthorized, "token_expired", "登录已过期，请重新登录")
-	ErrBadLogin      = model.NewError(model.KindUnauthorized, "invalid_credentials", "用户名或密码错误")
-	ErrAccountLocked = model.NewError(model.KindTooMany, "account_locked", "登录失败次数过多，账号已临时锁定，请稍后再试")
-	ErrBlocked       = model.NewError(model.KindForbidden, "account_blocked", "账号已被停用，请联系医院客服")
-	ErrWeChatDown    = model.NewError(model.KindUnavailable, "wechat_unavailable", "微信服务繁忙，请稍后再试")
+	ErrInvalidCode  = model.NewError(model.KindUnauthorized, "invalid_code", "登录凭证无效或已过期，请重新进入小程序")
+	ErrCodeUsed     = model.NewError(model.KindUnauthorized, "code_used", "登录凭证已被使用，请重新进入小程序")
+	ErrBadToken     = model.NewError(model.KindUnauthorized, "invalid_token", "登录状态无效，请重新登录")
+	ErrTokenExpired = model.NewError(model.KindUnauthorized, "token_expired", "登录已过期，请重新登录")
+	ErrBadLogin     = model.NewError(model.KindUnauthorized, "invalid_credentials", "用户名或密码错误")
+	ErrBlocked      = model.NewError(model.KindForbidden, "account_blocked", "账号已被停用，请联系医院客服")
+	ErrWeChatDown   = model.NewError(model.KindUnavailable, "wechat_unavailable", "微信服务繁忙，请稍后再试")
 )
 
 // AuthConfig tunes identity.
@@ -55,9 +58,18 @@ type AuthConfig struct {
 	Secret        []byte        // token-signing key
 	PatientTTL    time.Duration // default 30 days
 	StaffTTL      time.Duration // default 12 hours
-	MaxFailures   int           // per account before lock-out; default 5
-	LockFor       time.Duration // default 15 minutes
-	IPAttemptsMin int           // per IP per minute; default 30
+	IPAttemptsMin int           // staff login attempts per IP per minute; default 30
+	// FreeFailures are the failures of one account from one address before
+	// that address waits (default 3); DelayMax caps the wait (default 15
+	// minutes); AttackFailures failures of one account from anywhere in
+	// AttackWindow (defaults 10, 15 minutes) are reported through the log
+	// and OnAttack.
+	FreeFailures   int
+	DelayMax       time.Duration
+	AttackFailures int
+	AttackWindow   time.Duration
+	OnAttack       func(account string)
+	Log            *slog.Logger
 	// MPLoginsPerIP caps mini-program logins from one address a minute
 	// (default 300: a hospital's Wi-Fi puts many patients behind one);
 	// MPLoginsPerOpenID caps one WeChat user's logins in ten minutes
@@ -85,11 +97,20 @@ func NewAuth(db *model.DB, wx WeChatIdentity, kv KV, cfg AuthConfig, now func() 
 	if cfg.StaffTTL == 0 {
 		cfg.StaffTTL = 12 * time.Hour
 	}
-	if cfg.MaxFailures == 0 {
-		cfg.MaxFailures = 5
+	if cfg.FreeFailures == 0 {
+		cfg.FreeFailures = 3
 	}
-	if cfg.LockFor == 0 {
-		cfg.LockFor = 15 * time.Minute
+	if cfg.DelayMax == 0 {
+		cfg.DelayMax = 15 * time.Minute
+	}
+	if cfg.AttackFailures == 0 {
+		cfg.AttackFailures = 10
+	}
+	if cfg.AttackWindow == 0 {
+		cfg.AttackWindow = 15 * time.Minute
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
 	}
 	if cfg.IPAttemptsMin == 0 {
 		cfg.IPAttemptsMin = 30
@@ -194,16 +215,23 @@ func (a *Auth) findOrCreatePatient(ctx context.Context, openID, unionID string) 
 	return &p, nil
 }
 
-// StaffLogin checks a staff member's password, with lock-out after repeated
-// failures on one account and a cap on attempts from one address.
+// StaffLogin checks a staff member's password. Against guessing it follows
+// OWASP's advice rather than a hard lock a stranger could trigger: failures
+// of one account from one address make that address wait, longer each time
+// (FreeFailures free, then 1 s, 2 s, 4 s … up to DelayMax); an address is
+// capped across accounts (IPAttemptsMin a minute); an account failing from
+// anywhere AttackFailures times in AttackWindow is reported (log and
+// OnAttack) — while its owner, from their own address, still logs in.
 func (a *Auth) StaffLogin(ctx context.Context, username, password, ip string) (string, *model.Staff, error) {
 	username = strings.TrimSpace(username)
 	if ok, _, err := a.kv.Allow(ctx, "staff-login-ip:"+ip, a.cfg.IPAttemptsMin, time.Minute); err == nil && !ok {
 		return "", nil, model.ErrTooMany
 	}
 	account := strings.ToLower(username)
-	if _, locked, err := a.kv.Get(ctx, "staff-login-lock:"+account); err == nil && locked {
-		return "", nil, ErrAccountLocked
+	pair := account + "|" + ip
+	if wait := a.loginWait(ctx, pair); wait > 0 {
+		secs := int((wait + time.Second - 1) / time.Second)
+		return "", nil, ErrLoginDelayed.WithMessage("登录失败次数过多，请 %d 秒后再试", secs).WithDetails(map[string]any{"retry_after_seconds": secs})
 	}
 	var st model.Staff
 	err := a.db.Conn(ctx).Where("username = ?", username).Take(&st).Error
@@ -215,15 +243,10 @@ func (a *Auth) StaffLogin(ctx context.Context, username, password, ip string) (s
 		hash = dummyHash() // spend the same time on unknown users
 	}
 	if !CheckPassword(hash, password) || st.ID == 0 {
-		failKey := "staff-login-fail:" + account
-		if ok, _, _ := a.kv.Allow(ctx, failKey, a.cfg.MaxFailures-1, a.cfg.LockFor); !ok {
-			_ = a.kv.Set(ctx, "staff-login-lock:"+account, "1", a.cfg.LockFor)
-			_ = a.kv.Reset(ctx, failKey)
-			return "", nil, ErrAccountLocked
-		}
+		a.loginFailed(ctx, account, pair)
 		return "", nil, ErrBadLogin
 	}
-	_ = a.kv.Reset(ctx, "staff-login-fail:"+account)
+	a.bestEffort("reset login failures", a.kv.Del(ctx, "staff-login-fails:"+pair), a.kv.Del(ctx, "staff-login-until:"+pair))
 	if st.DisabledAt != nil {
 		return "", nil, ErrBlocked
 	}
@@ -232,6 +255,60 @@ func (a *Auth) StaffLogin(ctx context.Context, username, password, ip string) (s
 		return "", nil, err
 	}
 	return tok, &st, nil
+}
+
+// ErrLoginDelayed: this address must wait before trying this account again.
+var ErrLoginDelayed = model.NewError(model.KindTooMany, "login_delayed", "登录失败次数过多，请稍后再试")
+
+// loginWait is how long pair (account|address) must still wait.
+func (a *Auth) loginWait(ctx context.Context, pair string) time.Duration {
+	v, ok, err := a.kv.Get(ctx, "staff-login-until:"+pair)
+	if err != nil || !ok {
+		return 0
+	}
+	until, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Until(time.UnixMilli(until))
+}
+
+// loginFailed counts a failure of account from pair's address, sets that
+// address's next wait, and reports an account failing from everywhere.
+func (a *Auth) loginFailed(ctx context.Context, account, pair string) {
+	n := a.bump(ctx, "staff-login-fails:"+pair, a.cfg.AttackWindow)
+	if n > a.cfg.FreeFailures {
+		wait := min(time.Second<<min(n-a.cfg.FreeFailures-1, 20), a.cfg.DelayMax)
+		until := time.Now().Add(wait).UnixMilli()
+		a.bestEffort("set login delay", a.kv.Set(ctx, "staff-login-until:"+pair, strconv.FormatInt(until, 10), wait))
+	}
+	if total := a.bump(ctx, "staff-login-account:"+account, a.cfg.AttackWindow); total >= a.cfg.AttackFailures {
+		// Once per window: the first report takes the lock.
+		if _, err := a.kv.TryLock(ctx, "staff-login-attack:"+account, a.cfg.AttackWindow); err == nil {
+			a.cfg.Log.Warn("staff account under attack: repeated login failures", "account", account, "failures", total, "window", a.cfg.AttackWindow.String())
+			if a.cfg.OnAttack != nil {
+				a.cfg.OnAttack(account)
+			}
+		}
+	}
+}
+
+// bump increments the counter at key (kept for ttl) and returns it.
+func (a *Auth) bump(ctx context.Context, key string, ttl time.Duration) int {
+	v, _, err := a.kv.Get(ctx, key)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(v)
+	n++
+	a.bestEffort("count login failures", a.kv.Set(ctx, key, strconv.Itoa(n), ttl))
+	return n
+}
+
+func (a *Auth) bestEffort(what string, errs ...error) {
+	if err := errors.Join(errs...); err != nil {
+		a.cfg.Log.Warn("auth: "+what, "err", err)
+	}
 }
 
 // dummyHash is checked against for unknown users, so that their answer
