@@ -238,7 +238,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		// A user message our callback accepted opens WeChat's 48-hour window.
 		a.OA.OnUserMessage = func(openID string) { a.Sandbox.OpenWindow(cfg.OAAppID, openID) }
 	}
-	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck, a.Points.Expire, a.Chat.Escalate,
+	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck, a.Points.Expire, a.Chat.Escalate, a.Chat.ExpireUploads,
 		func(ctx context.Context, now time.Time) error {
 			if now.Minute() != 0 { // hourly is plenty for a month's notice
 				return nil

@@ -1022,3 +1022,81 @@ func TestSandboxPlaysThePatient(t *testing.T) {
 		}
 	})
 }
+
+func uploadImage(t *testing.T, a *app.App, tok string, data []byte) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/api/mp/chat/images", strings.NewReader(string(data)))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "image/png")
+	a.Router.ServeHTTP(rec, req)
+	var ref map[string]any
+	_ = jsonUnmarshal(rec.Body.Bytes(), &ref)
+	content, _ := ref["content"].(string)
+	return rec.Code, content
+}
+
+// Chat images: an upload is sent once, by the patient who uploaded it, and
+// is then seen only with its conversation; an outside address is no image;
+// uploads are limited, and an upload never sent expires.
+func TestChatUploads(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		tokA, _ := login(t, h, "dev:uploader")
+		tokB, _ := login(t, h, "dev:borrower")
+		_, cvA := startChat(t, a, tokA, map[string]any{"topic": "报告解读"})
+		_, cvB := startChat(t, a, tokB, map[string]any{"topic": "报告解读"})
+		pathA := fmt.Sprintf("/api/mp/conversations/%d/messages", uint64(cvA["id"].(float64)))
+		pathB := fmt.Sprintf("/api/mp/conversations/%d/messages", uint64(cvB["id"].(float64)))
+		png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 64)...)
+		code, ref := uploadImage(t, a, tokA, png)
+		if code != 201 {
+			t.Fatalf("upload: %d", code)
+		}
+		if r := call(t, h, "POST", pathB, tokB, map[string]any{"kind": "image", "content": ref}); r.Status != 400 || r.ErrCode() != "invalid_image" {
+			t.Fatalf("another patient sends A's upload: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", pathA, tokA, map[string]any{"kind": "image", "content": ref}); r.Status != 201 {
+			t.Fatalf("A sends it: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "POST", pathA, tokA, map[string]any{"kind": "image", "content": ref}); r.Status != 400 {
+			t.Fatalf("the same upload sent twice: %d %s", r.Status, r.Raw)
+		}
+		for _, outside := range []string{"https://evil.example/track.png", "http://mmbiz.qpic.cn/forged/0"} {
+			if r := call(t, h, "POST", pathA, tokA, map[string]any{"kind": "image", "content": outside}); r.Status != 400 || r.ErrCode() != "invalid_image" {
+				t.Fatalf("an outside image from the mini-program %s: %d %s", outside, r.Status, r.Raw)
+			}
+		}
+		name := strings.TrimPrefix(ref, "chat/images/")
+		for who, want := range map[string]int{tokA: 200, tokB: 404} {
+			rec := httptest.NewRecorder()
+			rq := httptest.NewRequest("GET", "/api/mp/chat/images/"+name, nil)
+			rq.Header.Set("Authorization", "Bearer "+who)
+			h.ServeHTTP(rec, rq)
+			if rec.Code != want {
+				t.Errorf("image for %s: %d, want %d", map[bool]string{true: "A", false: "B"}[who == tokA], rec.Code, want)
+			}
+		}
+		// An upload never sent expires with its file.
+		_, stale := uploadImage(t, a, tokA, png)
+		if err := a.Chat.ExpireUploads(context.Background(), time.Now().Add(25*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		var left int64
+		a.DB.Gorm().Model(&model.ChatUpload{}).Where("`key` = ?", strings.TrimPrefix(stale, "chat/images/")).Count(&left)
+		if left != 0 {
+			t.Fatal("an unsent upload did not expire")
+		}
+		if r := call(t, h, "POST", pathA, tokA, map[string]any{"kind": "image", "content": stale}); r.Status != 400 {
+			t.Fatalf("an expired upload sent: %d", r.Status)
+		}
+		// Ten uploads a minute.
+		last := 0
+		for i := 0; i < 11; i++ {
+			last, _ = uploadImage(t, a, tokB, png)
+		}
+		if last != 429 {
+			t.Fatalf("the 11th upload in a minute: %d, want 429", last)
+		}
+	})
+}

@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -50,6 +52,11 @@ func richPatient(t *testing.T, a *app.App, tok string, pid uint64, admin, desk s
 	must(redeemCall(t, a, tok, reward.ID, fmt.Sprintf("redeem-%d", pid)), 200, "redeem")
 	_, cv := startChat(t, a, tok, map[string]any{"topic": "报告解读"})
 	must(call(t, h, "POST", fmt.Sprintf("/api/mp/conversations/%d/messages", uint64(cv["id"].(float64))), tok, map[string]any{"content": "白细胞偏高要紧吗"}), 201, "message")
+	if code, ref := uploadImage(t, a, tok, append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 64)...)); code == 201 {
+		must(call(t, h, "POST", fmt.Sprintf("/api/mp/conversations/%d/messages", uint64(cv["id"].(float64))), tok, map[string]any{"kind": "image", "content": ref}), 201, "image")
+	} else {
+		t.Fatalf("upload: %d", code)
+	}
 	must(call(t, h, "POST", "/api/mp/subscriptions", tok, map[string]any{"results": map[string]string{"sbx-tmpl-booking-confirmed": "accept"}}), 200, "subscribe")
 	must(call(t, h, "PUT", "/api/mp/notification-preferences", tok, map[string]any{"care": false}), 0, "preferences")
 	must(call(t, h, "POST", "/api/mp/complaints", tok, map[string]any{"category": "environment", "content": "候诊区太冷了，空调开得太低"}), 201, "complaint")
@@ -235,6 +242,20 @@ func TestExportAndEraseFollowTheRegistry(t *testing.T) {
 		a.DB.Gorm().Where("patient_id = ? AND status = ?", pid, "booked").Take(&open)
 		a.DB.Gorm().Where("id = ?", open.SlotID).Take(&slotBefore)
 
+		var image string
+		a.DB.Gorm().Model(&model.ChatMessage{}).Where("image_key IS NOT NULL AND conversation_id IN (SELECT id FROM conversations WHERE patient_id = ?)", pid).Pluck("image_key", &image)
+		imageStored := func() bool {
+			if a.DB.Dialect() == "mysql" {
+				var n int64
+				a.DB.Gorm().Model(&model.FileChunk{}).Where("`key` = ?", "chat/images/"+image).Count(&n)
+				return n > 0
+			}
+			_, err := os.Stat(filepath.Join(a.Cfg.DataDir, "files", "chat", "images", image))
+			return err == nil
+		}
+		if image == "" || !imageStored() {
+			t.Fatalf("the test patient's chat image is not stored (%q)", image)
+		}
 		if r := call(t, h, "POST", "/api/mp/me/erase", tok, map[string]any{"confirm": true}); r.Status != 204 {
 			t.Fatalf("erase: %d %s", r.Status, r.Raw)
 		}
@@ -289,6 +310,9 @@ func TestExportAndEraseFollowTheRegistry(t *testing.T) {
 		}
 		if r := call(t, h, "GET", "/api/mp/me", tok, nil); r.Status != 401 {
 			t.Errorf("the token still works after erasure: %d", r.Status)
+		}
+		if imageStored() {
+			t.Error("the chat image's file outlived the erasure")
 		}
 		// Excluded from processing: a year on, no annual re-check is written for them.
 		later := time.Now().In(model.Shanghai).AddDate(1, 1, 0)

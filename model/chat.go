@@ -65,6 +65,16 @@ type ChatMessage struct {
 	CreatedAt time.Time
 }
 
+// ChatUpload is an image a patient uploaded to send: it may be sent once,
+// by that patient, and is then the image of that message only; an upload
+// never sent expires.
+type ChatUpload struct {
+	Key       string `gorm:"primaryKey;size:64"`
+	PatientID uint64 `gorm:"index"`
+	MessageID *uint64
+	CreatedAt time.Time `gorm:"index"`
+}
+
 // DoctorDuty is a doctor's chat availability: department, on duty or not,
 // and how many conversations routing has given them (round-robin gives the
 // next one to the on-duty doctor with the fewest; a conditional update on

@@ -120,5 +120,5 @@ func AllModels() []any {
 		&Level{}, &PointsAccount{}, &PointsEntry{}, &Reward{}, &Coupon{},
 		&Survey{}, &SurveyInvite{}, &SurveyResponse{}, &Complaint{}, &ComplaintStep{},
 		&OAEvent{}, &AutoReply{},
-		&Conversation{}, &ChatMessage{}, &DoctorDuty{}, &CannedReply{}, &FileChunk{}}
+		&Conversation{}, &ChatMessage{}, &ChatUpload{}, &DoctorDuty{}, &CannedReply{}, &FileChunk{}}
 }

@@ -125,6 +125,8 @@ func PatientRegistry() []PatientData {
 			MergeNote: "conversations move; of two open ones on a topic both stay, the older one closed"},
 		{Model: &ChatMessage{}, Parent: "conversation_id IN (SELECT id FROM conversations WHERE patient_id = ?)", Merge: MergeWithParent, Export: "conversations", Erase: EraseDelete,
 			EraseNote: "messages and the images they carry go"},
+		{Model: &ChatUpload{}, Column: "patient_id", Merge: MergeMove, Erase: EraseDelete,
+			NoExport: "images uploaded to be sent; a sent one is exported with its message, an unsent one expires within a day"},
 		{Model: &OAEvent{}, Parent: "open_id IN (SELECT open_id FROM followers WHERE patient_id = ?)", Merge: MergeByOpenID, Erase: EraseDelete,
 			NoExport: "the raw callbacks of the official account; what the patient wrote is exported with the conversations", EraseNote: "the raw official-account messages go"},
 	}

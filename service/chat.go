@@ -165,11 +165,34 @@ const MaxChatImage = 5 << 20
 // imagePrefix marks a message content that is an image we store.
 const imagePrefix = "chat/images/"
 
+// Limits of chat images: uploads per patient a minute and a day; an
+// upload not sent within UploadTTL expires.
+const (
+	UploadsPerMinute = 10
+	UploadsPerDay    = 100
+	UploadTTL        = 24 * time.Hour
+)
+
+// ErrUploadQuota: too many images uploaded.
+var ErrUploadQuota = model.NewError(model.KindTooMany, "upload_quota", "上传图片过于频繁，请稍后再试")
+
 // SaveImage stores an image a patient is about to send and returns the
-// content to send it with (kind "image").
+// content to send it with (kind "image"): usable once, by them only.
 func (s *Chat) SaveImage(ctx context.Context, by Principal, data []byte) (string, error) {
+	if !by.IsPatient() {
+		return "", model.ErrForbidden
+	}
 	if len(data) == 0 || len(data) > MaxChatImage {
 		return "", ErrBadImage
+	}
+	for _, l := range []struct {
+		key    string
+		n      int
+		window time.Duration
+	}{{fmt.Sprintf("chat-upload-min:%d", by.ID), UploadsPerMinute, time.Minute}, {fmt.Sprintf("chat-upload-day:%d", by.ID), UploadsPerDay, 24 * time.Hour}} {
+		if ok, _, err := s.limiter.Allow(ctx, l.key, l.n, l.window); err == nil && !ok {
+			return "", ErrUploadQuota
+		}
 	}
 	ext := ""
 	switch http.DetectContentType(data) {
@@ -180,8 +203,36 @@ func (s *Chat) SaveImage(ctx context.Context, by Principal, data []byte) (string
 	default:
 		return "", ErrBadImage
 	}
-	name := imagePrefix + newImageName() + ext
-	return name, s.files.Put(ctx, name, data)
+	file := newImageName() + ext
+	if err := s.files.Put(ctx, imagePrefix+file, data); err != nil {
+		return "", fmt.Errorf("store chat image: %w", err)
+	}
+	if err := s.db.Conn(ctx).Create(&model.ChatUpload{Key: file, PatientID: by.ID, CreatedAt: s.now().UTC()}).Error; err != nil {
+		return "", fmt.Errorf("record chat image: %w", err)
+	}
+	return imagePrefix + file, nil
+}
+
+// ExpireUploads deletes the images uploaded more than UploadTTL ago and
+// never sent (a care-rule tick).
+func (s *Chat) ExpireUploads(ctx context.Context, now time.Time) error {
+	var stale []string
+	if err := s.db.Conn(ctx).Model(&model.ChatUpload{}).Where("message_id IS NULL AND created_at < ?", now.Add(-UploadTTL).UTC()).
+		Limit(500).Pluck("key", &stale).Error; err != nil {
+		return fmt.Errorf("stale chat uploads: %w", err)
+	}
+	for _, key := range stale {
+		res := s.db.Conn(ctx).Where("`key` = ? AND message_id IS NULL", key).Delete(&model.ChatUpload{})
+		if res.Error != nil {
+			return fmt.Errorf("expire chat upload: %w", res.Error)
+		}
+		if res.RowsAffected == 1 {
+			if err := s.files.Delete(ctx, imagePrefix+key); err != nil {
+				s.log.Warn("chat: expired upload's file", "key", key, "err", err)
+			}
+		}
+	}
+	return nil
 }
 
 func newImageName() string {
@@ -197,9 +248,15 @@ func (s *Chat) Image(ctx context.Context, by Principal, name string) (io.ReadClo
 		return nil, model.ErrNotFound
 	}
 	key := imagePrefix + name
+	// The image is the one message's it was sent with (an upload is sent
+	// once), so only that conversation's people see it.
+	var up model.ChatUpload
+	if err := s.db.Conn(ctx).Where("`key` = ? AND message_id IS NOT NULL", name).Take(&up).Error; err != nil {
+		return nil, model.NotFound(err)
+	}
 	var m model.ChatMessage
 	var cv model.Conversation
-	if err := s.db.Conn(ctx).Where("image_key = ?", name).Take(&m).Error; err != nil {
+	if err := s.db.Conn(ctx).Where("id = ?", *up.MessageID).Take(&m).Error; err != nil {
 		return nil, model.NotFound(err)
 	}
 	if err := s.db.Conn(ctx).Where("id = ?", m.ConversationID).Take(&cv).Error; err != nil {
@@ -371,6 +428,7 @@ type PatientMessage struct {
 	Kind      string // text or image
 	Content   string // the text, or the image's file key / URL
 	ClientKey string // makes a resend a no-op
+	channel   string // mp or oa: where an image may come from
 }
 
 func (m *PatientMessage) check() error {
@@ -381,7 +439,7 @@ func (m *PatientMessage) check() error {
 	if (m.Kind != "text" && m.Kind != "image") || m.Content == "" || utf8.RuneCountInString(m.Content) > 1000 || len(m.ClientKey) > 64 {
 		return ErrBadMessage
 	}
-	if m.Kind == "image" && !validImageRef(m.Content) {
+	if m.Kind == "image" && !validImageRef(m.Content, m.channel) {
 		return ErrBadImage
 	}
 	return nil
@@ -442,6 +500,17 @@ func (s *Chat) append(ctx context.Context, cv *model.Conversation, m PatientMess
 			}
 			return err
 		}
+		if msg.ImageKey != nil {
+			// The patient's own upload, sent once: it becomes this message's.
+			res := s.db.Conn(ctx).Model(&model.ChatUpload{}).Where("`key` = ? AND patient_id = ? AND message_id IS NULL", *msg.ImageKey, cv.PatientID).
+				Update("message_id", msg.ID)
+			if res.Error != nil {
+				return fmt.Errorf("claim chat upload: %w", res.Error)
+			}
+			if res.RowsAffected == 0 {
+				return ErrBadImage
+			}
+		}
 		var fresh model.Conversation
 		if err := s.db.Conn(ctx).Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", cv.ID).Take(&fresh).Error; err != nil {
 			return err
@@ -483,13 +552,15 @@ func (s *Chat) append(ctx context.Context, cv *model.Conversation, m PatientMess
 
 var errReplay = errors.New("replayed message")
 
-// validImageRef accepts an image we stored (SaveImage) or WeChat's
-// https picture link of an official-account image message.
-func validImageRef(c string) bool {
-	if name, ok := strings.CutPrefix(c, imagePrefix); ok {
-		return imageName.MatchString(name)
+// validImageRef accepts, from the mini-program, only an image uploaded to
+// careloop (SaveImage: no outside address reaches a doctor's browser), and
+// from the official account only WeChat's own picture link.
+func validImageRef(c, channel string) bool {
+	if channel == "oa" {
+		return strings.HasPrefix(c, "http://mmbiz.qpic.cn/") || strings.HasPrefix(c, "https://mmbiz.qpic.cn/")
 	}
-	return strings.HasPrefix(c, "https://") || strings.HasPrefix(c, "http://mmbiz.qpic.cn/")
+	name, ok := strings.CutPrefix(c, imagePrefix)
+	return ok && imageName.MatchString(name)
 }
 
 var imageName = regexp.MustCompile(`^[0-9a-f]{32}\.(jpg|png)$`)
@@ -512,7 +583,7 @@ func shorten(s string, n int) string {
 // open conversation (opening one when needed) and returns the passive reply
 // to answer WeChat with ("" for none). msgID makes WeChat's retries no-ops.
 func (s *Chat) FromOA(ctx context.Context, openID, msgID, kind, content string) (string, error) {
-	m := PatientMessage{Kind: kind, Content: content}
+	m := PatientMessage{Kind: kind, Content: content, channel: "oa"}
 	if err := m.check(); err != nil {
 		return "", nil // an empty or oversized message: nothing to route
 	}

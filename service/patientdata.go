@@ -726,6 +726,11 @@ func (s *PatientData) Erase(ctx context.Context, p Principal) error {
 			Pluck("image_key", &images).Error; err != nil {
 			return fmt.Errorf("erase: images of patient %d: %w", pt.ID, err)
 		}
+		var unsent []string
+		if err := db.Model(&model.ChatUpload{}).Where("patient_id = ? AND message_id IS NULL", pt.ID).Pluck("key", &unsent).Error; err != nil {
+			return fmt.Errorf("erase: uploads of patient %d: %w", pt.ID, err)
+		}
+		images = append(images, unsent...)
 		steps := s.eraseSteps()
 		reg := model.PatientRegistry()
 		for i := len(reg) - 1; i >= 0; i-- {
@@ -754,7 +759,7 @@ func (s *PatientData) Erase(ctx context.Context, p Principal) error {
 	}
 	// Files go once the rows naming them are gone.
 	for _, key := range images {
-		if err := s.files.Delete(ctx, key); err != nil {
+		if err := s.files.Delete(ctx, imagePrefix+key); err != nil {
 			s.log.Warn("erase: chat image not deleted", "key", key, "err", err)
 		}
 	}
