@@ -1,28 +1,18 @@
 package app_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"careloop/app"
 	"careloop/model"
-	"careloop/service"
 )
 
 // completeCheckup books today's slot (as if two days ago) and completes it.
 func completeCheckup(t *testing.T, a *app.App, pid uint64, start string, desk string) uint64 {
 	t.Helper()
-	ctx := context.Background()
-	today := time.Now().In(model.Shanghai)
-	sl := model.Slot{Date: today.Format(time.DateOnly), Start: start, End: start[:3] + "59", Capacity: 5}
-	a.DB.Gorm().Create(&sl)
-	early := service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, func() time.Time { return today.AddDate(0, 0, -2) })
-	b, _, err := early.Book(ctx, service.Principal{Kind: model.SubjectPatient, ID: pid}, service.BookInput{PackageID: anyPackage(t, a).ID, SlotID: sl.ID, IdempotencyKey: "s" + start})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := bookToday(t, a, pid, start)
 	call(t, a.Router, "POST", fmt.Sprintf("/api/admin/bookings/%d/check-in", b.ID), desk, nil)
 	if r := call(t, a.Router, "POST", fmt.Sprintf("/api/admin/bookings/%d/complete", b.ID), desk, nil); r.Status != 200 {
 		t.Fatalf("complete: %d %s", r.Status, r.Raw)
