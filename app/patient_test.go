@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -340,6 +341,25 @@ func TestRealNameIdentity(t *testing.T) {
 		// The patient's own copy has the full number.
 		if ex := call(t, h, "GET", "/api/mp/me/export", tok, nil); ex.Body["profile"].(map[string]any)["id_card"] != card {
 			t.Fatalf("export: %v", ex.Body["profile"])
+		}
+	})
+}
+
+// A name search matches the text as typed: "%" and "_" are not wildcards
+// (on SQLite too, which has no default LIKE escape).
+func TestNameSearchIsLiteral(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		for _, n := range []string{"张_三", "张x三", "李100%", "李1000"} {
+			if err := a.DB.Gorm().Create(&model.Patient{Name: n, Gender: "unknown"}).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+		for q, want := range map[string]int{"张_": 1, "100%": 1, "张": 2, "!": 0} {
+			r := call(t, a.Router, "GET", "/api/admin/patients?name="+url.QueryEscape(q), admin, nil)
+			if items := r.Body["items"].([]any); len(items) != want {
+				t.Errorf("name %q: %d patients, want %d: %s", q, len(items), want, r.Raw)
+			}
 		}
 	})
 }

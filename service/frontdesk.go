@@ -102,7 +102,7 @@ func (f *FrontDesk) patientsMatching(ctx context.Context, q string) *gorm.DB {
 	if phoneTailRe.MatchString(q) {
 		return db.Where("phone_tail = ? OR his_id = ?", q, q)
 	}
-	return db.Where("his_id = ? OR name LIKE ?", q, likePrefix(q))
+	return db.Where("his_id = ? OR name LIKE ?"+likeEscapeClause, q, likePrefix(q))
 }
 
 // familyMatching is patientsMatching for family members (phone tail, name).
@@ -111,7 +111,7 @@ func (f *FrontDesk) familyMatching(ctx context.Context, q string) *gorm.DB {
 	if phoneTailRe.MatchString(q) {
 		return db.Where("phone_tail = ?", q)
 	}
-	return db.Where("name LIKE ?", likePrefix(q))
+	return db.Where("name LIKE ?"+likeEscapeClause, likePrefix(q))
 }
 
 // likePrefix is a LIKE pattern for text starting with s.
