@@ -5,6 +5,7 @@
 //	careloop [-config FILE] worker    background workers only
 //	careloop [-config FILE] migrate   apply the database schema and exit
 //	careloop [-config FILE] import-patients FILE   import a HIS export (CSV or XLSX)
+//	careloop [-config FILE] rotate-key  re-seal sensitive data under the current data key
 //	careloop healthcheck              GET /healthz on CARELOOP_ADDR (for container health checks)
 package main
 
@@ -50,6 +51,8 @@ const usage = `usage: careloop [-config FILE] [serve|worker|migrate]
   migrate  apply the database schema and exit
   import-patients FILE  import patients from a HIS export (.csv or .xlsx); idempotent;
            refused rows go to FILE.errors.csv
+  rotate-key  re-seal sensitive data under the current key of CARELOOP_DATA_KEYS and
+           re-compute lookup hashes; runs beside a live service, resumable
   healthcheck  exit 0 when this host's careloop answers /healthz
 
 Configuration comes from CARELOOP_* environment variables (see README.md)
@@ -98,6 +101,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return errors.New("usage: careloop import-patients FILE")
 		}
 		return importPatients(ctx, cfg, fs.Arg(1), stdout, stderr)
+	case "rotate-key":
+		return rotateKey(ctx, cfg, stdout)
 	case "serve", "worker":
 	default:
 		fs.Usage()
@@ -165,6 +170,30 @@ func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
 	return nil
 }
 
+// rotateKey re-seals every sealed value under the current data key and
+// re-computes the lookup hashes (CARELOOP_DATA_KEYS lists the keys, the
+// current first). It runs beside a live service and may be run again.
+func rotateKey(ctx context.Context, cfg app.Config, stdout io.Writer) error {
+	sealer, err := cfg.Sealer()
+	if err != nil {
+		return err
+	}
+	db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath(), MaxOpenConns: int(cfg.MySQLMaxConns)})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	fmt.Fprintf(stdout, "re-sealing under key %d (keys in the ring: %v)\n", sealer.Current(), sealer.KeyIDs())
+	err = service.RotateKeys(ctx, db, sealer, func(table, column string, seen, changed int) {
+		fmt.Fprintf(stdout, "  %s.%s: %d looked at, %d re-sealed or re-hashed\n", table, column, seen, changed)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "done: every sealed value is under the current key; older keys may leave CARELOOP_DATA_KEYS")
+	return nil
+}
+
 // importPatients runs the HIS import with a progress bar on stderr and the
 // refused rows in FILE.errors.csv.
 func importPatients(ctx context.Context, cfg app.Config, path string, stdout, stderr io.Writer) error {
@@ -182,11 +211,7 @@ func importPatients(ctx context.Context, cfg app.Config, path string, stdout, st
 			return err
 		}
 	}
-	key, err := cfg.DataKeyBytes()
-	if err != nil {
-		return err
-	}
-	sealer, err := service.NewSealer(key)
+	sealer, err := cfg.Sealer()
 	if err != nil {
 		return err
 	}

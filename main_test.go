@@ -209,3 +209,24 @@ func TestTwoProcessesShareOneAccessToken(t *testing.T) {
 		t.Fatalf("the other process fetched again: %d fetches, want 2", n)
 	}
 }
+
+// careloop rotate-key re-seals under the current key of CARELOOP_DATA_KEYS.
+func TestRotateKeyCommand(t *testing.T) {
+	dir := t.TempDir()
+	env := func(k string) string {
+		switch k {
+		case "CARELOOP_DATA_DIR":
+			return dir
+		case "CARELOOP_DATA_KEYS":
+			return "2:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+		}
+		return ""
+	}
+	if err := run(context.Background(), []string{"migrate"}, env, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"rotate-key"}, env, &out, io.Discard); err != nil || !strings.Contains(out.String(), "re-sealing under key 2 (keys in the ring: [1 2])") || !strings.Contains(out.String(), "done") {
+		t.Fatalf("rotate-key: %v\n%s", err, out.String())
+	}
+}

@@ -118,11 +118,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Help: "Staff accounts reported under attack (repeated login failures from anywhere within the window)."})
 	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret), MPLoginsPerIP: int(cfg.MPLoginsPerIP),
 		Log: log, OnAttack: func(string) { attacks.Inc() }}, nil)
-	key, err := cfg.DataKeyBytes()
-	if err != nil {
-		return nil, err
-	}
-	sealer, err := service.NewSealer(key)
+	sealer, err := cfg.Sealer()
 	if err != nil {
 		return nil, err
 	}

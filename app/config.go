@@ -58,12 +58,17 @@ type Config struct {
 	AdminPassword string `env:"CARELOOP_ADMIN_PASSWORD" yaml:"admin_password" secret:"true"`
 	TokenSecret   string `env:"CARELOOP_TOKEN_SECRET" yaml:"token_secret" secret:"true"`
 	DataKey       string `env:"CARELOOP_DATA_KEY" yaml:"data_key" secret:"true"`
-	MPAppID       string `env:"CARELOOP_MP_APPID" yaml:"mp_appid"`
-	MPSecret      string `env:"CARELOOP_MP_SECRET" yaml:"mp_secret" secret:"true"`
-	OAAppID       string `env:"CARELOOP_OA_APPID" yaml:"oa_appid"`
-	OASecret      string `env:"CARELOOP_OA_SECRET" yaml:"oa_secret" secret:"true"`
-	OAToken       string `env:"CARELOOP_OA_TOKEN" yaml:"oa_token" secret:"true"`
-	OAAESKey      string `env:"CARELOOP_OA_AES_KEY" yaml:"oa_aes_key" secret:"true"`
+	// DataKeys is the keyring for rotation: "id:base64,…", the first the
+	// current key (CARELOOP_DATA_KEY, when set, is key 1); HashKeyID picks
+	// the key lookup hashes derive from (default: 1 while in the ring).
+	DataKeys  string `env:"CARELOOP_DATA_KEYS" yaml:"data_keys" secret:"true"`
+	HashKeyID int64  `env:"CARELOOP_HASH_KEY_ID" yaml:"hash_key_id"`
+	MPAppID   string `env:"CARELOOP_MP_APPID" yaml:"mp_appid"`
+	MPSecret  string `env:"CARELOOP_MP_SECRET" yaml:"mp_secret" secret:"true"`
+	OAAppID   string `env:"CARELOOP_OA_APPID" yaml:"oa_appid"`
+	OASecret  string `env:"CARELOOP_OA_SECRET" yaml:"oa_secret" secret:"true"`
+	OAToken   string `env:"CARELOOP_OA_TOKEN" yaml:"oa_token" secret:"true"`
+	OAAESKey  string `env:"CARELOOP_OA_AES_KEY" yaml:"oa_aes_key" secret:"true"`
 	// OAMode is the official account message mode: "safe" (AES, the default;
 	// plaintext posts are refused) or "plain".
 	OAMode        string `env:"CARELOOP_OA_MODE" yaml:"oa_mode"`
@@ -208,7 +213,7 @@ func (c Config) Validate() error {
 	default:
 		problems = append(problems, fmt.Sprintf("CARELOOP_MODE must be %q or %q, not %q", ModeSandbox, ModeProduction, c.Mode))
 	}
-	if _, err := c.DataKeyBytes(); err != nil {
+	if _, _, _, err := c.Keyring(); err != nil {
 		problems = append(problems, err.Error())
 	}
 	if c.Mode == ModeProduction {
@@ -220,7 +225,12 @@ func (c Config) Validate() error {
 			{"CARELOOP_OA_TOKEN", c.OAToken, sandboxOAToken},
 			{"CARELOOP_OA_AES_KEY", c.OAAESKey, sandboxOAAESKey},
 			{"CARELOOP_TOKEN_SECRET", c.TokenSecret, sandboxToken},
-			{"CARELOOP_DATA_KEY", c.DataKey, sandboxDataKeyB64},
+		}
+		if c.DataKeys == "" || c.DataKey != "" {
+			need = append(need, struct{ name, val, def string }{"CARELOOP_DATA_KEY", c.DataKey, sandboxDataKeyB64})
+		}
+		if strings.Contains(c.DataKeys, sandboxDataKeyB64) {
+			problems = append(problems, "CARELOOP_DATA_KEYS holds the sandbox default key")
 		}
 		for _, n := range need {
 			switch {
@@ -274,6 +284,59 @@ func (c Config) Validate() error {
 		return errors.New("configuration refused:\n  - " + strings.Join(problems, "\n  - "))
 	}
 	return nil
+}
+
+// Keyring decodes the data keys: CARELOOP_DATA_KEYS ("id:base64", the first
+// current) and CARELOOP_DATA_KEY as key 1. It returns the keys, the
+// current id and the lookup-hash key id (0: the default).
+func (c Config) Keyring() (map[byte][]byte, byte, byte, error) {
+	keys := map[byte][]byte{}
+	var current byte
+	for _, part := range strings.Split(c.DataKeys, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		idText, b64, ok := strings.Cut(part, ":")
+		id, err := strconv.Atoi(strings.TrimSpace(idText))
+		k, kerr := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
+		if !ok || err != nil || id < 1 || id > 255 || kerr != nil || len(k) != 32 {
+			return nil, 0, 0, errors.New("CARELOOP_DATA_KEYS must be id:base64-of-32-bytes pairs (ids 1–255), comma separated")
+		}
+		if _, dup := keys[byte(id)]; dup {
+			return nil, 0, 0, fmt.Errorf("CARELOOP_DATA_KEYS names key %d twice", id)
+		}
+		keys[byte(id)] = k
+		if current == 0 {
+			current = byte(id)
+		}
+	}
+	if c.DataKey != "" || len(keys) == 0 {
+		k, err := c.DataKeyBytes()
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if other, ok := keys[1]; ok && string(other) != string(k) {
+			return nil, 0, 0, errors.New("CARELOOP_DATA_KEY is key 1, and CARELOOP_DATA_KEYS gives key 1 another value")
+		}
+		keys[1] = k
+		if current == 0 {
+			current = 1
+		}
+	}
+	if c.HashKeyID < 0 || c.HashKeyID > 255 || (c.HashKeyID > 0 && keys[byte(c.HashKeyID)] == nil) {
+		return nil, 0, 0, fmt.Errorf("CARELOOP_HASH_KEY_ID %d is not a key of the ring", c.HashKeyID)
+	}
+	return keys, current, byte(c.HashKeyID), nil
+}
+
+// Sealer builds the keyring the configuration describes.
+func (c Config) Sealer() (*service.Sealer, error) {
+	keys, current, hashID, err := c.Keyring()
+	if err != nil {
+		return nil, err
+	}
+	return service.NewKeyring(keys, current, hashID)
 }
 
 // DataKeyBytes decodes the data-encryption key (base64 of 32 bytes).

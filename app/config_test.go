@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,5 +91,29 @@ func TestProductionRefusesDefaults(t *testing.T) {
 	}
 	if _, err = app.Load("", envOf(map[string]string{"CARELOOP_MODE": "staging"})); err == nil {
 		t.Fatal("unknown mode accepted")
+	}
+}
+
+// The keyring: CARELOOP_DATA_KEYS (the first current) beside CARELOOP_DATA_KEY
+// as key 1; malformed rings are refused.
+func TestDataKeyring(t *testing.T) {
+	k2 := "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	cfg, err := app.Load("", envOf(map[string]string{"CARELOOP_DATA_KEYS": "2:" + k2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := cfg.Sealer()
+	if err != nil || s.Current() != 2 || fmt.Sprint(s.KeyIDs()) != "[1 2]" {
+		t.Fatalf("ring: %v %v", err, s)
+	}
+	for _, bad := range []map[string]string{
+		{"CARELOOP_DATA_KEYS": "2:short"},
+		{"CARELOOP_DATA_KEYS": "0:" + k2},
+		{"CARELOOP_DATA_KEYS": "2:" + k2 + ",2:" + k2},
+		{"CARELOOP_DATA_KEYS": "2:" + k2, "CARELOOP_HASH_KEY_ID": "3"},
+	} {
+		if _, err := app.Load("", envOf(bad)); err == nil {
+			t.Errorf("accepted %v", bad)
+		}
 	}
 }

@@ -9,30 +9,61 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sort"
 )
 
 // Sealer encrypts sensitive fields at rest (AES-256-GCM) and derives keyed
-// hashes for looking them up without decrypting.
+// hashes for looking them up without decrypting. It holds a keyring: values
+// are sealed under the current key and carry its id, so that older keys
+// can still open them while `careloop rotate-key` re-seals them.
+//
+// A sealed value is 0xC1, the key id, the nonce and the ciphertext. Values
+// sealed before key ids existed (nonce and ciphertext only) belong to key 1.
 type Sealer struct {
-	aead    cipher.AEAD
+	current byte
+	aeads   map[byte]cipher.AEAD
 	hashKey []byte
 }
 
-// NewSealer derives the encryption and hashing keys from a 32-byte master key.
+// sealedMark starts a sealed value that carries its key id.
+const sealedMark = 0xC1
+
+// NewSealer is a keyring of one key (id 1) — CARELOOP_DATA_KEY alone.
 func NewSealer(master []byte) (*Sealer, error) {
-	if len(master) != 32 {
-		return nil, errors.New("data key must be 32 bytes")
+	return NewKeyring(map[byte][]byte{1: master}, 1, 1)
+}
+
+// NewKeyring holds keys by id (1–255), sealing with current. The lookup
+// hashes (phones, ID cards) are derived from key hashID (0: key 1 while it
+// is in the ring, else current); rotate-key re-computes them.
+func NewKeyring(keys map[byte][]byte, current, hashID byte) (*Sealer, error) {
+	if len(keys[current]) == 0 {
+		return nil, fmt.Errorf("the current data key %d is not in the keyring", current)
 	}
-	encKey := derive(master, "careloop/aes-gcm/v1")
-	block, err := aes.NewCipher(encKey)
-	if err != nil {
-		return nil, err
+	s := &Sealer{current: current, aeads: map[byte]cipher.AEAD{}}
+	for id, master := range keys {
+		if id == 0 || len(master) != 32 {
+			return nil, fmt.Errorf("data key %d must be 32 bytes and its id 1–255", id)
+		}
+		block, err := aes.NewCipher(derive(master, "careloop/aes-gcm/v1"))
+		if err != nil {
+			return nil, err
+		}
+		if s.aeads[id], err = cipher.NewGCM(block); err != nil {
+			return nil, err
+		}
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
+	if hashID == 0 {
+		hashID = current
+		if _, ok := keys[1]; ok {
+			hashID = 1
+		}
 	}
-	return &Sealer{aead: aead, hashKey: derive(master, "careloop/lookup-hash/v1")}, nil
+	if len(keys[hashID]) == 0 {
+		return nil, fmt.Errorf("the lookup-hash key %d is not in the keyring", hashID)
+	}
+	s.hashKey = derive(keys[hashID], "careloop/lookup-hash/v1")
+	return s, nil
 }
 
 func derive(master []byte, label string) []byte {
@@ -41,20 +72,69 @@ func derive(master []byte, label string) []byte {
 	return m.Sum(nil)
 }
 
-// Seal encrypts plain; the nonce is stored in front of the ciphertext.
-func (s *Sealer) Seal(plain []byte) []byte {
-	nonce := make([]byte, s.aead.NonceSize())
-	_, _ = rand.Read(nonce)
-	return s.aead.Seal(nonce, nonce, plain, nil)
+// Current is the id of the key new values are sealed with.
+func (s *Sealer) Current() byte { return s.current }
+
+// KeyIDs lists the keys of the ring, ascending.
+func (s *Sealer) KeyIDs() []byte {
+	var ids []byte
+	for id := range s.aeads {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
 }
 
-// Open decrypts what Seal produced.
+// Seal encrypts plain under the current key.
+func (s *Sealer) Seal(plain []byte) []byte {
+	aead := s.aeads[s.current]
+	out := make([]byte, 2, 2+aead.NonceSize()+len(plain)+aead.Overhead())
+	out[0], out[1] = sealedMark, s.current
+	nonce := make([]byte, aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	out = append(out, nonce...)
+	return aead.Seal(out, nonce, plain, nil)
+}
+
+// KeyID tells which key sealed a value: the id it carries when that key
+// opens it, else 1 (sealed before key ids); 0 for an empty value.
+func (s *Sealer) KeyID(sealed []byte) byte {
+	if len(sealed) > 2 && sealed[0] == sealedMark {
+		if aead, ok := s.aeads[sealed[1]]; ok {
+			if _, err := open(aead, sealed[2:]); err == nil {
+				return sealed[1]
+			}
+		}
+	}
+	if len(sealed) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// Open decrypts what Seal produced, under whichever key of the ring sealed it.
 func (s *Sealer) Open(sealed []byte) ([]byte, error) {
-	n := s.aead.NonceSize()
-	if len(sealed) < n {
+	if len(sealed) > 2 && sealed[0] == sealedMark {
+		if aead, ok := s.aeads[sealed[1]]; ok {
+			if plain, err := open(aead, sealed[2:]); err == nil {
+				return plain, nil
+			}
+		}
+	}
+	// A value from before key ids (whose first nonce byte may be the mark).
+	aead, ok := s.aeads[1]
+	if !ok {
+		return nil, errors.New("open sealed value: its key is not in the keyring")
+	}
+	return open(aead, sealed)
+}
+
+func open(aead cipher.AEAD, b []byte) ([]byte, error) {
+	n := aead.NonceSize()
+	if len(b) < n {
 		return nil, errors.New("sealed value too short")
 	}
-	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], nil)
+	plain, err := aead.Open(nil, b[:n], b[n:], nil)
 	if err != nil {
 		return nil, fmt.Errorf("open sealed value: %w", err)
 	}
