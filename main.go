@@ -178,6 +178,7 @@ func rotateKey(ctx context.Context, cfg app.Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	model.UseSealer(sealer)
 	db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath(), MaxOpenConns: int(cfg.MySQLMaxConns)})
 	if err != nil {
 		return err

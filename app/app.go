@@ -122,6 +122,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	model.UseSealer(sealer) // the sealed text columns
 	nc := cfg.NotifyConfig()
 	a.Dispatcher = notify.New(a.DB, a.Store, a.WX, nc, nil, log)
 	a.Outbox = notify.NewOutbox(a.DB, nc, nil, a.Dispatcher.Wake)

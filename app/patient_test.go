@@ -145,7 +145,7 @@ func TestExportAndErase(t *testing.T) {
 		if n != 0 {
 			t.Fatal("health archive kept after erasure")
 		}
-		a.DB.Gorm().Model(&model.ChatMessage{}).Where("content = ?", "最近总是头晕").Count(&n)
+		n = messagesWith(a, "1 = ?", 1, "最近总是头晕")
 		if n != 0 {
 			t.Fatal("chat messages kept after erasure")
 		}

@@ -37,7 +37,7 @@ type Conversation struct {
 	// since that side last read the conversation.
 	StaffUnread   int
 	PatientUnread int
-	LastMessage   string `gorm:"size:128"`
+	LastMessage   string `gorm:"type:text;serializer:sealed"`
 	LastMessageAt time.Time
 	ClosedAt      *time.Time
 	ClosedBy      uint64
@@ -52,7 +52,7 @@ type ChatMessage struct {
 	Sender         string `gorm:"size:8"`
 	StaffID        uint64
 	Kind           string `gorm:"size:8"` // text or image
-	Content        string `gorm:"type:text"`
+	Content        string `gorm:"type:text;serializer:sealed"`
 	// Channel is where a patient's message came from (mp, oa) or how a
 	// staff reply reached the patient.
 	Channel string `gorm:"size:4"`

@@ -28,12 +28,12 @@ type Complaint struct {
 	ID         uint64 `gorm:"primaryKey"`
 	PatientID  uint64 `gorm:"index"`
 	Category   string `gorm:"size:24"` // service_attitude, environment, medical_quality, billing, other
-	Content    string `gorm:"type:text"`
+	Content    string `gorm:"type:text;serializer:sealed"`
 	Status     string `gorm:"size:16;index"`
 	Department string `gorm:"size:32;index"`
 	AssigneeID uint64 `gorm:"index"`
-	Resolution string `gorm:"type:text"`
-	Reply      string `gorm:"type:text"`
+	Resolution string `gorm:"type:text;serializer:sealed"`
+	Reply      string `gorm:"type:text;serializer:sealed"`
 	Rating     *int
 	StepDueAt  *time.Time // the current step is overdue after this
 	ResolvedAt *time.Time // when the reply went out
@@ -47,6 +47,6 @@ type ComplaintStep struct {
 	ComplaintID uint64 `gorm:"index"`
 	From, To    string `gorm:"size:16"`
 	By          uint64 // staff id; 0 for the patient
-	Note        string `gorm:"size:512"`
+	Note        string `gorm:"type:text;serializer:sealed"`
 	CreatedAt   time.Time
 }

@@ -35,12 +35,12 @@ type Notification struct {
 	DedupeKey string `gorm:"size:191;uniqueIndex"`
 	// Params are the business values (JSON); each channel renders them into
 	// its template's fields at send time.
-	Params string `gorm:"type:text"`
+	Params string `gorm:"type:text;serializer:sealed"`
 	Page   string `gorm:"size:255"`
 	// Channel, TemplateID and Payload say what was (last) sent.
 	Channel    string    `gorm:"size:16"`
 	TemplateID string    `gorm:"size:64"`
-	Payload    string    `gorm:"type:text"`
+	Payload    string    `gorm:"type:text;serializer:sealed"`
 	Status     string    `gorm:"size:16;index:idx_notify_due,priority:1"`
 	DueAt      time.Time `gorm:"index:idx_notify_due,priority:2"`
 	Attempts   int

@@ -18,9 +18,9 @@ type OAEvent struct {
 	DedupeKey string `gorm:"size:128;uniqueIndex"`
 	OpenID    string `gorm:"size:64;index"`
 	Kind      string `gorm:"size:32"`
-	Content   string `gorm:"type:text"`
+	Content   string `gorm:"type:text;serializer:sealed"`
 	// Payload is the whole decoded message (JSON), to finish it later.
-	Payload   string `gorm:"type:text"`
+	Payload   string `gorm:"type:text;serializer:sealed"`
 	Status    string `gorm:"size:8;index;default:done"`
 	Attempts  int
 	LastError string `gorm:"size:255"`

@@ -20,7 +20,7 @@ type Report struct {
 	Version        int    // the visible version
 	AbnormalCount  int
 	Critical       bool
-	Interpretation string `gorm:"type:text"`
+	Interpretation string `gorm:"type:text;serializer:sealed"`
 	InterpretedBy  uint64
 	InterpretedAt  *time.Time
 	// RetainedUntil is set when the patient erased their account: the
@@ -58,7 +58,7 @@ type Task struct {
 	Urgent     bool
 	PatientID  uint64 `gorm:"index"`
 	ReportID   *uint64
-	Note       string `gorm:"size:512"`
+	Note       string `gorm:"type:text;serializer:sealed"`
 	Status     string `gorm:"size:16;index"` // open, done
 	AssignedTo uint64
 	DoneAt     *time.Time

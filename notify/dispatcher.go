@@ -769,7 +769,7 @@ func (d *Dispatcher) markSending(ctx context.Context, n *model.Notification, ch 
 	res := d.db.Conn(ctx).Model(&model.Notification{}).
 		Where("id = ? AND claim_token = ? AND status IN ?", n.ID, n.ClaimToken, []string{model.NotifyClaimed, model.NotifySending}).
 		Updates(map[string]any{"status": model.NotifySending, "channel": ch.Channel, "template_id": ch.TemplateID,
-			"payload": payload, "attempts": gorm.Expr("attempts + 1"), "lease_until": lease})
+			"payload": model.SealText(payload), "attempts": gorm.Expr("attempts + 1"), "lease_until": lease})
 	if res.Error != nil {
 		return false, res.Error
 	}
@@ -782,7 +782,7 @@ func (d *Dispatcher) undoAttempt(_ context.Context, n *model.Notification) { n.A
 
 // settle writes a row's outcome together with what was (last) sent.
 func (d *Dispatcher) settle(ctx context.Context, n *model.Notification, fields map[string]any) error {
-	fields["channel"], fields["template_id"], fields["payload"], fields["attempts"] = n.Channel, n.TemplateID, n.Payload, n.Attempts
+	fields["channel"], fields["template_id"], fields["payload"], fields["attempts"] = n.Channel, n.TemplateID, model.SealText(n.Payload), n.Attempts
 	fields["claim_token"], fields["lease_until"] = "", nil
 	return d.db.Conn(ctx).Model(&model.Notification{}).Where("id = ? AND claim_token = ?", n.ID, n.ClaimToken).Updates(fields).Error
 }
@@ -845,7 +845,7 @@ func (d *Dispatcher) writeSent(ctx context.Context, rs []sentResult) error {
 		ids = append(ids, r.n.ID)
 		tokenCase.WriteString(" WHEN ? THEN ?")
 		tokenArgs = append(tokenArgs, r.n.ID, r.n.ClaimToken)
-		vals := []any{r.msgID, r.n.Attempts, r.n.Channel, r.n.TemplateID, r.n.Payload, r.at}
+		vals := []any{r.msgID, r.n.Attempts, r.n.Channel, r.n.TemplateID, model.SealText(r.n.Payload), r.at}
 		for i, c := range cols {
 			cases[c].WriteString(" WHEN ? THEN ?")
 			caseArgs[c] = append(caseArgs[c], r.n.ID, vals[i])

@@ -518,7 +518,7 @@ func (s *Chat) append(ctx context.Context, cv *model.Conversation, m PatientMess
 		if fresh.Status != model.ConversationOpen {
 			return ErrConversationClosed
 		}
-		upd := map[string]any{"staff_unread": gorm.Expr("staff_unread + 1"), "last_message": preview(m), "last_message_at": now, "channel": channel}
+		upd := map[string]any{"staff_unread": gorm.Expr("staff_unread + 1"), "last_message": model.SealText(preview(m)), "last_message_at": now, "channel": channel}
 		if fresh.AwaitingSince == nil {
 			upd["awaiting_since"] = now
 			if !settings.Open(now) {
@@ -908,7 +908,7 @@ func (s *Chat) Reply(ctx context.Context, by Principal, conversationID uint64, c
 			return err
 		}
 		upd := map[string]any{"awaiting_since": nil, "escalated_at": nil, "staff_unread": 0, "patient_unread": gorm.Expr("patient_unread + 1"),
-			"last_message": shorten(content, 60), "last_message_at": now}
+			"last_message": model.SealText(shorten(content, 60)), "last_message_at": now}
 		if cv.DoctorID == nil {
 			upd["doctor_id"] = by.ID
 			cv.DoctorID = &by.ID

@@ -124,7 +124,7 @@ func (s *Complaints) Advance(ctx context.Context, by Principal, id uint64, in St
 			if strings.TrimSpace(in.Resolution) == "" {
 				return model.ErrInvalid.WithMessage("请填写处理方案")
 			}
-			upd["resolution"] = in.Resolution
+			upd["resolution"] = model.SealText(in.Resolution)
 		case model.ComplaintApproved:
 			if by.Role != model.RoleAdmin {
 				return model.ErrForbidden.WithMessage("处理方案需由管理员审批")
@@ -133,7 +133,7 @@ func (s *Complaints) Advance(ctx context.Context, by Principal, id uint64, in St
 			if strings.TrimSpace(in.Reply) == "" {
 				return model.ErrInvalid.WithMessage("请填写给患者的回复")
 			}
-			upd["reply"], upd["resolved_at"] = in.Reply, s.now().UTC()
+			upd["reply"], upd["resolved_at"] = model.SealText(in.Reply), s.now().UTC()
 		}
 		q := db.Model(&model.Complaint{}).Where("id = ? AND status = ?", id, c.Status).Updates(upd)
 		if q.Error != nil {

@@ -640,7 +640,7 @@ func (s *PatientData) eraseSteps() map[string]eraseStep {
 		"report_versions":  nil, // with their report
 		"tasks":            eraseTasks,
 		"survey_responses": anonymise(&model.SurveyResponse{}, "patient_id = ?", map[string]any{"answers": "", "comment": ""}),
-		"complaints": anonymise(&model.Complaint{}, "patient_id = ?", map[string]any{"content": "（用户已注销）", "resolution": "",
+		"complaints": anonymise(&model.Complaint{}, "patient_id = ?", map[string]any{"content": model.SealText("（用户已注销）"), "resolution": "",
 			"reply": ""}),
 		"complaint_steps": anonymise(&model.ComplaintStep{}, "complaint_id IN (SELECT id FROM complaints WHERE patient_id = ?)",
 			map[string]any{"note": ""}),

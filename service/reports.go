@@ -562,7 +562,7 @@ func (s *Reports) Interpret(ctx context.Context, by Principal, id uint64, text s
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
 		q := db.Model(&model.Report{}).Where("id = ? AND patient_id IS NOT NULL", id).
-			Updates(map[string]any{"interpretation": text, "interpreted_by": by.ID, "interpreted_at": now})
+			Updates(map[string]any{"interpretation": model.SealText(text), "interpreted_by": by.ID, "interpreted_at": now})
 		if q.Error != nil {
 			return q.Error
 		}

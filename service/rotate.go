@@ -2,7 +2,9 @@ package service
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"strings"
 
 	"careloop/model"
 )
@@ -10,9 +12,12 @@ import (
 // sealedColumn is a column holding values sealed by the Sealer, and the
 // lookup-hash column computed from the same plaintext (if any).
 type sealedColumn struct {
-	Model       any
-	Table, PK   string
-	Column      string
+	Model     any
+	Table, PK string
+	Column    string
+	// Text: a "sealed" text column (model.SealText), which may still hold
+	// plain values from before sealing.
+	Text        bool
 	HashColumn  string
 	HashOfPlain func(s *Sealer, plain string) string
 }
@@ -30,6 +35,18 @@ func SealedColumns() []sealedColumn {
 		{Model: &model.FamilyMember{}, Table: "family_members", PK: "id", Column: "id_card_enc", HashColumn: "id_card_hash", HashOfPlain: card},
 		{Model: &model.HealthArchive{}, Table: "health_archives", PK: "patient_id", Column: "data_enc"},
 		{Model: &model.ReportVersion{}, Table: "report_versions", PK: "id", Column: "data_enc"},
+		{Table: "chat_messages", PK: "id", Column: "content", Text: true},
+		{Table: "conversations", PK: "id", Column: "last_message", Text: true},
+		{Table: "oa_events", PK: "id", Column: "content", Text: true},
+		{Table: "oa_events", PK: "id", Column: "payload", Text: true},
+		{Table: "complaints", PK: "id", Column: "content", Text: true},
+		{Table: "complaints", PK: "id", Column: "resolution", Text: true},
+		{Table: "complaints", PK: "id", Column: "reply", Text: true},
+		{Table: "complaint_steps", PK: "id", Column: "note", Text: true},
+		{Table: "tasks", PK: "id", Column: "note", Text: true},
+		{Table: "reports", PK: "id", Column: "interpretation", Text: true},
+		{Table: "notifications", PK: "id", Column: "params", Text: true},
+		{Table: "notifications", PK: "id", Column: "payload", Text: true},
 	}
 }
 
@@ -42,6 +59,7 @@ type RotateProgress func(table, column string, seen, changed int)
 // came meanwhile wins and is already current), so it runs beside a live
 // service and may be stopped and run again: what is done stays done.
 func RotateKeys(ctx context.Context, db *model.DB, s *Sealer, progress RotateProgress) error {
+	model.UseSealer(s) // the sealed text columns seal under this ring too
 	for _, c := range SealedColumns() {
 		var last uint64 // every sealed table's key is a positive integer
 		seen, changed := 0, 0
@@ -70,6 +88,14 @@ func RotateKeys(ctx context.Context, db *model.DB, s *Sealer, progress RotatePro
 				last = r.PK
 				seen++
 				if len(r.Value) == 0 {
+					continue
+				}
+				if c.Text {
+					n, err := rotateText(ctx, db, s, c, r.PK, string(r.Value))
+					if err != nil {
+						return err
+					}
+					changed += n
 					continue
 				}
 				plain, err := s.Open(r.Value)
@@ -103,4 +129,24 @@ func RotateKeys(ctx context.Context, db *model.DB, s *Sealer, progress RotatePro
 		}
 	}
 	return nil
+}
+
+// rotateText seals a plain value of a sealed text column, or re-seals one
+// sealed under another key.
+func rotateText(ctx context.Context, db *model.DB, s *Sealer, c sealedColumn, pk uint64, stored string) (int, error) {
+	if model.IsSealedText(stored) {
+		raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(stored, "s1:"))
+		if err == nil && s.KeyID(raw) == s.Current() {
+			return 0, nil
+		}
+	}
+	plain, err := model.OpenText(stored)
+	if err != nil {
+		return 0, fmt.Errorf("rotate %s.%s of %d: %w (is its key in CARELOOP_DATA_KEYS?)", c.Table, c.Column, pk, err)
+	}
+	res := db.Conn(ctx).Table(c.Table).Where(c.PK+" = ? AND "+c.Column+" = ?", pk, stored).Update(c.Column, model.SealText(plain))
+	if res.Error != nil {
+		return 0, fmt.Errorf("rotate %s.%s of %d: %w", c.Table, c.Column, pk, res.Error)
+	}
+	return int(res.RowsAffected), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 
 	"careloop/model"
 	"careloop/service"
@@ -28,9 +29,24 @@ func TestRotateKeys(t *testing.T) {
 		if err := db.Gorm().Create(&model.HealthArchive{PatientID: p.ID, DataEnc: s1.Seal([]byte(`{"notes":"青霉素过敏"}`))}).Error; err != nil {
 			t.Fatal(err)
 		}
+		// A chat message written before texts were sealed.
+		if err := db.Gorm().Exec("INSERT INTO chat_messages (conversation_id, sender, kind, content, created_at) VALUES (1, 'patient', 'text', ?, ?)",
+			"体检前要空腹吗", time.Now()).Error; err != nil {
+			t.Fatal(err)
+		}
 		both, _ := service.NewKeyring(map[byte][]byte{1: old, 2: fresh}, 2, 2)
 		if err := service.RotateKeys(ctx, db, both, nil); err != nil {
 			t.Fatal(err)
+		}
+		var stored string
+		db.Gorm().Table("chat_messages").Select("content").Row().Scan(&stored)
+		if !model.IsSealedText(stored) {
+			t.Fatalf("a plain chat message was not sealed: %q", stored)
+		}
+		var msg model.ChatMessage
+		db.Gorm().Take(&msg)
+		if msg.Content != "体检前要空腹吗" {
+			t.Fatalf("the sealed message reads %q", msg.Content)
 		}
 		only2, _ := service.NewKeyring(map[byte][]byte{2: fresh}, 2, 2)
 		var got model.Patient
@@ -43,9 +59,17 @@ func TestRotateKeys(t *testing.T) {
 		if only2.OpenString(arch.DataEnc) != `{"notes":"青霉素过敏"}` {
 			t.Fatal("the archive does not open with the new key alone")
 		}
-		changed := 0
-		if err := service.RotateKeys(ctx, db, both, func(_, _ string, _, n int) { changed = n }); err != nil || changed != 0 {
-			t.Fatalf("a second run changed %d (%v)", changed, err)
+		changed := map[string]int{}
+		if err := service.RotateKeys(ctx, db, both, func(table, column string, _, n int) { changed[table+"."+column] = n }); err != nil {
+			t.Fatal(err)
+		}
+		for col, n := range changed {
+			if n != 0 {
+				t.Fatalf("a second run changed %d of %s", n, col)
+			}
+		}
+		if len(changed) < 10 {
+			t.Fatalf("progress for %d columns only", len(changed))
 		}
 		// Without the old key, what it sealed cannot be opened: rotate-key says which.
 		var p2 = model.Patient{Name: "未轮换", Gender: "unknown", PhoneEnc: s1.Seal([]byte("13900139123"))}
