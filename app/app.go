@@ -150,6 +150,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.MySQLDSN != "" {
 		files = service.DBFiles{DB: a.DB}
 	}
+	files = service.SealedFiles{Inner: files, Sealer: sealer} // no file is stored in clear
 	if err := service.BackfillPhoneTails(ctx, a.DB, sealer); err != nil {
 		return nil, err
 	}

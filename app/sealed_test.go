@@ -2,7 +2,9 @@ package app_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +38,8 @@ func TestWrittenTextsAreSealedAtRest(t *testing.T) {
 			questionMark  = "MARKERQUESTION要复查吗"
 			interpMark    = "MARKERINTERP一周后复查"
 			doctorMark    = "MARKERDOCTOR多喝水"
+			pdfMark       = "MARKERPDF"
+			imageMark     = "MARKERIMAGE"
 		)
 		_, cv := startChat(t, a, tok, map[string]any{"topic": "报告解读"})
 		cid := uint64(cv["id"].(float64))
@@ -61,13 +65,38 @@ func TestWrittenTextsAreSealedAtRest(t *testing.T) {
 		step(admin, map[string]any{"to": "approved"})
 		step(mkt, map[string]any{"to": "replied", "reply": replyMark})
 		b := bookToday(t, a, patientID(t, a, "sealed"), "05:10")
-		rep := ingest(t, h, "peis", peisSecret, time.Now(), reportBody("R-SEAL", b.Code, "", "12.0", false, false))
+		body := reportBody("R-SEAL", b.Code, "", "12.0", false, false)
+		var payload map[string]any
+		_ = jsonUnmarshal(body, &payload)
+		pdf := []byte("%PDF-1.4 " + pdfMark + strings.Repeat(" 体检报告", 20000)) // several frames
+		payload["pdf_base64"] = base64.StdEncoding.EncodeToString(pdf)
+		body = []byte(jsonOf(payload))
+		rep := ingest(t, h, "peis", peisSecret, time.Now(), body)
 		rid := uint64(rep.Body["id"].(float64))
 		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/reports/%d/interpretation-request", rid), tok, map[string]string{"question": questionMark}); r.Status != 202 {
 			t.Fatalf("ask: %d %s", r.Status, r.Raw)
 		}
 		if r := call(t, h, "POST", fmt.Sprintf("/api/admin/reports/%d/interpretation", rid), doc, map[string]string{"text": interpMark}); r.Status != 200 {
 			t.Fatalf("interpret: %d %s", r.Status, r.Raw)
+		}
+		png := append([]byte("\x89PNG\r\n\x1a\n"+imageMark), make([]byte, 64)...)
+		code, ref := uploadImage(t, a, tok, png)
+		if code != 201 {
+			t.Fatalf("upload: %d", code)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/conversations/%d/messages", cid), tok, map[string]any{"kind": "image", "content": ref}); r.Status != 201 {
+			t.Fatalf("image: %d %s", r.Status, r.Raw)
+		}
+		rec := httptest.NewRecorder()
+		rq := httptest.NewRequest("GET", "/api/mp/chat/images/"+strings.TrimPrefix(ref, "chat/images/"), nil)
+		rq.Header.Set("Authorization", "Bearer "+tok)
+		h.ServeHTTP(rec, rq)
+		if !bytes.Equal(rec.Body.Bytes(), png) {
+			t.Fatalf("the image does not read back: %d, %d bytes", rec.Code, rec.Body.Len())
+		}
+		link := call(t, h, "GET", fmt.Sprintf("/api/mp/reports/%d/pdf-url", rid), tok, nil)
+		if got := call(t, h, "GET", link.Body["url"].(string), "", nil); !bytes.Equal(got.Raw, pdf) {
+			t.Fatalf("the PDF does not read back: %d, %d bytes of %d", got.Status, len(got.Raw), len(pdf))
 		}
 		// What the API answers is readable.
 		if m := call(t, h, "GET", fmt.Sprintf("/api/mp/conversations/%d/messages", cid), tok, nil); !strings.Contains(string(m.Raw), chatMark) {
@@ -90,11 +119,18 @@ func TestWrittenTextsAreSealedAtRest(t *testing.T) {
 				b, _ := os.ReadFile(filepath.Join(a.Cfg.DataDir, f))
 				raw = append(raw, b...)
 			}
+			_ = filepath.WalkDir(filepath.Join(a.Cfg.DataDir, "files"), func(p string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					b, _ := os.ReadFile(p)
+					raw = append(raw, b...)
+				}
+				return nil
+			})
 			if len(raw) == 0 {
 				t.Fatal("no database file read")
 			}
 		}
-		for _, mark := range []string{chatMark, oaMark, complaintMark, resolveMark, replyMark, questionMark, interpMark, doctorMark} {
+		for _, mark := range []string{chatMark, oaMark, complaintMark, resolveMark, replyMark, questionMark, interpMark, doctorMark, pdfMark, imageMark} {
 			if bytes.Contains(raw, []byte(mark)) {
 				t.Errorf("%q is stored in clear (%s)", mark, a.DB.Dialect())
 			}

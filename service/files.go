@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"gorm.io/gorm"
 
 	"careloop/model"
 )
@@ -105,21 +106,53 @@ func (f DBFiles) Put(ctx context.Context, key string, data []byte) error {
 	})
 }
 
-// Open reads the file at key (fs.ErrNotExist when there is none).
+// Open reads the file at key (fs.ErrNotExist when there is none), one
+// chunk at a time: a large file is never held whole.
 func (f DBFiles) Open(ctx context.Context, key string) (io.ReadCloser, error) {
-	var chunks []model.FileChunk
-	if err := f.DB.Conn(ctx).Where("`key` = ?", key).Order("seq").Find(&chunks).Error; err != nil {
-		return nil, err
-	}
-	if len(chunks) == 0 {
+	var first model.FileChunk
+	err := f.DB.Conn(ctx).Where("`key` = ? AND seq = 0", key).Take(&first).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, fmt.Errorf("file %s: %w", key, fs.ErrNotExist)
 	}
-	var buf bytes.Buffer
-	for _, c := range chunks {
-		buf.Write(c.Data)
+	if err != nil {
+		return nil, fmt.Errorf("file %s: %w", key, err)
 	}
-	return io.NopCloser(&buf), nil
+	return &chunkReader{ctx: ctx, f: f, key: key, buf: first.Data}, nil
 }
+
+// chunkReader reads a DBFiles file chunk by chunk.
+type chunkReader struct {
+	ctx  context.Context
+	f    DBFiles
+	key  string
+	seq  int
+	buf  []byte
+	done bool
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.done {
+			return 0, io.EOF
+		}
+		r.seq++
+		var c model.FileChunk
+		err := r.f.DB.Conn(r.ctx).Where("`key` = ? AND seq = ?", r.key, r.seq).Take(&c).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			r.done = true
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("file %s chunk %d: %w", r.key, r.seq, err)
+		}
+		r.buf = c.Data
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (r *chunkReader) Close() error { return nil }
 
 // Delete removes the file's chunks.
 func (f DBFiles) Delete(ctx context.Context, key string) error {
