@@ -191,6 +191,11 @@ func rotateKey(ctx context.Context, cfg app.Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	n, err := app.Files(cfg, db, sealer).Rotate(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "  files: %d re-sealed\n", n)
 	fmt.Fprintln(stdout, "done: every sealed value is under the current key; older keys may leave CARELOOP_DATA_KEYS")
 	return nil
 }

@@ -146,11 +146,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Bookings.PriceFor = a.Points.DiscountedPrice
 	// Files live in MySQL when there is one (any instance serves any file),
 	// else on local disk (the embedded mode).
-	var files service.FileStore = service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}
-	if cfg.MySQLDSN != "" {
-		files = service.DBFiles{DB: a.DB}
-	}
-	files = service.SealedFiles{Inner: files, Sealer: sealer} // no file is stored in clear
+	files := Files(cfg, a.DB, sealer)
 	if err := service.BackfillPhoneTails(ctx, a.DB, sealer); err != nil {
 		return nil, err
 	}
@@ -247,6 +243,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Ops = handler.NewOpsRouter(deps)
 	ok = true
 	return a, nil
+}
+
+// Files is the file store cfg describes (report PDFs, chat images),
+// sealed: in MySQL when there is one (any instance serves any file), else
+// on local disk (the embedded mode).
+func Files(cfg Config, db *model.DB, sealer *service.Sealer) service.SealedFiles {
+	var inner service.FileStore = service.LocalFiles{Dir: filepath.Join(cfg.DataDir, "files")}
+	if cfg.MySQLDSN != "" {
+		inner = service.DBFiles{DB: db}
+	}
+	return service.SealedFiles{Inner: inner, Sealer: sealer}
 }
 
 // Demo accounts seeded in sandbox mode when no admin is configured (the

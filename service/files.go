@@ -23,6 +23,8 @@ type FileStore interface {
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
 	// Delete removes the file at key; a missing file is no error.
 	Delete(ctx context.Context, key string) error
+	// Keys calls fn with every stored key.
+	Keys(ctx context.Context, fn func(key string) error) error
 }
 
 // LocalFiles stores files under a directory.
@@ -79,6 +81,24 @@ func (l LocalFiles) Delete(_ context.Context, key string) error {
 		return err
 	}
 	return nil
+}
+
+// Keys walks the directory.
+func (l LocalFiles) Keys(_ context.Context, fn func(key string) error) error {
+	err := filepath.WalkDir(l.Dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), ".tmp-") {
+			return err
+		}
+		rel, err := filepath.Rel(l.Dir, p)
+		if err != nil {
+			return err
+		}
+		return fn(filepath.ToSlash(rel))
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // DBFiles keeps files in the database, in chunks small enough for any
@@ -157,4 +177,24 @@ func (r *chunkReader) Close() error { return nil }
 // Delete removes the file's chunks.
 func (f DBFiles) Delete(ctx context.Context, key string) error {
 	return f.DB.Conn(ctx).Where("`key` = ?", key).Delete(&model.FileChunk{}).Error
+}
+
+// Keys lists the stored files, a page at a time.
+func (f DBFiles) Keys(ctx context.Context, fn func(key string) error) error {
+	last := ""
+	for {
+		var keys []string
+		if err := f.DB.Conn(ctx).Model(&model.FileChunk{}).Where("seq = 0 AND `key` > ?", last).Order("`key`").Limit(500).Pluck("key", &keys).Error; err != nil {
+			return fmt.Errorf("list files: %w", err)
+		}
+		for _, k := range keys {
+			if err := fn(k); err != nil {
+				return err
+			}
+		}
+		if len(keys) < 500 {
+			return nil
+		}
+		last = keys[len(keys)-1]
+	}
 }

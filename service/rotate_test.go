@@ -3,6 +3,7 @@ package service_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"testing"
 	"time"
 
@@ -78,4 +79,45 @@ func TestRotateKeys(t *testing.T) {
 			t.Fatal("rotating without the key that sealed a value succeeded")
 		}
 	})
+}
+
+// Files rotate too: one stored in clear and one sealed under key 1 are
+// re-sealed under key 2, then open with key 2 alone; a second run does nothing.
+func TestRotateFiles(t *testing.T) {
+	ctx := context.Background()
+	inner := service.LocalFiles{Dir: t.TempDir()}
+	old, fresh := bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 32)
+	s1, _ := service.NewKeyring(map[byte][]byte{1: old}, 1, 1)
+	pdf := append([]byte("%PDF-1.4 "), bytes.Repeat([]byte("报告"), 50000)...)
+	if err := inner.Put(ctx, "reports/plain.pdf", pdf); err != nil {
+		t.Fatal(err)
+	}
+	if err := (service.SealedFiles{Inner: inner, Sealer: s1}).Put(ctx, "reports/old.pdf", pdf); err != nil {
+		t.Fatal(err)
+	}
+	both, _ := service.NewKeyring(map[byte][]byte{1: old, 2: fresh}, 2, 2)
+	if n, err := (service.SealedFiles{Inner: inner, Sealer: both}).Rotate(ctx); err != nil || n != 2 {
+		t.Fatalf("rotate: %d %v", n, err)
+	}
+	only2, _ := service.NewKeyring(map[byte][]byte{2: fresh}, 2, 2)
+	for _, key := range []string{"reports/plain.pdf", "reports/old.pdf"} {
+		rc, err := (service.SealedFiles{Inner: inner, Sealer: only2}).Open(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, pdf) {
+			t.Fatalf("%s after rotation: %d bytes, %v", key, len(got), err)
+		}
+		raw, _ := inner.Open(ctx, key)
+		b, _ := io.ReadAll(raw)
+		raw.Close()
+		if bytes.Contains(b, []byte("%PDF")) {
+			t.Fatalf("%s is in clear on disk", key)
+		}
+	}
+	if n, err := (service.SealedFiles{Inner: inner, Sealer: both}).Rotate(ctx); err != nil || n != 0 {
+		t.Fatalf("second rotation: %d %v", n, err)
+	}
 }

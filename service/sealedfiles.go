@@ -104,3 +104,41 @@ func (r *unsealReader) Read(p []byte) (int, error) {
 }
 
 func (r *unsealReader) Close() error { return r.closer.Close() }
+
+// Keys lists the stored files.
+func (f SealedFiles) Keys(ctx context.Context, fn func(key string) error) error {
+	return f.Inner.Keys(ctx, fn)
+}
+
+// Rotate re-seals, under the current key, every file stored in clear or
+// sealed under another key; it returns how many it re-sealed.
+func (f SealedFiles) Rotate(ctx context.Context) (int, error) {
+	n := 0
+	err := f.Inner.Keys(ctx, func(key string) error {
+		rc, err := f.Inner.Open(ctx, key)
+		if err != nil {
+			return fmt.Errorf("rotate file %s: %w", key, err)
+		}
+		head := make([]byte, len(sealedMagic)+4+2)
+		m, _ := io.ReadFull(rc, head)
+		rc.Close()
+		if m == len(head) && bytes.Equal(head[:len(sealedMagic)], sealedMagic) && head[len(head)-2] == sealedMark && head[len(head)-1] == f.Sealer.Current() {
+			return nil // sealed under the current key
+		}
+		plain, err := f.Open(ctx, key)
+		if err != nil {
+			return fmt.Errorf("rotate file %s: %w", key, err)
+		}
+		data, err := io.ReadAll(plain)
+		plain.Close()
+		if err != nil {
+			return fmt.Errorf("rotate file %s: %w (is its key in CARELOOP_DATA_KEYS?)", key, err)
+		}
+		if err := f.Put(ctx, key, data); err != nil {
+			return fmt.Errorf("rotate file %s: %w", key, err)
+		}
+		n++
+		return nil
+	})
+	return n, err
+}
