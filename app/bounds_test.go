@@ -115,3 +115,23 @@ func TestExtremeNumbers(t *testing.T) {
 		}
 	})
 }
+
+// A page size outside 1–100 is refused with the field, on every list that
+// takes one.
+func TestPageSizeBounds(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	_, pid := login(t, a.Router, "dev:paged")
+	for _, path := range []string{"/api/admin/patients", "/api/admin/audit", "/api/admin/notifications", "/api/admin/conversations",
+		fmt.Sprintf("/api/admin/patients/%d/points/ledger", pid)} {
+		for _, bad := range []string{"0", "101", "-5", "abc", "9223372036854775808"} {
+			r := call(t, a.Router, "GET", path+"?limit="+bad, admin, nil)
+			if r.Status != 422 || r.ErrCode() != "out_of_range" || r.Body["error"].(map[string]any)["details"].(map[string]any)["field"] != "limit" {
+				t.Errorf("%s?limit=%s: %d %s", path, bad, r.Status, r.Raw)
+			}
+		}
+		if r := call(t, a.Router, "GET", path+"?limit=50", admin, nil); r.Status != 200 {
+			t.Errorf("%s?limit=50: %d %s", path, r.Status, r.Raw)
+		}
+	}
+}

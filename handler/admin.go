@@ -53,7 +53,10 @@ func (h adminPatients) summary(p *model.Patient, role string) PatientSummaryDTO 
 
 func (h adminPatients) search(c *gin.Context) {
 	q := service.PatientQuery{Name: c.Query("name"), Phone: c.Query("phone"), Cursor: c.Query("cursor")}
-	q.Limit, _ = strconv.Atoi(c.Query("limit"))
+	var ok bool
+	if q.Limit, ok = queryLimit(c); !ok {
+		return
+	}
 	if t := c.Query("tags"); t != "" {
 		for _, part := range strings.Split(t, ",") {
 			id, err := strconv.ParseUint(strings.TrimSpace(part), 10, 64)
@@ -344,7 +347,10 @@ type AuditDTO struct {
 
 func (h adminStaff) auditLog(c *gin.Context) {
 	f := service.AuditFilter{Action: c.Query("action"), Cursor: c.Query("cursor")}
-	f.Limit, _ = strconv.Atoi(c.Query("limit"))
+	var ok bool
+	if f.Limit, ok = queryLimit(c); !ok {
+		return
+	}
 	f.StaffID, _ = strconv.ParseUint(c.Query("staff_id"), 10, 64)
 	f.PatientID, _ = strconv.ParseUint(c.Query("patient_id"), 10, 64)
 	if !queryTimes(c, &f.From, &f.To) {

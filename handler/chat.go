@@ -268,7 +268,10 @@ func (h chatHandlers) patientClose(c *gin.Context) {
 }
 
 func (h chatHandlers) inbox(c *gin.Context) {
-	limit, _ := strconv.Atoi(c.Query("limit"))
+	limit, ok := queryLimit(c)
+	if !ok {
+		return
+	}
 	cs, next, err := h.chat.Inbox(c.Request.Context(), principal(c), service.InboxQuery{Scope: c.Query("scope"), Status: c.Query("status"),
 		Escalated: c.Query("escalated") == "true", Cursor: c.Query("cursor"), Limit: limit})
 	if err != nil {

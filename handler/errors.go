@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -147,4 +148,24 @@ func renderList[T, D any](c *gin.Context, rows []T, err error, dto func(*T) D) {
 		items = append(items, dto(&rows[i]))
 	}
 	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+}
+
+// queryLimit reads the optional page size ("limit": 1–100, 0 when absent)
+// or records a 422 naming the field.
+func queryLimit(c *gin.Context) (int, bool) {
+	raw := c.Query("limit")
+	if raw == "" {
+		return 0, true
+	}
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err == nil {
+		err = model.BoundPageSize.Check(n)
+	} else {
+		err = model.BoundPageSize.Check(-1)
+	}
+	if err != nil {
+		fail(c, err)
+		return 0, false
+	}
+	return int(n), true
 }

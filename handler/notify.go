@@ -156,7 +156,10 @@ func notificationDTO(n *model.Notification) NotificationDTO {
 
 func (h notifyHandlers) list(c *gin.Context) {
 	f := notify.Filter{Status: c.Query("status"), Reason: c.Query("reason"), Cursor: c.Query("cursor")}
-	f.Limit, _ = strconv.Atoi(c.Query("limit"))
+	var ok bool
+	if f.Limit, ok = queryLimit(c); !ok {
+		return
+	}
 	f.PatientID, _ = strconv.ParseUint(c.Query("patient_id"), 10, 64)
 	rows, next, counts, err := h.outbox.List(c.Request.Context(), f)
 	if err != nil {

@@ -2,7 +2,6 @@ package handler
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/gin-gonic/gin"
 
@@ -69,7 +68,10 @@ func (h pointsHandlers) summaryOf(c *gin.Context, patientID uint64) {
 }
 
 func (h pointsHandlers) ledger(c *gin.Context, patientID uint64) {
-	limit, _ := strconv.Atoi(c.Query("limit"))
+	limit, ok := queryLimit(c)
+	if !ok {
+		return
+	}
 	rows, next, err := h.p.Ledger(c.Request.Context(), patientID, c.Query("cursor"), limit)
 	if err != nil {
 		fail(c, err)

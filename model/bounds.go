@@ -24,6 +24,7 @@ var (
 	BoundFreeConsults = Bound{"free_consults_per_month", 0, 100}
 	BoundWindowDays   = Bound{"booking_window_days", 0, 365}
 	BoundRating       = Bound{"rating", 1, 5}
+	BoundPageSize     = Bound{"limit", 1, 100}
 )
 
 // MaxPoints caps a patient's balance and growth: far beyond any real
