@@ -45,9 +45,9 @@ func (in PackageInput) model() (model.Package, error) {
 	if in.Gender == "" {
 		in.Gender = "any"
 	}
-	if in.Name == "" || utf8.RuneCountInString(in.Name) > 64 || in.PriceFen < 0 ||
+	if in.Name == "" || utf8.RuneCountInString(in.Name) > 64 ||
 		(in.Gender != "any" && in.Gender != "male" && in.Gender != "female") ||
-		in.MinAge < 0 || in.MaxAge < 0 || (in.MaxAge > 0 && in.MaxAge < in.MinAge) {
+		(in.MaxAge > 0 && in.MaxAge < in.MinAge) {
 		return model.Package{}, ErrBadPackage
 	}
 	items, _ := json.Marshal(in.Items)
@@ -128,7 +128,7 @@ func (c *Catalog) Generate(ctx context.Context, in ScheduleInput) (int, error) {
 			}
 			s, e1 := time.Parse("15:04", p.Start)
 			e, e2 := time.Parse("15:04", p.End)
-			if e1 != nil || e2 != nil || !e.After(s) || p.Capacity <= 0 || p.Capacity > 10000 {
+			if e1 != nil || e2 != nil || !e.After(s) {
 				return 0, ErrBadSchedule
 			}
 		}
