@@ -12,7 +12,6 @@ import (
 // sealedColumn is a column holding values sealed by the Sealer, and the
 // lookup-hash column computed from the same plaintext (if any).
 type sealedColumn struct {
-	Model     any
 	Table, PK string
 	Column    string
 	// Text: a "sealed" text column (model.SealText), which may still hold
@@ -28,13 +27,13 @@ func SealedColumns() []sealedColumn {
 	phone := func(s *Sealer, p string) string { return s.Hash(p) }
 	card := func(s *Sealer, p string) string { return s.idCardHash(p) }
 	return []sealedColumn{
-		{Model: &model.Patient{}, Table: "patients", PK: "id", Column: "phone_enc", HashColumn: "phone_hash", HashOfPlain: phone},
-		{Model: &model.Patient{}, Table: "patients", PK: "id", Column: "id_card_enc", HashColumn: "id_card_hash", HashOfPlain: card},
-		{Model: &model.Patient{}, Table: "patients", PK: "id", Column: "retained_enc"},
-		{Model: &model.FamilyMember{}, Table: "family_members", PK: "id", Column: "phone_enc", HashColumn: "phone_hash", HashOfPlain: phone},
-		{Model: &model.FamilyMember{}, Table: "family_members", PK: "id", Column: "id_card_enc", HashColumn: "id_card_hash", HashOfPlain: card},
-		{Model: &model.HealthArchive{}, Table: "health_archives", PK: "patient_id", Column: "data_enc"},
-		{Model: &model.ReportVersion{}, Table: "report_versions", PK: "id", Column: "data_enc"},
+		{Table: "patients", PK: "id", Column: "phone_enc", HashColumn: "phone_hash", HashOfPlain: phone},
+		{Table: "patients", PK: "id", Column: "id_card_enc", HashColumn: "id_card_hash", HashOfPlain: card},
+		{Table: "patients", PK: "id", Column: "retained_enc"},
+		{Table: "family_members", PK: "id", Column: "phone_enc", HashColumn: "phone_hash", HashOfPlain: phone},
+		{Table: "family_members", PK: "id", Column: "id_card_enc", HashColumn: "id_card_hash", HashOfPlain: card},
+		{Table: "health_archives", PK: "patient_id", Column: "data_enc"},
+		{Table: "report_versions", PK: "id", Column: "data_enc"},
 		{Table: "chat_messages", PK: "id", Column: "content", Text: true},
 		{Table: "conversations", PK: "id", Column: "last_message", Text: true},
 		{Table: "oa_events", PK: "id", Column: "content", Text: true},
