@@ -248,15 +248,13 @@ func (s *Chat) Image(ctx context.Context, by Principal, name string) (io.ReadClo
 		return nil, model.ErrNotFound
 	}
 	key := imagePrefix + name
-	// The image is the one message's it was sent with (an upload is sent
-	// once), so only that conversation's people see it.
-	var up model.ChatUpload
-	if err := s.db.Conn(ctx).Where("`key` = ? AND message_id IS NOT NULL", name).Take(&up).Error; err != nil {
-		return nil, model.NotFound(err)
-	}
+	// The image is the one message's it was sent with (the upload claim
+	// lets an upload be sent once, by its uploader), so only that
+	// conversation's people see it; images sent before uploads were
+	// claimed are found the same way.
 	var m model.ChatMessage
 	var cv model.Conversation
-	if err := s.db.Conn(ctx).Where("id = ?", *up.MessageID).Take(&m).Error; err != nil {
+	if err := s.db.Conn(ctx).Where("image_key = ?", name).First(&m).Error; err != nil {
 		return nil, model.NotFound(err)
 	}
 	if err := s.db.Conn(ctx).Where("id = ?", m.ConversationID).Take(&cv).Error; err != nil {
