@@ -608,17 +608,20 @@ func (s *PatientData) exportReports(_ context.Context, db *gorm.DB, pt *model.Pa
 	if err := db.Where("report_id IN (SELECT id FROM reports WHERE patient_id = ? AND retained_until IS NULL)", pt.ID).Order("id").Find(&vs).Error; err != nil {
 		return nil, err
 	}
+	current := make(map[uint64]int, len(rs)) // report id → its current version
+	for _, r := range rs {
+		current[r.ID] = r.Version
+	}
 	content := map[uint64]json.RawMessage{}
 	for _, v := range vs {
-		for _, r := range rs {
-			if r.ID == v.ReportID && r.Version == v.Version {
-				plain, err := s.sealer.Open(v.DataEnc)
-				if err != nil {
-					return nil, fmt.Errorf("open report %d: %w", r.ID, err)
-				}
-				content[r.ID] = plain
-			}
+		if ver, ok := current[v.ReportID]; !ok || ver != v.Version {
+			continue
 		}
+		plain, err := s.sealer.Open(v.DataEnc)
+		if err != nil {
+			return nil, fmt.Errorf("open report %d: %w", v.ReportID, err)
+		}
+		content[v.ReportID] = plain
 	}
 	out := make([]map[string]any, 0, len(rs))
 	for _, r := range rs {
