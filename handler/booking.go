@@ -334,7 +334,7 @@ func (h bookingHandlers) closeDay(c *gin.Context) {
 }
 
 func (h bookingHandlers) openDay(c *gin.Context) {
-	noContent(c, h.catalog.OpenDay(c.Request.Context(), c.Param("date")))
+	noContent(c, h.b.OpenDay(c.Request.Context(), c.Param("date")))
 }
 
 func (h bookingHandlers) search(c *gin.Context) {

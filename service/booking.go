@@ -264,10 +264,11 @@ func (s *Bookings) checkRules(ctx context.Context, pkg *model.Package, sl *model
 	if sl.Closed {
 		return ErrSlotClosed
 	}
-	if closed, err := s.dayClosed(ctx, sl.Date); err != nil || closed {
-		if err != nil {
-			return err
-		}
+	closed, err := s.dayClosed(ctx, sl.Date)
+	if err != nil {
+		return err
+	}
+	if closed {
 		return ErrSlotClosed
 	}
 	if !now.Before(model.CutOff(sl.Date, s.cfg.CutoffHour)) {
@@ -545,6 +546,26 @@ func (s *Bookings) CloseDay(ctx context.Context, date, reason string, cancel boo
 	s.cache.forget("closed:" + date)
 	s.out.Wake(ctx)
 	return &day, cancelled, nil
+}
+
+// OpenDay reopens a closed day; this process forgets what it cached of the
+// day and its slots, so the day takes bookings here at once.
+func (s *Bookings) OpenDay(ctx context.Context, date string) error {
+	var ids []uint64
+	err := s.db.InTx(ctx, func(ctx context.Context) error {
+		if err := s.db.Conn(ctx).Where("date = ?", date).Delete(&model.ClosedDay{}).Error; err != nil {
+			return err
+		}
+		if err := s.db.Conn(ctx).Model(&model.Slot{}).Where("date = ?", date).Pluck("id", &ids).Error; err != nil {
+			return err
+		}
+		return s.db.Conn(ctx).Model(&model.Slot{}).Where("date = ?", date).Update("closed", false).Error
+	})
+	s.cache.forget("closed:" + date)
+	for _, id := range ids {
+		s.cache.forget(fmt.Sprintf("slot:%d", id))
+	}
+	return err
 }
 
 // cancelTx cancels booking b inside the caller's transaction: the seat and a

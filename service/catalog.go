@@ -165,16 +165,6 @@ func capacityExpr(dialect string) string {
 	return "MAX(?, booked)"
 }
 
-// OpenDay reopens a closed day.
-func (c *Catalog) OpenDay(ctx context.Context, date string) error {
-	return c.db.InTx(ctx, func(ctx context.Context) error {
-		if err := c.db.Conn(ctx).Where("date = ?", date).Delete(&model.ClosedDay{}).Error; err != nil {
-			return err
-		}
-		return c.db.Conn(ctx).Model(&model.Slot{}).Where("date = ?", date).Update("closed", false).Error
-	})
-}
-
 // SlotsBetween lists every slot (all groups) between two dates, for staff.
 func (c *Catalog) SlotsBetween(ctx context.Context, from, to string) ([]model.Slot, error) {
 	var out []model.Slot
