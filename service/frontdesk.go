@@ -23,8 +23,6 @@ type FrontDeskQuery struct {
 	// Q is the one search box: a booking code, a full phone, its last four
 	// digits (尾号), an ID card, a HIS id or a name.
 	Q string
-	// IDCard is an ID card number (set from Q).
-	IDCard string
 }
 
 var (
@@ -52,19 +50,10 @@ func (f *FrontDesk) Search(ctx context.Context, q FrontDeskQuery) ([]model.Booki
 	case q.Q == "":
 	case mainlandMobile.MatchString(q.Q):
 		q.Phone = q.Q
-	case len(q.Q) == 18:
-		if id, err := model.ParseIDCard(q.Q, f.b.now()); err == nil {
-			q.IDCard = id.Number
-		}
 	case bookingCodeRe.MatchString(up) && !phoneTailRe.MatchString(q.Q):
 		q.Code = up
 	}
 	switch {
-	case q.IDCard != "":
-		h := f.sealer.idCardHash(q.IDCard)
-		db = db.Where("(family_member_id IS NULL AND patient_id IN (?)) OR family_member_id IN (?)",
-			f.b.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("id_card_hash = ?", h),
-			f.b.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id").Where("id_card_hash = ?", h))
 	case q.Q != "" && q.Phone == "" && q.Code == "":
 		// The person who comes: the patient themself, or a family member.
 		db = db.Where("(family_member_id IS NULL AND patient_id IN (?)) OR family_member_id IN (?)", f.patientsMatching(ctx, q.Q), f.familyMatching(ctx, q.Q))
@@ -96,22 +85,41 @@ func (f *FrontDesk) Search(ctx context.Context, q FrontDeskQuery) ([]model.Booki
 }
 
 // patientsMatching selects the ids of patients a search box text names: by
-// phone tail, HIS id or name (exact, else the start of it).
+// ID card, phone tail, HIS id or name (exact, else the start of it).
 func (f *FrontDesk) patientsMatching(ctx context.Context, q string) *gorm.DB {
 	db := f.b.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("erased_at IS NULL")
+	if h, ok := f.idCardHashOf(q); ok {
+		return db.Where("id_card_hash = ?", h)
+	}
 	if phoneTailRe.MatchString(q) {
 		return db.Where("phone_tail = ? OR his_id = ?", q, q)
 	}
 	return db.Where("his_id = ? OR name LIKE ?"+likeEscapeClause, q, likePrefix(q))
 }
 
-// familyMatching is patientsMatching for family members (phone tail, name).
+// familyMatching is patientsMatching for family members (ID card, phone
+// tail, name).
 func (f *FrontDesk) familyMatching(ctx context.Context, q string) *gorm.DB {
 	db := f.b.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id")
+	if h, ok := f.idCardHashOf(q); ok {
+		return db.Where("id_card_hash = ?", h)
+	}
 	if phoneTailRe.MatchString(q) {
 		return db.Where("phone_tail = ?", q)
 	}
 	return db.Where("name LIKE ?"+likeEscapeClause, likePrefix(q))
+}
+
+// idCardHashOf is the lookup hash of q when q is a valid ID card number.
+func (f *FrontDesk) idCardHashOf(q string) (string, bool) {
+	if len(q) != 18 {
+		return "", false
+	}
+	id, err := model.ParseIDCard(q, f.b.now())
+	if err != nil {
+		return "", false
+	}
+	return f.sealer.idCardHash(id.Number), true
 }
 
 // likePrefix is a LIKE pattern for text starting with s.
