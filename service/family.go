@@ -67,9 +67,8 @@ func (s *Family) fill(m *model.FamilyMember, in FamilyInput) error {
 		if !agrees(id, d, g) {
 			return ErrIDCardMismatch
 		}
-		h := s.sealer.idCardHash(id.Number)
 		b := id.Birth
-		m.IDCardHash, m.IDCardEnc, m.IDCardMask = &h, s.sealer.Seal([]byte(id.Number)), model.MaskIDCard(id.Number)
+		m.IDCardHash, m.IDCardEnc, m.IDCardMask = s.sealer.idCardForms(id.Number)
 		m.BirthDate, m.Gender = &b, id.Gender
 	}
 	m.PhoneHash, m.PhoneEnc, m.PhoneTail = nil, nil, ""
@@ -77,8 +76,7 @@ func (s *Family) fill(m *model.FamilyMember, in FamilyInput) error {
 		if !mainlandMobile.MatchString(in.Phone) {
 			return ErrInvalidPhone
 		}
-		h := s.sealer.Hash(in.Phone)
-		m.PhoneHash, m.PhoneEnc, m.PhoneTail = &h, s.sealer.Seal([]byte(in.Phone)), model.Tail(in.Phone)
+		m.PhoneHash, m.PhoneEnc, m.PhoneTail = s.sealer.phoneForms(in.Phone)
 	}
 	return nil
 }

@@ -17,11 +17,30 @@ var (
 // idCardHash is the keyed hash an ID card is found by.
 func (s *Sealer) idCardHash(number string) string { return s.Hash("idcard|" + number) }
 
-// idCardColumns are the stored forms of an ID card: keyed hash, sealed
+// idCardForms are the stored forms of an ID card: keyed hash, sealed
 // number, masked number.
+func (s *Sealer) idCardForms(number string) (hash *string, enc []byte, mask string) {
+	h := s.idCardHash(number)
+	return &h, s.Seal([]byte(number)), model.MaskIDCard(number)
+}
+
+// idCardColumns are idCardForms as column updates.
 func (s *Sealer) idCardColumns(id model.IDCard) map[string]any {
-	h := s.idCardHash(id.Number)
-	return map[string]any{"id_card_hash": h, "id_card_enc": s.Seal([]byte(id.Number)), "id_card_mask": model.MaskIDCard(id.Number)}
+	h, enc, mask := s.idCardForms(id.Number)
+	return map[string]any{"id_card_hash": *h, "id_card_enc": enc, "id_card_mask": mask}
+}
+
+// phoneForms are the stored forms of a phone: keyed hash, sealed number,
+// last four digits.
+func (s *Sealer) phoneForms(phone string) (hash *string, enc []byte, tail string) {
+	h := s.Hash(phone)
+	return &h, s.Seal([]byte(phone)), model.Tail(phone)
+}
+
+// phoneColumns are phoneForms as column updates.
+func (s *Sealer) phoneColumns(phone string) map[string]any {
+	h, enc, tail := s.phoneForms(phone)
+	return map[string]any{"phone_hash": *h, "phone_enc": enc, "phone_tail": tail}
 }
 
 // IDCardOf opens a stored ID card ("" when none).

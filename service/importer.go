@@ -310,12 +310,10 @@ func (im *Importer) flush(ctx context.Context, batch []importRow, rep *ImportRep
 					np.HISID = &h
 				}
 				if r.phoneHash != "" {
-					h := r.phoneHash
-					np.PhoneHash, np.PhoneEnc, np.PhoneTail = &h, im.sealer.Seal([]byte(r.phone)), model.Tail(r.phone)
+					np.PhoneHash, np.PhoneEnc, np.PhoneTail = im.sealer.phoneForms(r.phone)
 				}
 				if r.idCard != nil {
-					h := r.idHash
-					np.IDCardHash, np.IDCardEnc, np.IDCardMask = &h, im.sealer.Seal([]byte(r.idCard.Number)), model.MaskIDCard(r.idCard.Number)
+					np.IDCardHash, np.IDCardEnc, np.IDCardMask = im.sealer.idCardForms(r.idCard.Number)
 					np.RegionCode, np.Region = r.idCard.Region, model.RegionName(r.idCard.Region)
 				}
 				fresh = append(fresh, np)
@@ -362,9 +360,9 @@ func (im *Importer) changes(p *model.Patient, r importRow) map[string]any {
 		upd["his_id"] = r.hisID
 	}
 	if r.phoneHash != "" && p.PhoneHash == nil {
-		upd["phone_hash"] = r.phoneHash
-		upd["phone_enc"] = im.sealer.Seal([]byte(r.phone))
-		upd["phone_tail"] = model.Tail(r.phone)
+		for k, v := range im.sealer.phoneColumns(r.phone) {
+			upd[k] = v
+		}
 	}
 	if r.idCard != nil && p.IDCardHash == nil {
 		for k, v := range im.sealer.idCardColumns(*r.idCard) {

@@ -71,7 +71,7 @@ func (s *Phones) Bind(ctx context.Context, p Principal, code string) (*model.Pat
 		switch {
 		case errors.Is(err, gorm.ErrRecordNotFound):
 			res := s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ?", p.ID).
-				Updates(map[string]any{"phone_hash": hash, "phone_enc": s.sealer.Seal([]byte(phone)), "phone_tail": model.Tail(phone)})
+				Updates(s.sealer.phoneColumns(phone))
 			if model.IsDuplicate(res.Error) {
 				continue // bound by someone else meanwhile: look again
 			}
