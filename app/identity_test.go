@@ -185,6 +185,24 @@ func TestStaffLoginDelaysNotLocks(t *testing.T) {
 	if !strings.Contains(string(m.Raw), "careloop_staff_login_attacks_total 1") {
 		t.Fatalf("the attack is not in the metrics:\n%.3000s", m.Raw)
 	}
+	// Ten failures at once on another account, from ten addresses: each is
+	// counted (none lost to a race), so the tenth is reported, once.
+	var wg sync.WaitGroup
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := httptest.NewRequest("POST", "/api/admin/login", strings.NewReader(`{"username":"racer","password":"wrong"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.RemoteAddr = fmt.Sprintf("192.0.2.%d:40000", 200+i)
+			a.Router.ServeHTTP(httptest.NewRecorder(), req)
+		}()
+	}
+	wg.Wait()
+	m = call(t, a.Router, "GET", "/metrics", "", nil)
+	if !strings.Contains(string(m.Raw), "careloop_staff_login_attacks_total 2") {
+		t.Fatalf("ten racing failures were not all counted:\n%.3000s", m.Raw)
+	}
 }
 
 func TestConfiguredAdminExists(t *testing.T) {

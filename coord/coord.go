@@ -42,6 +42,9 @@ type Limiter interface {
 	// AllowN asks for n events at once and returns how many fit (0..n) and
 	// how long until the window resets.
 	AllowN(ctx context.Context, key string, n, limit int, window time.Duration) (granted int, resetIn time.Duration, err error)
+	// Hit records one event for key and returns how many key has had in
+	// this window, counting it (racing callers each get their own count).
+	Hit(ctx context.Context, key string, window time.Duration) (int, error)
 	// Reset forgets key's count.
 	Reset(ctx context.Context, key string) error
 }

@@ -67,6 +67,23 @@ func TestStores(t *testing.T) {
 			if ok, wait, _ := s.Allow(ctx, "rate", 5, time.Minute); ok || wait <= 0 || wait > time.Minute {
 				t.Fatalf("over the limit: ok=%v wait=%s", ok, wait)
 			}
+			// Hit gives racing callers each their own count: 1..8, once each.
+			counts := make([]atomic.Int32, 9)
+			for i := 0; i < 8; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if n, err := s.Hit(ctx, "hits", time.Minute); err == nil && n >= 1 && n <= 8 {
+						counts[n].Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			for n := 1; n <= 8; n++ {
+				if counts[n].Load() != 1 {
+					t.Fatalf("count %d was handed out %d times (want once each of 1..8)", n, counts[n].Load())
+				}
+			}
 			// AllowN grants what is left of the window, and no more.
 			total := 0
 			for i := 0; i < 5; i++ {

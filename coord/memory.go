@@ -113,6 +113,22 @@ func (m *Memory) TryLock(_ context.Context, key string, ttl time.Duration) (func
 
 // Allow implements Limiter.
 func (m *Memory) Allow(_ context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error) {
+	n, resetIn := m.hit(key, window)
+	if n > limit {
+		return false, resetIn, nil
+	}
+	return true, 0, nil
+}
+
+// Hit implements Limiter.
+func (m *Memory) Hit(_ context.Context, key string, window time.Duration) (int, error) {
+	n, _ := m.hit(key, window)
+	return n, nil
+}
+
+// hit counts one event in key's window and returns the count and how long
+// until the window resets.
+func (m *Memory) hit(key string, window time.Duration) (int, time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
@@ -125,10 +141,7 @@ func (m *Memory) Allow(_ context.Context, key string, limit int, window time.Dur
 	if len(m.windows) > 100000 {
 		m.sweepWindowsLocked(now, window)
 	}
-	if w.count > limit {
-		return false, w.start.Add(window).Sub(now), nil
-	}
-	return true, 0, nil
+	return w.count, w.start.Add(window).Sub(now)
 }
 
 // AllowN implements Limiter.

@@ -123,14 +123,30 @@ return {n, ttl}`)
 
 // Allow implements Limiter.
 func (r *Redis) Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error) {
-	res, err := fixedWindow.Run(ctx, r.rdb, []string{r.Key("rl:" + key)}, window.Milliseconds()).Int64Slice()
+	n, resetIn, err := r.hit(ctx, key, window)
 	if err != nil {
 		return false, 0, err
 	}
-	if int(res[0]) > limit {
-		return false, time.Duration(res[1]) * time.Millisecond, nil
+	if n > limit {
+		return false, resetIn, nil
 	}
 	return true, 0, nil
+}
+
+// Hit implements Limiter.
+func (r *Redis) Hit(ctx context.Context, key string, window time.Duration) (int, error) {
+	n, _, err := r.hit(ctx, key, window)
+	return n, err
+}
+
+// hit counts one event in key's window and returns the count and how long
+// until the window resets.
+func (r *Redis) hit(ctx context.Context, key string, window time.Duration) (int, time.Duration, error) {
+	res, err := fixedWindow.Run(ctx, r.rdb, []string{r.Key("rl:" + key)}, window.Milliseconds()).Int64Slice()
+	if err != nil {
+		return 0, 0, err
+	}
+	return int(res[0]), time.Duration(res[1]) * time.Millisecond, nil
 }
 
 var fixedWindowN = redis.NewScript(`

@@ -34,6 +34,7 @@ type KV interface {
 	Get(ctx context.Context, key string) (string, bool, error)
 	Set(ctx context.Context, key, val string, ttl time.Duration) error
 	Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error)
+	Hit(ctx context.Context, key string, window time.Duration) (int, error)
 	Reset(ctx context.Context, key string) error
 	Del(ctx context.Context, key string) error
 	TryLock(ctx context.Context, key string, ttl time.Duration) (func(), error)
@@ -246,7 +247,7 @@ func (a *Auth) StaffLogin(ctx context.Context, username, password, ip string) (s
 		a.loginFailed(ctx, account, pair)
 		return "", nil, ErrBadLogin
 	}
-	a.bestEffort("reset login failures", a.kv.Del(ctx, "staff-login-fails:"+pair), a.kv.Del(ctx, "staff-login-until:"+pair))
+	a.bestEffort("reset login failures", a.kv.Reset(ctx, "staff-login-fails:"+pair), a.kv.Del(ctx, "staff-login-until:"+pair))
 	if st.DisabledAt != nil {
 		return "", nil, ErrBlocked
 	}
@@ -276,13 +277,13 @@ func (a *Auth) loginWait(ctx context.Context, pair string) time.Duration {
 // loginFailed counts a failure of account from pair's address, sets that
 // address's next wait, and reports an account failing from everywhere.
 func (a *Auth) loginFailed(ctx context.Context, account, pair string) {
-	n := a.bump(ctx, "staff-login-fails:"+pair, a.cfg.AttackWindow)
+	n := a.hit(ctx, "staff-login-fails:"+pair, a.cfg.AttackWindow)
 	if n > a.cfg.FreeFailures {
 		wait := min(time.Second<<min(n-a.cfg.FreeFailures-1, 20), a.cfg.DelayMax)
 		until := time.Now().Add(wait).UnixMilli()
 		a.bestEffort("set login delay", a.kv.Set(ctx, "staff-login-until:"+pair, strconv.FormatInt(until, 10), wait))
 	}
-	if total := a.bump(ctx, "staff-login-account:"+account, a.cfg.AttackWindow); total >= a.cfg.AttackFailures {
+	if total := a.hit(ctx, "staff-login-account:"+account, a.cfg.AttackWindow); total >= a.cfg.AttackFailures {
 		// Once per window: the first report takes the lock.
 		if _, err := a.kv.TryLock(ctx, "staff-login-attack:"+account, a.cfg.AttackWindow); err == nil {
 			a.cfg.Log.Warn("staff account under attack: repeated login failures", "account", account, "failures", total, "window", a.cfg.AttackWindow.String())
@@ -293,15 +294,11 @@ func (a *Auth) loginFailed(ctx context.Context, account, pair string) {
 	}
 }
 
-// bump increments the counter at key (kept for ttl) and returns it.
-func (a *Auth) bump(ctx context.Context, key string, ttl time.Duration) int {
-	v, _, err := a.kv.Get(ctx, key)
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(v)
-	n++
-	a.bestEffort("count login failures", a.kv.Set(ctx, key, strconv.Itoa(n), ttl))
+// hit counts one failure at key in a window and returns the count (0 when
+// the store fails: the limits are best effort, the password check is not).
+func (a *Auth) hit(ctx context.Context, key string, window time.Duration) int {
+	n, err := a.kv.Hit(ctx, key, window)
+	a.bestEffort("count login failures", err)
 	return n
 }
 
