@@ -104,7 +104,11 @@ func (l *Live) Run(ctx context.Context, every time.Duration, active func(ctx con
 		select {
 		case <-ctx.Done():
 			return nil
-		case p := <-l.events:
+		case p, ok := <-l.events:
+			if !ok {
+				l.events = nil // unsubscribed (Close): no spinning on a closed channel
+				continue
+			}
 			l.fanOut(p)
 		case <-t.C:
 			l.checkSessions(ctx, every, active)
