@@ -59,6 +59,9 @@ type App struct {
 	// Scheduler runs the care rules; Run it (serve and worker do).
 	Scheduler *notify.Scheduler
 	Router    *gin.Engine
+	// Deps are the use cases the router is built from (tests call them
+	// directly).
+	Deps handler.Deps
 	// Ops serves only health and metrics: what a worker process listens with.
 	Ops *gin.Engine
 }
@@ -184,9 +187,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Tags:               tags,
 		Staff:              service.NewStaff(a.DB, audit, nil),
 		Audit:              audit,
-		DB:                 a.DB,
 		Outbox:             a.Outbox,
-		Dispatcher:         a.Dispatcher,
 		Bookings:           a.Bookings,
 		Catalog:            catalog,
 		FrontDesk:          service.NewFrontDesk(a.Bookings, sealer, audit),
@@ -194,6 +195,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Points:             a.Points,
 		Surveys:            a.Surveys,
 		Complaints:         service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil),
+		Tasks:              service.NewTasks(a.DB, nil),
+		Notices:            service.NewNotices(a.DB, a.Outbox, a.Dispatcher),
 		OA:                 a.OA,
 		Chat:               a.Chat,
 		OAMenus:            a.WX,
@@ -239,6 +242,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 			}
 			return a.Points.ExpiryReminders(ctx, now)
 		})
+	a.Deps = deps
 	a.Router = handler.NewRouter(deps)
 	a.Ops = handler.NewOpsRouter(deps)
 	ok = true

@@ -397,7 +397,7 @@ func TestClosingADayWithBookings(t *testing.T) {
 			tok, pid := login(t, h, fmt.Sprintf("dev:closed%d", i))
 			body := map[string]any{"package_id": anyPackage(t, a).ID, "slot_id": sl.ID}
 			if i == 0 { // one pays with a coupon
-				rw, _ := a.Points.SaveReward(ctx, model.Reward{Name: "代金券", Kind: model.RewardCoupon, CostPoints: 10, Stock: 5, CouponValueFen: 1000, Active: true})
+				rw, _ := a.Points.SaveReward(ctx, service.System, model.Reward{Name: "代金券", Kind: model.RewardCoupon, CostPoints: 10, Stock: 5, CouponValueFen: 1000, Active: true})
 				grantPoints(t, a, pid, 10)
 				coupon = redeemCall(t, a, tok, rw.ID, "c").Body["coupon"].(map[string]any)["id"].(float64)
 				body["coupon_id"] = coupon

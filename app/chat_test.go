@@ -902,13 +902,13 @@ func TestChatUnassignedEscalates(t *testing.T) {
 	if err := a.Chat.Escalate(context.Background(), at.Add(29*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := a.Chat.Get(context.Background(), uint64(cv["id"].(float64))); c.EscalatedAt != nil {
+	if c, _ := a.Chat.Get(context.Background(), service.System, uint64(cv["id"].(float64))); c.EscalatedAt != nil {
 		t.Fatal("escalated before its time")
 	}
 	if err := a.Chat.Escalate(context.Background(), at.Add(31*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := a.Chat.Get(context.Background(), uint64(cv["id"].(float64)))
+	c, _ := a.Chat.Get(context.Background(), service.System, uint64(cv["id"].(float64)))
 	if c.EscalatedAt == nil || c.DoctorID == nil || *c.DoctorID != docID {
 		t.Fatalf("escalated: %+v", c)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"careloop/app"
 	"careloop/model"
+	"careloop/service"
 	"careloop/testenv"
 )
 
@@ -63,7 +64,7 @@ func newApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
 	// duty and put their own doctors on.
 	var doc model.Staff
 	if a.DB.Gorm().Where("username = ?", app.DemoDoctorUser).Take(&doc).Error == nil {
-		if err := a.Chat.SetDuty(context.Background(), doc.ID, "", false); err != nil {
+		if err := a.Chat.SetDuty(context.Background(), service.System, doc.ID, "", false); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -45,7 +45,7 @@ func richPatient(t *testing.T, a *app.App, tok string, pid uint64, admin, desk s
 	a.DB.Gorm().Where("id = ?", bid).Take(&b)
 	must(ingest(t, h, "peis", peisSecret, time.Now(), reportBody(fmt.Sprintf("R-%d", pid), b.Code, "", "12.5", true, true)), 201, "report")
 	grantPoints(t, a, pid, 300)
-	reward, err := a.Points.SaveReward(ctx, model.Reward{Name: "体检代金券 50 元", Kind: model.RewardCoupon, CostPoints: 100, Stock: 10, CouponValueFen: 5000, Active: true})
+	reward, err := a.Points.SaveReward(ctx, service.System, model.Reward{Name: "体检代金券 50 元", Kind: model.RewardCoupon, CostPoints: 100, Stock: 10, CouponValueFen: 5000, Active: true})
 	if err != nil {
 		t.Fatal(err)
 	}

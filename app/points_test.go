@@ -40,8 +40,8 @@ func balance(a *app.App, pid uint64) int64 {
 func TestRedeemRaces(t *testing.T) {
 	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
 		ctx := context.Background()
-		cheap, _ := a.Points.SaveReward(ctx, model.Reward{Name: "体检代金券 50 元", Kind: model.RewardCoupon, CostPoints: 100, Stock: 100, CouponValueFen: 5000, Active: true})
-		scarce, _ := a.Points.SaveReward(ctx, model.Reward{Name: "定制保温杯", Kind: model.RewardItem, CostPoints: 100, Stock: 5, Active: true})
+		cheap, _ := a.Points.SaveReward(ctx, service.System, model.Reward{Name: "体检代金券 50 元", Kind: model.RewardCoupon, CostPoints: 100, Stock: 100, CouponValueFen: 5000, Active: true})
+		scarce, _ := a.Points.SaveReward(ctx, service.System, model.Reward{Name: "定制保温杯", Kind: model.RewardItem, CostPoints: 100, Stock: 5, Active: true})
 
 		// One patient with 300 points redeems 10 times at once: 3 succeed, never below zero.
 		tok, pid := login(t, a.Router, "dev:saver")
@@ -130,7 +130,7 @@ func TestEarningLevelsCouponsAndExpiry(t *testing.T) {
 			t.Fatalf("level: %s", sum.Raw)
 		}
 		// VIP pays 10% less; a coupon takes its value off; cancelling gives the coupon back.
-		cp, _ := a.Points.SaveReward(ctx, model.Reward{Name: "50 元券", Kind: model.RewardCoupon, CostPoints: 100, Stock: 10, CouponValueFen: 5000, Active: true})
+		cp, _ := a.Points.SaveReward(ctx, service.System, model.Reward{Name: "50 元券", Kind: model.RewardCoupon, CostPoints: 100, Stock: 10, CouponValueFen: 5000, Active: true})
 		red := redeemCall(t, a, tok, cp.ID, "c1")
 		couponID := uint64(red.Body["coupon"].(map[string]any)["id"].(float64))
 		sl2 := testSlot(t, a, "06:20", 5)
@@ -214,7 +214,7 @@ func TestCouponUsedOnceUnderRace(t *testing.T) {
 		ctx := context.Background()
 		tok, pid := login(t, a.Router, "dev:couponer")
 		grantPoints(t, a, pid, 100)
-		cp, _ := a.Points.SaveReward(ctx, model.Reward{Name: "30 元券", Kind: model.RewardCoupon, CostPoints: 100, Stock: 5, CouponValueFen: 3000, Active: true})
+		cp, _ := a.Points.SaveReward(ctx, service.System, model.Reward{Name: "30 元券", Kind: model.RewardCoupon, CostPoints: 100, Stock: 5, CouponValueFen: 3000, Active: true})
 		couponID := uint64(redeemCall(t, a, tok, cp.ID, "one").Body["coupon"].(map[string]any)["id"].(float64))
 		pkg := anyPackage(t, a)
 		thief, _ := login(t, a.Router, "dev:thief")
@@ -256,7 +256,7 @@ func TestCouponUsedOnceUnderRace(t *testing.T) {
 func TestRedeemAnswersTheStateAfter(t *testing.T) {
 	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
 		ctx := context.Background()
-		rw, _ := a.Points.SaveReward(ctx, model.Reward{Name: "体检代金券 50 元", Kind: model.RewardCoupon, CostPoints: 100, Stock: 7, CouponValueFen: 5000, Active: true})
+		rw, _ := a.Points.SaveReward(ctx, service.System, model.Reward{Name: "体检代金券 50 元", Kind: model.RewardCoupon, CostPoints: 100, Stock: 7, CouponValueFen: 5000, Active: true})
 		tok, pid := login(t, a.Router, "dev:redeemer")
 		grantPoints(t, a, pid, 250)
 		first := redeemCall(t, a, tok, rw.ID, "once")

@@ -1,17 +1,22 @@
 package app_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"careloop/api"
 	"careloop/app"
 	"careloop/model"
+	"careloop/notify"
+	"careloop/service"
 )
 
 // The role × action table: every staff route declares its roles in the
@@ -32,6 +37,7 @@ func TestRoleTable(t *testing.T) {
 	}
 	param := regexp.MustCompile(`\{[a-z_]+\}`)
 	checked := 0
+	actions := map[service.Action]bool{}
 	for path, ops := range spec.Paths {
 		if !strings.HasPrefix(path, "/api/admin/") || path == "/api/admin/login" {
 			continue
@@ -50,6 +56,15 @@ func TestRoleTable(t *testing.T) {
 			for _, r := range raw {
 				allowed = append(allowed, r.(string))
 			}
+			// The spec's roles are the service's table for the action.
+			if act, named := op["x-action"].(string); named {
+				if want := service.Roles(service.Action(act)); !sameRoles(allowed, want) {
+					t.Errorf("%s %s: x-roles %v, but the service lets %v do %s", method, path, allowed, want, act)
+				}
+				actions[service.Action(act)] = true
+			} else if len(allowed) != 4 {
+				t.Errorf("%s %s names no x-action but is not open to every staff role: %v", method, path, allowed)
+			}
 			url := param.ReplaceAllString(path, "999999")
 			for role, tok := range toks {
 				may := slices.Contains(allowed, role)
@@ -67,6 +82,18 @@ func TestRoleTable(t *testing.T) {
 	if checked < 250 {
 		t.Fatalf("only %d role × route checks", checked)
 	}
+	for _, a := range service.Actions() {
+		if !actions[a] {
+			t.Errorf("action %s is in the service's table but no route does it", a)
+		}
+	}
+}
+
+func sameRoles(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }
 
 // Object-level authorization: a task is closed by its own role; a
@@ -114,4 +141,285 @@ func TestObjectsHaveOwners(t *testing.T) {
 			t.Fatalf("an admin replies: %d %s", r.Status, r.Raw)
 		}
 	})
+}
+
+// The same table in the service: every action's use cases, called directly
+// (no route in front), refuse the roles the table leaves out and let the
+// others past authorization (what they answer then, mostly "not found" for
+// the made-up ids used here, is not the point).
+func TestServicesCheckTheirActions(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	d := a.Deps
+	const none = 999999
+	day := time.Now().In(model.Shanghai).Format(time.DateOnly)
+	calls := map[service.Action][]func(context.Context, service.Principal) error{
+		service.ActPatientsRead: {
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.PatientAdmin.Search(ctx, p, service.PatientQuery{Name: "无此人"})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.PatientAdmin.View(ctx, p, none)
+				return err
+			},
+		},
+		service.ActPatientsTag: {
+			func(ctx context.Context, p service.Principal) error { return d.Tags.Assign(ctx, p, none, none) },
+			func(ctx context.Context, p service.Principal) error { return d.Tags.Unassign(ctx, p, none, none) },
+		},
+		service.ActPatientsBlock: {
+			func(ctx context.Context, p service.Principal) error {
+				return d.PatientAdmin.SetBlocked(ctx, p, none, true)
+			},
+		},
+		service.ActTagsRead: {func(ctx context.Context, p service.Principal) error { _, err := d.Tags.List(ctx, p, ""); return err }},
+		service.ActTagsManage: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Tags.Create(ctx, p, service.TagInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error { return d.Tags.Delete(ctx, p, none) },
+		},
+		service.ActStaffManage: {
+			func(ctx context.Context, p service.Principal) error { _, err := d.Staff.List(ctx, p); return err },
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Staff.Create(ctx, p, service.StaffInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Staff.Update(ctx, p, none, service.StaffInput{})
+				return err
+			},
+		},
+		service.ActAuditRead: {func(ctx context.Context, p service.Principal) error {
+			_, _, err := d.Audit.List(ctx, p, service.AuditFilter{})
+			return err
+		}},
+		service.ActPackagesRead: {func(ctx context.Context, p service.Principal) error {
+			_, err := d.Catalog.AllPackages(ctx, p)
+			return err
+		}},
+		service.ActPackagesManage: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Catalog.CreatePackage(ctx, p, service.PackageInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Catalog.UpdatePackage(ctx, p, none, service.PackageInput{})
+				return err
+			},
+		},
+		service.ActScheduleRead: {func(ctx context.Context, p service.Principal) error {
+			_, err := d.Catalog.SlotsBetween(ctx, p, day, day)
+			return err
+		}},
+		service.ActScheduleManage: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Catalog.Generate(ctx, p, service.ScheduleInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.Bookings.CloseDay(ctx, p, "不是日期", "", false)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				return d.Bookings.OpenDay(ctx, p, "不是日期")
+			},
+		},
+		service.ActBookingsDesk: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.FrontDesk.Search(ctx, p, service.FrontDeskQuery{Date: day, Code: "NONE"})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.FrontDesk.Transition(ctx, p, none, model.BookingCheckedIn)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.FrontDesk.Undo(ctx, p, none)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error { return d.FrontDesk.People(ctx, p, nil) },
+		},
+		service.ActChatAnswer: {
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.Chat.Inbox(ctx, p, service.InboxQuery{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error { _, err := d.Chat.Counts(ctx, p); return err },
+			func(ctx context.Context, p service.Principal) error { _, err := d.Chat.Get(ctx, p, none); return err },
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Chat.Reply(ctx, p, none, "您好")
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error { _, err := d.Chat.Claim(ctx, p, none); return err },
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Chat.Transfer(ctx, p, none, service.TransferRequest{Department: "外科"})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Chat.CannedReplies(ctx, p)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Chat.SaveCannedReply(ctx, p, "", "", false)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error { return d.Chat.DeleteCannedReply(ctx, p, none) },
+			func(ctx context.Context, p service.Principal) error { return d.Chat.SetDuty(ctx, p, p.ID, "", false) },
+			func(ctx context.Context, p service.Principal) error {
+				_, done, err := d.Chat.Watch(ctx, p)
+				if done != nil {
+					done()
+				}
+				return err
+			},
+		},
+		service.ActChatDutyOthers: {func(ctx context.Context, p service.Principal) error { return d.Chat.SetDuty(ctx, p, none, "", true) }},
+		service.ActChatSettings: {func(ctx context.Context, p service.Principal) error {
+			return d.Chat.SaveSettings(ctx, p, service.ChatSettings{})
+		}},
+		service.ActComplaintsHandle: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Complaints.List(ctx, p, "", false)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Complaints.Advance(ctx, p, none, service.StepInput{To: model.ComplaintAssigned})
+				return err
+			},
+		},
+		service.ActTasksWork: {
+			func(ctx context.Context, p service.Principal) error { _, err := d.Tasks.Open(ctx, p); return err },
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Tasks.Complete(ctx, p, none)
+				return err
+			},
+		},
+		service.ActKPIRead: {func(ctx context.Context, p service.Principal) error {
+			_, err := d.Complaints.KPI(ctx, p, time.Now().AddDate(0, -1, 0), time.Now(), "")
+			return err
+		}},
+		service.ActNotificationsRead: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Notices.List(ctx, p, notify.Filter{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Notices.Get(ctx, p, none)
+				return err
+			},
+		},
+		service.ActNotificationsFix: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Notices.Retry(ctx, p, none)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Notices.Cancel(ctx, p, none, "")
+				return err
+			},
+		},
+		service.ActCareRules: {func(ctx context.Context, p service.Principal) error { _, err := d.Notices.Rules(ctx, p); return err }},
+		service.ActPointsManage: {
+			func(ctx context.Context, p service.Principal) error { return d.Points.Adjust(ctx, p, none, 0, "") },
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Points.Rewards(ctx, p, true)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Points.SaveReward(ctx, p, model.Reward{})
+				return err
+			},
+		},
+		service.ActReportsLink: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Reports.Unmatched(ctx, p)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Reports.Link(ctx, p, none, none, nil, nil)
+				return err
+			},
+		},
+		service.ActReportsClinical: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Reports.StaffGet(ctx, p, none)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Reports.Interpret(ctx, p, none, "")
+				return err
+			},
+		},
+		service.ActSurveysManage: {
+			func(ctx context.Context, p service.Principal) error { _, err := d.Surveys.List(ctx, p); return err },
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Surveys.Results(ctx, p, service.ResultFilter{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Surveys.Define(ctx, p, "", "", "", nil)
+				return err
+			},
+		},
+		service.ActOAManage: {
+			func(ctx context.Context, p service.Principal) error { _, err := d.OA.AutoReplies(ctx, p); return err },
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.OA.SaveAutoReply(ctx, p, model.AutoReply{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error { return d.OA.DeleteAutoReply(ctx, p, none) },
+			func(ctx context.Context, p service.Principal) error { _, err := d.OA.LoadMenu(ctx, p); return err },
+		},
+	}
+	// Use cases a patient calls too, on their own data: for staff they are
+	// the action's.
+	own := map[service.Action][]func(context.Context, service.Principal) error{
+		service.ActChatAnswer: {
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.Chat.Messages(ctx, p, none, 0, 0)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Chat.Close(ctx, p, none, false)
+				return err
+			},
+		},
+		service.ActComplaintsHandle: {
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.Complaints.Get(ctx, p, none)
+				return err
+			},
+		},
+		service.ActPointsRead: {func(ctx context.Context, p service.Principal) error {
+			_, _, err := d.Points.Ledger(ctx, p, none, "", 10)
+			return err
+		}},
+	}
+	ctx := context.Background()
+	roles := []string{model.RoleAdmin, model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk}
+	for _, act := range service.Actions() {
+		fs := append(calls[act], own[act]...)
+		if len(fs) == 0 {
+			t.Errorf("no use case of %s is tried", act)
+		}
+		for i, f := range fs {
+			for _, role := range roles {
+				p := service.Principal{Kind: model.SubjectStaff, ID: 4242, Role: role, SessionID: "s"}
+				err := f(ctx, p)
+				refused := errors.Is(err, model.ErrForbidden)
+				if may := slices.Contains(service.Roles(act), role); refused == may {
+					t.Errorf("%s #%d as %s: %v (the table says %v)", act, i, role, err, service.Roles(act))
+				}
+			}
+			// A patient's token is never a staff member's.
+			if i >= len(calls[act]) {
+				continue
+			}
+			if err := f(ctx, service.Principal{Kind: model.SubjectPatient, ID: 1}); !errors.Is(err, model.ErrForbidden) {
+				t.Errorf("%s #%d as a patient: %v", act, i, err)
+			}
+		}
+	}
 }

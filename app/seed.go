@@ -23,7 +23,7 @@ func seedBooking(ctx context.Context, db *model.DB, catalog *service.Catalog) er
 		{Name: "男性精英体检套餐", Description: "含前列腺彩超与肿瘤标志物", Items: []string{"一般检查", "血常规", "前列腺彩超", "肿瘤标志物", "心脏彩超"}, PriceFen: 168000, Gender: "male", MinAge: 25, Active: true, SortOrder: 4},
 	}
 	for _, p := range demo {
-		if _, err := catalog.CreatePackage(ctx, p); err != nil {
+		if _, err := catalog.CreatePackage(ctx, service.System, p); err != nil {
 			return err
 		}
 	}
@@ -34,7 +34,7 @@ func seedBooking(ctx context.Context, db *model.DB, catalog *service.Catalog) er
 	}
 	week := map[int][]service.Period{1: periods, 2: periods, 3: periods, 4: periods, 5: periods, 6: periods[:3]}
 	today := time.Now().In(model.Shanghai)
-	_, err := catalog.Generate(ctx, service.ScheduleInput{From: today.Format(time.DateOnly), To: today.AddDate(0, 0, 14).Format(time.DateOnly), Weekdays: week})
+	_, err := catalog.Generate(ctx, service.System, service.ScheduleInput{From: today.Format(time.DateOnly), To: today.AddDate(0, 0, 14).Format(time.DateOnly), Weekdays: week})
 	return err
 }
 
@@ -44,7 +44,7 @@ func seedSurvey(ctx context.Context, db *model.DB, surveys *service.Surveys) err
 	if err := db.Conn(ctx).Model(&model.Survey{}).Count(&n).Error; err != nil || n > 0 {
 		return err
 	}
-	_, err := surveys.Define(ctx, "checkup", "体检服务满意度调查", model.TriggerAfterCheckup, []service.Question{
+	_, err := surveys.Define(ctx, service.System, "checkup", "体检服务满意度调查", model.TriggerAfterCheckup, []service.Question{
 		{ID: "overall", Kind: service.QRating, Title: "您对本次体检服务的总体满意度", Required: true},
 		{ID: "nps", Kind: service.QNPS, Title: "您有多大可能向亲友推荐我们的体检中心？", Required: true},
 		{ID: "best", Kind: service.QMultiple, Title: "您最满意的环节", Options: []string{"预约", "前台", "采血", "影像检查", "报告解读"}},
@@ -67,7 +67,7 @@ func (a *App) seedChat(ctx context.Context) error {
 	if err := a.DB.Conn(ctx).Model(&model.DoctorDuty{}).Where("staff_id = ?", doc.ID).Count(&duties).Error; err != nil || duties > 0 {
 		return err // set up before: keep what the demo user changed
 	}
-	if err := a.Chat.SetDuty(ctx, doc.ID, "体检中心", true); err != nil {
+	if err := a.Chat.SetDuty(ctx, service.System, doc.ID, "体检中心", true); err != nil {
 		return err
 	}
 	admin := service.Principal{Kind: model.SubjectStaff, Role: model.RoleAdmin}
@@ -83,7 +83,7 @@ func (a *App) seedChat(ctx context.Context) error {
 	if err := a.DB.Conn(ctx).Model(&model.Survey{}).Where("survey_trigger = ?", model.TriggerAfterChat).Count(&n).Error; err != nil || n > 0 {
 		return err
 	}
-	_, err := a.Surveys.Define(ctx, "chat", "在线咨询满意度", model.TriggerAfterChat, []service.Question{
+	_, err := a.Surveys.Define(ctx, service.System, "chat", "在线咨询满意度", model.TriggerAfterChat, []service.Question{
 		{ID: "overall", Kind: service.QRating, Title: "您对本次咨询的满意度", Required: true},
 		{ID: "comment", Kind: service.QText, Title: "您的意见和建议"},
 	})

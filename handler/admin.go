@@ -22,13 +22,13 @@ type adminPatients struct {
 // Register mounts the routes; every staff role may search and view,
 // tagging needs marketing or doctor, blocking needs admin.
 func (h adminPatients) Register(rg *gin.RouterGroup) {
-	anyStaff := requireRole(model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk)
-	rg.GET("/patients", anyStaff, h.search)
-	rg.GET("/patients/:id", anyStaff, h.view)
-	rg.POST("/patients/:id/tags", requireRole(model.RoleMarketing, model.RoleDoctor), h.addTag)
-	rg.DELETE("/patients/:id/tags/:tag_id", requireRole(model.RoleMarketing, model.RoleDoctor), h.removeTag)
-	rg.POST("/patients/:id/block", requireRole(model.RoleAdmin), h.block)
-	rg.POST("/patients/:id/unblock", requireRole(model.RoleAdmin), h.unblock)
+	read := allow(service.ActPatientsRead)
+	rg.GET("/patients", read, h.search)
+	rg.GET("/patients/:id", read, h.view)
+	rg.POST("/patients/:id/tags", allow(service.ActPatientsTag), h.addTag)
+	rg.DELETE("/patients/:id/tags/:tag_id", allow(service.ActPatientsTag), h.removeTag)
+	rg.POST("/patients/:id/block", allow(service.ActPatientsBlock), h.block)
+	rg.POST("/patients/:id/unblock", allow(service.ActPatientsBlock), h.unblock)
 }
 
 // PatientSummaryDTO is a patient in a staff list.
@@ -208,9 +208,9 @@ type adminTags struct {
 
 // Register mounts the catalogue: every staff role reads it, marketing edits.
 func (h adminTags) Register(rg *gin.RouterGroup) {
-	rg.GET("/tags", requireRole(model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk), h.list)
-	rg.POST("/tags", requireRole(model.RoleMarketing), h.create)
-	rg.DELETE("/tags/:id", requireRole(model.RoleMarketing), h.delete)
+	rg.GET("/tags", allow(service.ActTagsRead), h.list)
+	rg.POST("/tags", allow(service.ActTagsManage), h.create)
+	rg.DELETE("/tags/:id", allow(service.ActTagsManage), h.delete)
 }
 
 // TagDTO is a catalogue entry.
@@ -227,7 +227,7 @@ func tagDTO(t *model.Tag) TagDTO {
 }
 
 func (h adminTags) list(c *gin.Context) {
-	ts, err := h.tags.List(c.Request.Context(), c.Query("category"))
+	ts, err := h.tags.List(c.Request.Context(), principal(c), c.Query("category"))
 	renderList(c, ts, err, tagDTO)
 }
 
@@ -243,7 +243,7 @@ func (h adminTags) create(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	t, err := h.tags.Create(c.Request.Context(), service.TagInput{Name: req.Name, Category: req.Category, Kind: req.Kind, Description: req.Description})
+	t, err := h.tags.Create(c.Request.Context(), principal(c), service.TagInput{Name: req.Name, Category: req.Category, Kind: req.Kind, Description: req.Description})
 	renderOne(c, http.StatusCreated, t, err, tagDTO)
 }
 
@@ -252,7 +252,7 @@ func (h adminTags) delete(c *gin.Context) {
 	if !ok {
 		return
 	}
-	noContent(c, h.tags.Delete(c.Request.Context(), id))
+	noContent(c, h.tags.Delete(c.Request.Context(), principal(c), id))
 }
 
 // adminStaff serves staff accounts (admin only) and the audit log.
@@ -264,11 +264,11 @@ type adminStaff struct {
 // Register mounts the routes; "me" is for every staff member.
 func (h adminStaff) Register(rg *gin.RouterGroup) {
 	rg.GET("/me", h.me)
-	admin := requireRole(model.RoleAdmin)
+	admin := allow(service.ActStaffManage)
 	rg.GET("/staff", admin, h.list)
 	rg.POST("/staff", admin, h.create)
 	rg.PUT("/staff/:id", admin, h.update)
-	rg.GET("/audit", admin, h.auditLog)
+	rg.GET("/audit", allow(service.ActAuditRead), h.auditLog)
 }
 
 func (h adminStaff) me(c *gin.Context) {
@@ -283,7 +283,7 @@ type StaffAccountDTO struct {
 }
 
 func (h adminStaff) list(c *gin.Context) {
-	ss, err := h.staff.List(c.Request.Context())
+	ss, err := h.staff.List(c.Request.Context(), principal(c))
 	if err != nil {
 		fail(c, err)
 		return
@@ -356,7 +356,7 @@ func (h adminStaff) auditLog(c *gin.Context) {
 	if !queryTimes(c, &f.From, &f.To) {
 		return
 	}
-	rows, next, err := h.audit.List(c.Request.Context(), f)
+	rows, next, err := h.audit.List(c.Request.Context(), principal(c), f)
 	if err != nil {
 		fail(c, err)
 		return

@@ -30,15 +30,15 @@ func (h bookingHandlers) registerMP(rg *gin.RouterGroup) {
 }
 
 func (h bookingHandlers) registerAdmin(rg *gin.RouterGroup) {
-	catalog := requireRole(model.RoleMarketing)
-	desk := requireRole(model.RoleFrontDesk)
-	rg.GET("/packages", requireRole(model.RoleMarketing, model.RoleFrontDesk, model.RoleDoctor), h.allPackages)
+	catalog := allow(service.ActPackagesManage)
+	schedule, desk := allow(service.ActScheduleManage), allow(service.ActBookingsDesk)
+	rg.GET("/packages", allow(service.ActPackagesRead), h.allPackages)
 	rg.POST("/packages", catalog, h.createPackage)
 	rg.PUT("/packages/:id", catalog, h.updatePackage)
-	rg.GET("/slots", desk, h.staffSlots)
-	rg.POST("/schedules", desk, h.generate)
-	rg.POST("/closed-days", desk, h.closeDay)
-	rg.DELETE("/closed-days/:date", desk, h.openDay)
+	rg.GET("/slots", allow(service.ActScheduleRead), h.staffSlots)
+	rg.POST("/schedules", schedule, h.generate)
+	rg.POST("/closed-days", schedule, h.closeDay)
+	rg.DELETE("/closed-days/:date", schedule, h.openDay)
 	rg.GET("/bookings", desk, h.search)
 	rg.POST("/bookings/:id/check-in", desk, h.transition(model.BookingCheckedIn))
 	rg.POST("/bookings/:id/complete", desk, h.transition(model.BookingCompleted))
@@ -132,7 +132,7 @@ func bookingDTO(v service.BookingView) BookingDTO {
 func (h bookingHandlers) render(c *gin.Context, status int, bs ...model.Booking) {
 	vs, err := h.b.Views(c.Request.Context(), bs)
 	if err == nil && principal(c).IsStaff() {
-		err = h.desk.People(c.Request.Context(), vs)
+		err = h.desk.People(c.Request.Context(), principal(c), vs)
 	}
 	if err != nil {
 		fail(c, err)
@@ -228,7 +228,7 @@ func (h bookingHandlers) reschedule(c *gin.Context) {
 }
 
 func (h bookingHandlers) allPackages(c *gin.Context) {
-	ps, err := h.catalog.AllPackages(c.Request.Context())
+	ps, err := h.catalog.AllPackages(c.Request.Context(), principal(c))
 	renderList(c, ps, err, packageDTO)
 }
 
@@ -256,7 +256,7 @@ func (h bookingHandlers) createPackage(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	p, err := h.catalog.CreatePackage(c.Request.Context(), req.input())
+	p, err := h.catalog.CreatePackage(c.Request.Context(), principal(c), req.input())
 	renderOne(c, http.StatusCreated, p, err, packageDTO)
 }
 
@@ -265,12 +265,12 @@ func (h bookingHandlers) updatePackage(c *gin.Context) {
 	if !ok {
 		return
 	}
-	p, err := h.catalog.UpdatePackage(c.Request.Context(), id, req.input())
+	p, err := h.catalog.UpdatePackage(c.Request.Context(), principal(c), id, req.input())
 	renderOne(c, http.StatusOK, p, err, packageDTO)
 }
 
 func (h bookingHandlers) staffSlots(c *gin.Context) {
-	ss, err := h.catalog.SlotsBetween(c.Request.Context(), c.Query("from"), c.Query("to"))
+	ss, err := h.catalog.SlotsBetween(c.Request.Context(), principal(c), c.Query("from"), c.Query("to"))
 	if err != nil {
 		fail(c, err)
 		return
@@ -304,7 +304,7 @@ func (h bookingHandlers) generate(c *gin.Context) {
 		}
 		in.Weekdays[wd] = ps
 	}
-	n, err := h.catalog.Generate(c.Request.Context(), in)
+	n, err := h.catalog.Generate(c.Request.Context(), principal(c), in)
 	if err != nil {
 		fail(c, err)
 		return
@@ -325,7 +325,7 @@ func (h bookingHandlers) closeDay(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	day, n, err := h.b.CloseDay(c.Request.Context(), req.Date, req.Reason, req.CancelBookings)
+	day, n, err := h.b.CloseDay(c.Request.Context(), principal(c), req.Date, req.Reason, req.CancelBookings)
 	if err != nil {
 		fail(c, err)
 		return
@@ -334,13 +334,13 @@ func (h bookingHandlers) closeDay(c *gin.Context) {
 }
 
 func (h bookingHandlers) openDay(c *gin.Context) {
-	noContent(c, h.b.OpenDay(c.Request.Context(), c.Param("date")))
+	noContent(c, h.b.OpenDay(c.Request.Context(), principal(c), c.Param("date")))
 }
 
 func (h bookingHandlers) search(c *gin.Context) {
 	q := service.FrontDeskQuery{Date: c.Query("date"), Phone: c.Query("phone"), Code: c.Query("code"), Status: c.Query("status"), Q: c.Query("q")}
 	q.SlotID, _ = strconv.ParseUint(c.Query("slot_id"), 10, 64)
-	bs, err := h.desk.Search(c.Request.Context(), q)
+	bs, err := h.desk.Search(c.Request.Context(), principal(c), q)
 	if err != nil {
 		fail(c, err)
 		return

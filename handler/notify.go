@@ -15,9 +15,8 @@ import (
 // outbox and care rules to staff.
 type notifyHandlers struct {
 	outbox  *notify.Outbox
-	disp    *notify.Dispatcher
+	notices *service.Notices
 	profile *service.Profile
-	db      *model.DB
 	// onAccept mirrors an accepted subscription into the WeChat sandbox (sandbox mode only).
 	onAccept func(openID, templateID string)
 }
@@ -30,12 +29,12 @@ func (h notifyHandlers) registerMP(rg *gin.RouterGroup) {
 }
 
 func (h notifyHandlers) registerAdmin(rg *gin.RouterGroup) {
-	staff := requireRole(model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk)
+	staff := allow(service.ActNotificationsRead)
 	rg.GET("/notifications", staff, h.list)
-	rg.POST("/notifications/:id/retry", requireRole(model.RoleMarketing, model.RoleFrontDesk), h.retry)
-	rg.POST("/notifications/:id/cancel", requireRole(model.RoleMarketing, model.RoleFrontDesk), h.cancel)
-	rg.GET("/notification-rules", requireRole(model.RoleAdmin), h.rules)
-	rg.PUT("/notification-rules", requireRole(model.RoleAdmin), h.saveRules)
+	rg.POST("/notifications/:id/retry", allow(service.ActNotificationsFix), h.retry)
+	rg.POST("/notifications/:id/cancel", allow(service.ActNotificationsFix), h.cancel)
+	rg.GET("/notification-rules", allow(service.ActCareRules), h.rules)
+	rg.PUT("/notification-rules", allow(service.ActCareRules), h.saveRules)
 }
 
 // SceneTemplateDTO is a template to request in wx.requestSubscribeMessage.
@@ -161,20 +160,20 @@ func (h notifyHandlers) list(c *gin.Context) {
 		return
 	}
 	f.PatientID, _ = strconv.ParseUint(c.Query("patient_id"), 10, 64)
-	rows, next, counts, err := h.outbox.List(c.Request.Context(), f)
+	pg, err := h.notices.List(c.Request.Context(), principal(c), f)
 	if err != nil {
 		fail(c, err)
 		return
 	}
-	items := make([]NotificationDTO, 0, len(rows))
-	for i := range rows {
-		items = append(items, notificationDTO(&rows[i]))
+	items := make([]NotificationDTO, 0, len(pg.Rows))
+	for i := range pg.Rows {
+		items = append(items, notificationDTO(&pg.Rows[i]))
 	}
 	holds := gin.H{}
-	for api, until := range h.disp.Holds(c.Request.Context()) {
+	for api, until := range pg.Held {
 		holds[api] = model.LocalTime(until)
 	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next, "counts": counts, "held_apis": holds})
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": pg.Next, "counts": pg.Counts, "held_apis": holds})
 }
 
 func (h notifyHandlers) retry(c *gin.Context) {
@@ -182,16 +181,7 @@ func (h notifyHandlers) retry(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.outbox.Retry(c.Request.Context(), id); err != nil {
-		fail(c, err)
-		return
-	}
-	h.one(c, id)
-}
-
-// one answers notification id as it is now.
-func (h notifyHandlers) one(c *gin.Context, id uint64) {
-	n, err := h.outbox.Get(c.Request.Context(), id)
+	n, err := h.notices.Retry(c.Request.Context(), principal(c), id)
 	renderOne(c, http.StatusOK, n, err, notificationDTO)
 }
 
@@ -206,15 +196,12 @@ func (h notifyHandlers) cancel(c *gin.Context) {
 	}
 	var req cancelRequest
 	_ = c.ShouldBindJSON(&req)
-	if err := h.outbox.Cancel(c.Request.Context(), id, req.Reason); err != nil {
-		fail(c, err)
-		return
-	}
-	h.one(c, id)
+	n, err := h.notices.Cancel(c.Request.Context(), principal(c), id, req.Reason)
+	renderOne(c, http.StatusOK, n, err, notificationDTO)
 }
 
 func (h notifyHandlers) rules(c *gin.Context) {
-	r, err := notify.LoadRules(c.Request.Context(), h.db)
+	r, err := h.notices.Rules(c.Request.Context(), principal(c))
 	if err != nil {
 		fail(c, err)
 		return
@@ -230,7 +217,7 @@ func (h notifyHandlers) saveRules(c *gin.Context) {
 	if r.Holidays == nil {
 		r.Holidays = []notify.Holiday{}
 	}
-	if err := notify.SaveRules(c.Request.Context(), h.db, r, principal(c).ID); err != nil {
+	if err := h.notices.SaveRules(c.Request.Context(), principal(c), r); err != nil {
 		fail(c, err)
 		return
 	}

@@ -24,14 +24,14 @@ func (h pointsHandlers) registerMP(rg *gin.RouterGroup) {
 }
 
 func (h pointsHandlers) registerAdmin(rg *gin.RouterGroup) {
-	mkt := requireRole(model.RoleMarketing)
+	mkt := allow(service.ActPointsManage)
 	rg.GET("/levels", mkt, h.levels)
 	rg.PUT("/levels", mkt, h.saveLevels)
 	rg.GET("/rewards", mkt, h.allRewards)
 	rg.POST("/rewards", mkt, h.saveReward)
 	rg.PUT("/rewards/:id", mkt, h.saveReward)
 	rg.POST("/patients/:id/points/adjust", mkt, h.adjust)
-	rg.GET("/patients/:id/points/ledger", requireRole(model.RoleMarketing, model.RoleFrontDesk), h.patientLedger)
+	rg.GET("/patients/:id/points/ledger", allow(service.ActPointsRead), h.patientLedger)
 }
 
 // LevelDTO is a membership level with its benefits.
@@ -72,7 +72,7 @@ func (h pointsHandlers) ledger(c *gin.Context, patientID uint64) {
 	if !ok {
 		return
 	}
-	rows, next, err := h.p.Ledger(c.Request.Context(), patientID, c.Query("cursor"), limit)
+	rows, next, err := h.p.Ledger(c.Request.Context(), principal(c), patientID, c.Query("cursor"), limit)
 	if err != nil {
 		fail(c, err)
 		return
@@ -143,7 +143,7 @@ func rewardDTO(r *model.Reward) RewardDTO {
 }
 
 func (h pointsHandlers) listRewards(c *gin.Context, all bool) {
-	rs, err := h.p.Rewards(c.Request.Context(), all)
+	rs, err := h.p.Rewards(c.Request.Context(), principal(c), all)
 	renderList(c, rs, err, rewardDTO)
 }
 
@@ -174,7 +174,7 @@ func (h pointsHandlers) saveReward(c *gin.Context) {
 		}
 		r.ID, status = id, http.StatusOK
 	}
-	out, err := h.p.SaveReward(c.Request.Context(), r)
+	out, err := h.p.SaveReward(c.Request.Context(), principal(c), r)
 	if err != nil {
 		fail(c, err)
 		return

@@ -43,12 +43,11 @@ func (h reportHandlers) registerMP(rg *gin.RouterGroup) {
 }
 
 func (h reportHandlers) registerAdmin(rg *gin.RouterGroup) {
-	clinical := requireRole(model.RoleDoctor)
-	rg.GET("/reports/unmatched", requireRole(model.RoleFrontDesk, model.RoleDoctor), h.unmatched)
-	rg.POST("/reports/:id/link", requireRole(model.RoleFrontDesk, model.RoleDoctor), h.link)
+	clinical := allow(service.ActReportsClinical)
+	rg.GET("/reports/unmatched", allow(service.ActReportsLink), h.unmatched)
+	rg.POST("/reports/:id/link", allow(service.ActReportsLink), h.link)
 	rg.GET("/reports/:id", clinical, h.staffGet)
 	rg.POST("/reports/:id/interpretation", clinical, h.interpret)
-	rg.GET("/tasks", requireRole(model.RoleDoctor, model.RoleFrontDesk, model.RoleMarketing), h.tasks)
 }
 
 func (h reportHandlers) ingest(c *gin.Context) {
@@ -242,7 +241,7 @@ func (h reportHandlers) requestInterpretation(c *gin.Context) {
 }
 
 func (h reportHandlers) unmatched(c *gin.Context) {
-	rs, err := h.r.Unmatched(c.Request.Context())
+	rs, err := h.r.Unmatched(c.Request.Context(), principal(c))
 	if err != nil {
 		fail(c, err)
 		return
@@ -295,22 +294,4 @@ func (h reportHandlers) interpret(c *gin.Context) {
 	}
 	r, err := h.r.Interpret(c.Request.Context(), principal(c), id, req.Text)
 	renderOne(c, http.StatusOK, r, err, reportSummary)
-}
-
-func (h reportHandlers) tasks(c *gin.Context) {
-	ts, err := h.r.Tasks(c.Request.Context(), principal(c).Role)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	renderList(c, ts, nil, taskDTO)
-}
-
-func taskDTO(t *model.Task) gin.H {
-	out := gin.H{"id": t.ID, "kind": t.Kind, "urgent": t.Urgent, "patient_id": t.PatientID, "report_id": t.ReportID,
-		"note": t.Note, "status": t.Status, "created_at": model.LocalTime(t.CreatedAt), "done_at": nil, "done_by": t.AssignedTo}
-	if t.DoneAt != nil {
-		out["done_at"] = model.LocalTime(*t.DoneAt)
-	}
-	return out
 }

@@ -29,9 +29,7 @@ type Deps struct {
 	Tags         *service.Tags
 	Staff        *service.Staff
 	Audit        *service.Audit
-	DB           *model.DB
 	Outbox       *notify.Outbox
-	Dispatcher   *notify.Dispatcher
 	Bookings     *service.Bookings
 	Catalog      *service.Catalog
 	FrontDesk    *service.FrontDesk
@@ -39,6 +37,8 @@ type Deps struct {
 	Points       *service.Points
 	Surveys      *service.Surveys
 	Complaints   *service.Complaints
+	Tasks        *service.Tasks
+	Notices      *service.Notices
 	OA           *service.OA
 	Chat         *service.Chat
 	OAMenus      service.OAMenus
@@ -126,7 +126,7 @@ func NewRouter(d Deps) *gin.Engine {
 	rh := reportHandlers{r: d.Reports, secrets: d.IntegrationSecrets, urlKey: d.URLKey}
 	rh.registerIntegration(r)
 	wechatHandlers{oa: d.OA, cfg: d.OAConfig, log: d.Log, nonces: d.Nonces}.register(r)
-	chh := chatHandlers{chat: d.Chat, audit: d.Audit, patients: d.PatientAdmin, heartbeat: d.LiveHeartbeat}
+	chh := chatHandlers{chat: d.Chat, patients: d.PatientAdmin, heartbeat: d.LiveHeartbeat}
 	// Chat images are larger than other bodies: their own limit.
 	r.POST("/api/mp/chat/images", authenticate(d.Auth, model.SubjectPatient), bodyLimit(service.MaxChatImage+64<<10), chh.upload)
 	r.Use(bodyLimit(d.MaxBodyBytes))
@@ -146,7 +146,7 @@ func NewRouter(d Deps) *gin.Engine {
 	mpAuth := mp.Group("", authenticate(d.Auth, model.SubjectPatient))
 	mpAuth.POST("/logout", sess.logout)
 	mpProfile{profile: d.Profile, phones: d.Phones, family: d.Family, data: d.PatientData}.Register(mpAuth)
-	nh := notifyHandlers{outbox: d.Outbox, disp: d.Dispatcher, profile: d.Profile, db: d.DB, onAccept: d.OnSubscribeAccept}
+	nh := notifyHandlers{outbox: d.Outbox, notices: d.Notices, profile: d.Profile, onAccept: d.OnSubscribeAccept}
 	nh.registerMP(mpAuth)
 	bh := bookingHandlers{b: d.Bookings, catalog: d.Catalog, desk: d.FrontDesk}
 	bh.registerMP(mpAuth)
@@ -155,7 +155,7 @@ func NewRouter(d Deps) *gin.Engine {
 	ph.registerMP(mpAuth)
 	sh := surveyHandlers{s: d.Surveys}
 	sh.registerMP(mpAuth)
-	ch := complaintHandlers{c: d.Complaints, db: d.DB, a: d.Audit}
+	ch := complaintHandlers{c: d.Complaints}
 	ch.registerMP(mpAuth)
 
 	admin := r.Group("/api/admin")
@@ -172,6 +172,7 @@ func NewRouter(d Deps) *gin.Engine {
 	ph.registerAdmin(staff)
 	sh.registerAdmin(staff)
 	ch.registerAdmin(staff)
+	taskHandlers{t: d.Tasks}.register(staff)
 	oaAdmin{oa: d.OA, menus: d.OAMenus}.register(staff)
 	chh.p360 = ap.dto360
 	chh.registerMP(mpAuth)

@@ -23,7 +23,7 @@ func (h surveyHandlers) registerMP(rg *gin.RouterGroup) {
 }
 
 func (h surveyHandlers) registerAdmin(rg *gin.RouterGroup) {
-	mkt := requireRole(model.RoleMarketing)
+	mkt := allow(service.ActSurveysManage)
 	rg.GET("/surveys", mkt, h.list)
 	rg.POST("/surveys", mkt, h.define)
 	rg.GET("/surveys/results", mkt, h.results)
@@ -71,7 +71,7 @@ func (h surveyHandlers) answer(c *gin.Context) {
 }
 
 func (h surveyHandlers) list(c *gin.Context) {
-	ss, err := h.s.List(c.Request.Context())
+	ss, err := h.s.List(c.Request.Context(), principal(c))
 	if err != nil {
 		fail(c, err)
 		return
@@ -96,7 +96,7 @@ func (h surveyHandlers) define(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	sv, err := h.s.Define(c.Request.Context(), req.Code, req.Name, req.Trigger, req.Questions)
+	sv, err := h.s.Define(c.Request.Context(), principal(c), req.Code, req.Name, req.Trigger, req.Questions)
 	if err != nil {
 		fail(c, err)
 		return
@@ -111,7 +111,7 @@ func (h surveyHandlers) results(c *gin.Context) {
 	if !queryTimes(c, &f.From, &f.To) {
 		return
 	}
-	r, err := h.s.Results(c.Request.Context(), f)
+	r, err := h.s.Results(c.Request.Context(), principal(c), f)
 	if err != nil {
 		fail(c, err)
 		return

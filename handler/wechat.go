@@ -176,7 +176,7 @@ type oaAdmin struct {
 }
 
 func (h oaAdmin) register(rg *gin.RouterGroup) {
-	mkt := requireRole(model.RoleMarketing)
+	mkt := allow(service.ActOAManage)
 	rg.GET("/oa/auto-replies", mkt, h.list)
 	rg.POST("/oa/auto-replies", mkt, h.create)
 	rg.DELETE("/oa/auto-replies/:id", mkt, h.delete)
@@ -187,7 +187,7 @@ func (h oaAdmin) register(rg *gin.RouterGroup) {
 }
 
 func (h oaAdmin) menu(c *gin.Context) {
-	m, err := h.oa.LoadMenu(c.Request.Context())
+	m, err := h.oa.LoadMenu(c.Request.Context(), principal(c))
 	if err != nil {
 		fail(c, err)
 		return
@@ -216,7 +216,7 @@ func (h oaAdmin) publishMenu(c *gin.Context) {
 }
 
 func (h oaAdmin) list(c *gin.Context) {
-	rs, err := h.oa.AutoReplies(c.Request.Context())
+	rs, err := h.oa.AutoReplies(c.Request.Context(), principal(c))
 	if err != nil {
 		fail(c, err)
 		return
@@ -240,7 +240,7 @@ func (h oaAdmin) create(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	r, err := h.oa.SaveAutoReply(c.Request.Context(), model.AutoReply{Keyword: req.Keyword, Match: req.Match, Priority: req.Priority, Reply: req.Reply})
+	r, err := h.oa.SaveAutoReply(c.Request.Context(), principal(c), model.AutoReply{Keyword: req.Keyword, Match: req.Match, Priority: req.Priority, Reply: req.Reply})
 	if err != nil {
 		fail(c, err)
 		return
@@ -253,7 +253,7 @@ func (h oaAdmin) delete(c *gin.Context) {
 	if !ok {
 		return
 	}
-	noContent(c, h.oa.DeleteAutoReply(c.Request.Context(), id))
+	noContent(c, h.oa.DeleteAutoReply(c.Request.Context(), principal(c), id))
 }
 
 type welcomeRequest struct {

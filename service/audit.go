@@ -52,7 +52,10 @@ type AuditFilter struct {
 }
 
 // List returns entries newest first, with a cursor for the next page.
-func (a *Audit) List(ctx context.Context, f AuditFilter) ([]model.AuditLog, string, error) {
+func (a *Audit) List(ctx context.Context, by Principal, f AuditFilter) ([]model.AuditLog, string, error) {
+	if err := by.must(ActAuditRead); err != nil {
+		return nil, "", err
+	}
 	q := a.db.Conn(ctx).Model(&model.AuditLog{})
 	if f.StaffID != 0 {
 		q = q.Where("staff_id = ?", f.StaffID)

@@ -504,7 +504,10 @@ var ErrDayHasBookings = model.NewError(model.KindConflict, "day_has_bookings", "
 // with their count) unless cancel is set: then each is cancelled in the same
 // transaction, its seat and coupon return and its patient is told. It
 // returns the closed day and how many bookings were cancelled.
-func (s *Bookings) CloseDay(ctx context.Context, date, reason string, cancel bool) (*model.ClosedDay, int, error) {
+func (s *Bookings) CloseDay(ctx context.Context, by Principal, date, reason string, cancel bool) (*model.ClosedDay, int, error) {
+	if err := by.must(ActScheduleManage); err != nil {
+		return nil, 0, err
+	}
 	if _, err := time.Parse(time.DateOnly, date); err != nil {
 		return nil, 0, ErrBadSchedule
 	}
@@ -550,7 +553,10 @@ func (s *Bookings) CloseDay(ctx context.Context, date, reason string, cancel boo
 
 // OpenDay reopens a closed day; this process forgets what it cached of the
 // day and its slots, so the day takes bookings here at once.
-func (s *Bookings) OpenDay(ctx context.Context, date string) error {
+func (s *Bookings) OpenDay(ctx context.Context, by Principal, date string) error {
+	if err := by.must(ActScheduleManage); err != nil {
+		return err
+	}
 	var ids []uint64
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		if err := s.db.Conn(ctx).Where("date = ?", date).Delete(&model.ClosedDay{}).Error; err != nil {

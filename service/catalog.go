@@ -56,13 +56,19 @@ func (in PackageInput) model() (model.Package, error) {
 }
 
 // AllPackages lists every package, active or not.
-func (c *Catalog) AllPackages(ctx context.Context) ([]model.Package, error) {
+func (c *Catalog) AllPackages(ctx context.Context, by Principal) ([]model.Package, error) {
+	if err := by.must(ActPackagesRead); err != nil {
+		return nil, err
+	}
 	var out []model.Package
 	return out, c.db.Conn(ctx).Order("sort_order, id").Find(&out).Error
 }
 
 // CreatePackage adds a package.
-func (c *Catalog) CreatePackage(ctx context.Context, in PackageInput) (*model.Package, error) {
+func (c *Catalog) CreatePackage(ctx context.Context, by Principal, in PackageInput) (*model.Package, error) {
+	if err := by.must(ActPackagesManage); err != nil {
+		return nil, err
+	}
 	p, err := in.model()
 	if err != nil {
 		return nil, err
@@ -72,7 +78,10 @@ func (c *Catalog) CreatePackage(ctx context.Context, in PackageInput) (*model.Pa
 
 // UpdatePackage replaces a package's description; bookings keep the price
 // they were made at.
-func (c *Catalog) UpdatePackage(ctx context.Context, id uint64, in PackageInput) (*model.Package, error) {
+func (c *Catalog) UpdatePackage(ctx context.Context, by Principal, id uint64, in PackageInput) (*model.Package, error) {
+	if err := by.must(ActPackagesManage); err != nil {
+		return nil, err
+	}
 	p, err := in.model()
 	if err != nil {
 		return nil, err
@@ -112,7 +121,10 @@ type ScheduleInput struct {
 
 // Generate creates the template's slots; a slot that exists keeps its
 // bookings and gets the template's capacity, never below what is booked.
-func (c *Catalog) Generate(ctx context.Context, in ScheduleInput) (int, error) {
+func (c *Catalog) Generate(ctx context.Context, by Principal, in ScheduleInput) (int, error) {
+	if err := by.must(ActScheduleManage); err != nil {
+		return 0, err
+	}
 	from, err1 := time.Parse(time.DateOnly, in.From)
 	to, err2 := time.Parse(time.DateOnly, in.To)
 	if err1 != nil || err2 != nil || to.Before(from) || to.Sub(from) > 92*24*time.Hour || len(in.Weekdays) == 0 {
@@ -166,7 +178,10 @@ func capacityExpr(dialect string) string {
 }
 
 // SlotsBetween lists every slot (all groups) between two dates, for staff.
-func (c *Catalog) SlotsBetween(ctx context.Context, from, to string) ([]model.Slot, error) {
+func (c *Catalog) SlotsBetween(ctx context.Context, by Principal, from, to string) ([]model.Slot, error) {
+	if err := by.must(ActScheduleRead); err != nil {
+		return nil, err
+	}
 	var out []model.Slot
 	return out, c.db.Conn(ctx).Where("date >= ? AND date <= ?", from, to).Order("date, slot_group, start").Limit(5000).Find(&out).Error
 }

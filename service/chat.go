@@ -178,8 +178,8 @@ var ErrUploadQuota = model.NewError(model.KindTooMany, "upload_quota", "上传�
 
 // SaveImage stores an image a patient is about to send and returns the
 // content to send it with (kind "image"): usable once, by them only.
-func (s *Chat) SaveImage(ctx context.Context, by Principal, data []byte) (string, error) {
-	if !by.IsPatient() {
+func (s *Chat) SaveImage(ctx context.Context, p Principal, data []byte) (string, error) {
+	if !p.IsPatient() {
 		return "", model.ErrForbidden
 	}
 	if len(data) == 0 || len(data) > MaxChatImage {
@@ -189,7 +189,7 @@ func (s *Chat) SaveImage(ctx context.Context, by Principal, data []byte) (string
 		key    string
 		n      int
 		window time.Duration
-	}{{fmt.Sprintf("chat-upload-min:%d", by.ID), UploadsPerMinute, time.Minute}, {fmt.Sprintf("chat-upload-day:%d", by.ID), UploadsPerDay, 24 * time.Hour}} {
+	}{{fmt.Sprintf("chat-upload-min:%d", p.ID), UploadsPerMinute, time.Minute}, {fmt.Sprintf("chat-upload-day:%d", p.ID), UploadsPerDay, 24 * time.Hour}} {
 		if ok, _, err := s.limiter.Allow(ctx, l.key, l.n, l.window); err == nil && !ok {
 			return "", ErrUploadQuota
 		}
@@ -207,7 +207,7 @@ func (s *Chat) SaveImage(ctx context.Context, by Principal, data []byte) (string
 	if err := s.files.Put(ctx, imagePrefix+file, data); err != nil {
 		return "", fmt.Errorf("store chat image: %w", err)
 	}
-	if err := s.db.Conn(ctx).Create(&model.ChatUpload{Key: file, PatientID: by.ID, CreatedAt: s.now().UTC()}).Error; err != nil {
+	if err := s.db.Conn(ctx).Create(&model.ChatUpload{Key: file, PatientID: p.ID, CreatedAt: s.now().UTC()}).Error; err != nil {
 		return "", fmt.Errorf("record chat image: %w", err)
 	}
 	return imagePrefix + file, nil
@@ -263,7 +263,10 @@ func (s *Chat) Image(ctx context.Context, by Principal, name string) (io.ReadClo
 	if by.IsPatient() && cv.PatientID != by.ID {
 		return nil, model.ErrNotFound
 	}
-	if by.IsStaff() {
+	if !by.IsPatient() {
+		if err := by.must(ActChatAnswer); err != nil {
+			return nil, err
+		}
 		if err := s.audit.Record(ctx, by, "chat.image", &cv.PatientID, fmt.Sprintf("conversation %d message %d", cv.ID, m.ID)); err != nil {
 			return nil, err
 		}
@@ -296,6 +299,9 @@ func (s *Chat) Settings(ctx context.Context) ChatSettings {
 
 // SaveSettings stores new chat settings.
 func (s *Chat) SaveSettings(ctx context.Context, by Principal, cs ChatSettings) error {
+	if err := by.must(ActChatSettings); err != nil {
+		return err
+	}
 	if !cs.valid() {
 		return model.NewError(model.KindInvalid, "invalid_chat_settings", "工作时间（HH:MM，开始早于结束）、工作日（1–7）、升级时限（分钟）或非工作时间回复不正确")
 	}
@@ -320,7 +326,7 @@ func openKey(patientID uint64, topic string) *string {
 
 // Start returns the patient's open conversation on the topic, opening and
 // routing a new one when there is none; created says which.
-func (s *Chat) Start(ctx context.Context, by Principal, req StartRequest) (*model.Conversation, bool, error) {
+func (s *Chat) Start(ctx context.Context, p Principal, req StartRequest) (*model.Conversation, bool, error) {
 	req.Topic = strings.TrimSpace(req.Topic)
 	if req.Topic == "" {
 		req.Topic = DefaultTopic
@@ -333,7 +339,7 @@ func (s *Chat) Start(ctx context.Context, by Principal, req StartRequest) (*mode
 			return nil, false, err
 		}
 	}
-	return s.open(ctx, by.ID, req, "mp")
+	return s.open(ctx, p.ID, req, "mp")
 }
 
 func (s *Chat) open(ctx context.Context, patientID uint64, req StartRequest, channel string) (*model.Conversation, bool, error) {
@@ -444,9 +450,9 @@ func (m *PatientMessage) check() error {
 }
 
 // Mine lists the patient's conversations, newest first.
-func (s *Chat) Mine(ctx context.Context, by Principal) ([]model.Conversation, error) {
+func (s *Chat) Mine(ctx context.Context, p Principal) ([]model.Conversation, error) {
 	var out []model.Conversation
-	return out, s.db.Conn(ctx).Where("patient_id = ?", by.ID).Order("last_message_at DESC, id DESC").Limit(100).Find(&out).Error
+	return out, s.db.Conn(ctx).Where("patient_id = ?", p.ID).Order("last_message_at DESC, id DESC").Limit(100).Find(&out).Error
 }
 
 // mine returns the patient's own conversation id (404 for anyone else's).
@@ -458,23 +464,23 @@ func (s *Chat) mine(ctx context.Context, by Principal, id uint64) (*model.Conver
 
 // Send adds a patient's message to their conversation. The returned
 // auto-reply (outside working hours) has already been added too.
-func (s *Chat) Send(ctx context.Context, by Principal, conversationID uint64, m PatientMessage) (*ChatMessage, *ChatMessage, error) {
+func (s *Chat) Send(ctx context.Context, p Principal, conversationID uint64, m PatientMessage) (*ChatMessage, *ChatMessage, error) {
 	if err := m.check(); err != nil {
 		return nil, nil, err
 	}
-	cv, err := s.mine(ctx, by, conversationID)
+	cv, err := s.mine(ctx, p, conversationID)
 	if err != nil {
 		return nil, nil, err
 	}
 	if cv.Status != model.ConversationOpen {
 		return nil, nil, ErrConversationClosed
 	}
-	if ok, _, err := s.limiter.Allow(ctx, fmt.Sprintf("chat:%d", by.ID), MessagesPerMinute, time.Minute); err == nil && !ok {
+	if ok, _, err := s.limiter.Allow(ctx, fmt.Sprintf("chat:%d", p.ID), MessagesPerMinute, time.Minute); err == nil && !ok {
 		return nil, nil, ErrChatTooFast
 	}
 	var key *string
 	if m.ClientKey != "" {
-		k := fmt.Sprintf("mp:%d:%s", by.ID, m.ClientKey)
+		k := fmt.Sprintf("mp:%d:%s", p.ID, m.ClientKey)
 		key = &k
 	}
 	return s.append(ctx, cv, m, key, "mp")
@@ -655,8 +661,8 @@ func (s *Chat) Messages(ctx context.Context, by Principal, conversationID, after
 	var err error
 	if by.IsPatient() {
 		cv, err = s.mine(ctx, by, conversationID)
-	} else {
-		cv, err = s.Get(ctx, conversationID)
+	} else if err = by.must(ActChatAnswer); err == nil {
+		cv, err = s.get(ctx, conversationID)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -696,14 +702,14 @@ func (s *Chat) Messages(ctx context.Context, by Principal, conversationID, after
 
 // Wait blocks until the patient's conversation has a message after afterID
 // or wait elapses (the mini-program's long poll), then returns what is new.
-func (s *Chat) Wait(ctx context.Context, by Principal, conversationID, afterID uint64, wait time.Duration) (*model.Conversation, []ChatMessage, error) {
+func (s *Chat) Wait(ctx context.Context, p Principal, conversationID, afterID uint64, wait time.Duration) (*model.Conversation, []ChatMessage, error) {
 	if wait <= 0 {
-		return s.Messages(ctx, by, conversationID, afterID, 0)
+		return s.Messages(ctx, p, conversationID, afterID, 0)
 	}
 	// Listen before reading, so that a message arriving in between is not missed.
-	client, done := s.live.Patient(by.ID)
+	client, done := s.live.Patient(p.ID)
 	defer done()
-	cv, msgs, err := s.Messages(ctx, by, conversationID, afterID, 0)
+	cv, msgs, err := s.Messages(ctx, p, conversationID, afterID, 0)
 	if err != nil || len(msgs) > 0 {
 		return cv, msgs, err
 	}
@@ -718,7 +724,7 @@ func (s *Chat) Wait(ctx context.Context, by Principal, conversationID, afterID u
 		case ev := <-client.C:
 			var e ChatEvent
 			if json.Unmarshal(ev, &e) == nil && e.ConversationID == conversationID && e.Type == "message" {
-				return s.Messages(ctx, by, conversationID, afterID, 0)
+				return s.Messages(ctx, p, conversationID, afterID, 0)
 			}
 		}
 	}
@@ -786,7 +792,14 @@ func (s *Chat) Names(ctx context.Context, cs []model.Conversation) (doctors, pat
 }
 
 // Get loads a conversation for staff.
-func (s *Chat) Get(ctx context.Context, id uint64) (*model.Conversation, error) {
+func (s *Chat) Get(ctx context.Context, by Principal, id uint64) (*model.Conversation, error) {
+	if err := by.must(ActChatAnswer); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, id)
+}
+
+func (s *Chat) get(ctx context.Context, id uint64) (*model.Conversation, error) {
 	var cv model.Conversation
 	err := s.db.Conn(ctx).Where("id = ?", id).Take(&cv).Error
 	return &cv, model.NotFound(err)
@@ -804,6 +817,9 @@ type InboxQuery struct {
 // Inbox lists conversations, the most recently active first, with a cursor
 // (last activity and id of the page's last row).
 func (s *Chat) Inbox(ctx context.Context, by Principal, q InboxQuery) ([]model.Conversation, string, error) {
+	if err := by.must(ActChatAnswer); err != nil {
+		return nil, "", err
+	}
 	db := s.db.Conn(ctx).Model(&model.Conversation{})
 	switch q.Scope {
 	case "", "all":
@@ -851,7 +867,25 @@ func (s *Chat) Inbox(ctx context.Context, by Principal, q InboxQuery) ([]model.C
 		last := rows[limit-1]
 		next = base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("%d:%d", last.LastMessageAt.UnixNano(), last.ID)))
 	}
+	// The list shows each conversation's last message.
+	if err := s.audit.Record(ctx, by, "chat.inbox", nil, fmt.Sprintf("scope=%s status=%s: %d conversations", q.Scope, q.Status, len(rows))); err != nil {
+		return nil, "", err
+	}
 	return rows, next, nil
+}
+
+// Watch opens a live stream of chat events for a staff member's session;
+// who held a stream, and when, is on record (events carry message text).
+// done ends it.
+func (s *Chat) Watch(ctx context.Context, by Principal) (client *LiveClient, done func(), err error) {
+	if err := by.must(ActChatAnswer); err != nil {
+		return nil, nil, err
+	}
+	if err := s.audit.Record(ctx, by, "chat.stream", nil, "live chat stream opened"); err != nil {
+		return nil, nil, err
+	}
+	client, done = s.live.Staff(by.SessionID)
+	return client, done, nil
 }
 
 // InboxCounts are the numbers beside the inbox's tabs.
@@ -866,6 +900,9 @@ type InboxCounts struct {
 
 // Counts returns the inbox's counts for by, in one query.
 func (s *Chat) Counts(ctx context.Context, by Principal) (InboxCounts, error) {
+	if err := by.must(ActChatAnswer); err != nil {
+		return InboxCounts{}, err
+	}
 	var c InboxCounts
 	err := s.db.Conn(ctx).Model(&model.Conversation{}).Select(`COUNT(*) AS `+"`all`"+`,
 		COALESCE(SUM(CASE WHEN doctor_id = ? THEN 1 ELSE 0 END), 0) AS mine,
@@ -883,6 +920,9 @@ func (s *Chat) Counts(ctx context.Context, by Principal) (InboxCounts, error) {
 // a "your doctor replied" notice. An unassigned conversation becomes the
 // replier's.
 func (s *Chat) Reply(ctx context.Context, by Principal, conversationID uint64, content string) (*ChatMessage, error) {
+	if err := by.must(ActChatAnswer); err != nil {
+		return nil, err
+	}
 	content = strings.TrimSpace(content)
 	if content == "" || utf8.RuneCountInString(content) > 1000 {
 		return nil, ErrBadMessage
@@ -938,11 +978,14 @@ func (s *Chat) system(ctx context.Context, cv *model.Conversation, text string) 
 // Claim assigns an unassigned conversation to the calling doctor; when two
 // doctors claim at once, one gets it and the other ErrAlreadyAssigned.
 func (s *Chat) Claim(ctx context.Context, by Principal, id uint64) (*model.Conversation, error) {
+	if err := by.must(ActChatAnswer); err != nil {
+		return nil, err
+	}
 	res := s.db.Conn(ctx).Model(&model.Conversation{}).Where("id = ? AND doctor_id IS NULL AND status = ?", id, model.ConversationOpen).Update("doctor_id", by.ID)
 	if res.Error != nil {
 		return nil, res.Error
 	}
-	cv, err := s.Get(ctx, id)
+	cv, err := s.get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -966,6 +1009,9 @@ type TransferRequest struct {
 // Transfer hands a conversation to another doctor (or the department's
 // next doctor on duty); the patient sees a note.
 func (s *Chat) Transfer(ctx context.Context, by Principal, id uint64, req TransferRequest) (*model.Conversation, error) {
+	if err := by.must(ActChatAnswer); err != nil {
+		return nil, err
+	}
 	if req.DoctorID == 0 && req.Department == "" {
 		return nil, model.ErrInvalid.WithMessage("请指定转接的医生或科室")
 	}
@@ -1037,6 +1083,11 @@ func ptrVal(p *uint64) uint64 {
 // Close ends a conversation; with survey, the patient is invited to the
 // after-chat survey (once per conversation).
 func (s *Chat) Close(ctx context.Context, by Principal, id uint64, survey bool) (*model.Conversation, error) {
+	if !by.IsPatient() {
+		if err := by.must(ActChatAnswer); err != nil {
+			return nil, err
+		}
+	}
 	var cv model.Conversation
 	var note *model.ChatMessage
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
@@ -1050,7 +1101,7 @@ func (s *Chat) Close(ctx context.Context, by Principal, id uint64, survey bool) 
 		if cv.Status != model.ConversationOpen {
 			return ErrConversationClosed
 		}
-		if by.IsStaff() {
+		if !by.IsPatient() {
 			if err := mayAnswer(by, &cv); err != nil {
 				return err
 			}
@@ -1161,7 +1212,17 @@ func (s *Chat) Doctors(ctx context.Context) ([]Doctor, error) {
 // SetDuty records a doctor's department and whether they are on duty. A
 // doctor coming on duty joins the rotation at the current minimum, so they
 // do not get every new conversation until they have caught up.
-func (s *Chat) SetDuty(ctx context.Context, staffID uint64, department string, onDuty bool) error {
+//
+// A doctor sets their own duty; another's is set by those who may
+// (ActChatDutyOthers).
+func (s *Chat) SetDuty(ctx context.Context, by Principal, staffID uint64, department string, onDuty bool) error {
+	act := ActChatDutyOthers
+	if staffID == by.ID {
+		act = ActChatAnswer
+	}
+	if err := by.must(act); err != nil {
+		return err
+	}
 	if err := s.checkDoctor(ctx, staffID); err != nil {
 		return err
 	}
@@ -1186,12 +1247,18 @@ func (s *Chat) SetDuty(ctx context.Context, staffID uint64, department string, o
 
 // CannedReplies lists the shared replies and the caller's own.
 func (s *Chat) CannedReplies(ctx context.Context, by Principal) ([]model.CannedReply, error) {
+	if err := by.must(ActChatAnswer); err != nil {
+		return nil, err
+	}
 	var out []model.CannedReply
 	return out, s.db.Conn(ctx).Where("staff_id IN ?", []uint64{0, by.ID}).Order("staff_id, id").Find(&out).Error
 }
 
 // SaveCannedReply adds a reply: shared (admins only) or the caller's own.
 func (s *Chat) SaveCannedReply(ctx context.Context, by Principal, title, content string, shared bool) (*model.CannedReply, error) {
+	if err := by.must(ActChatAnswer); err != nil {
+		return nil, err
+	}
 	title, content = strings.TrimSpace(title), strings.TrimSpace(content)
 	if title == "" || content == "" || utf8.RuneCountInString(title) > 64 || utf8.RuneCountInString(content) > 1000 {
 		return nil, model.ErrInvalid.WithMessage("标题（最多 64 字）和内容（最多 1000 字）不能为空")
@@ -1208,6 +1275,9 @@ func (s *Chat) SaveCannedReply(ctx context.Context, by Principal, title, content
 
 // DeleteCannedReply removes one of the caller's replies (admins: shared ones too).
 func (s *Chat) DeleteCannedReply(ctx context.Context, by Principal, id uint64) error {
+	if err := by.must(ActChatAnswer); err != nil {
+		return err
+	}
 	owners := []uint64{by.ID}
 	if by.Role == model.RoleAdmin {
 		owners = append(owners, 0)
@@ -1227,6 +1297,8 @@ var ErrNotYourConversation = model.NewError(model.KindForbidden, "not_your_conve
 // close cv: its own doctor, any doctor while it is unassigned, an admin.
 func mayAnswer(by Principal, cv *model.Conversation) error {
 	switch {
+	case !by.May(ActChatAnswer):
+		return model.ErrForbidden
 	case by.Role == model.RoleAdmin:
 		return nil
 	case by.Role != model.RoleDoctor:

@@ -81,6 +81,8 @@ func (s *Complaints) Get(ctx context.Context, p Principal, id uint64) (*model.Co
 	q := s.db.Conn(ctx).Where("id = ?", id)
 	if p.IsPatient() {
 		q = q.Where("patient_id = ?", p.ID)
+	} else if err := p.must(ActComplaintsHandle); err != nil {
+		return nil, nil, err
 	}
 	var c model.Complaint
 	if err := q.Take(&c).Error; err != nil {
@@ -104,6 +106,9 @@ type StepInput struct {
 // Advance moves a complaint one step, recording who and when. Replying
 // notifies the patient and invites them to the after-complaint survey.
 func (s *Complaints) Advance(ctx context.Context, by Principal, id uint64, in StepInput) (*model.Complaint, error) {
+	if err := by.must(ActComplaintsHandle); err != nil {
+		return nil, err
+	}
 	var c model.Complaint
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
@@ -188,7 +193,10 @@ func (s *Complaints) Rate(ctx context.Context, p Principal, id uint64, rating in
 }
 
 // List lists complaints for staff, optionally by status or only overdue.
-func (s *Complaints) List(ctx context.Context, status string, overdue bool) ([]model.Complaint, error) {
+func (s *Complaints) List(ctx context.Context, by Principal, status string, overdue bool) ([]model.Complaint, error) {
+	if err := by.must(ActComplaintsHandle); err != nil {
+		return nil, err
+	}
 	q := s.db.Conn(ctx).Order("id DESC").Limit(500)
 	if status != "" {
 		q = q.Where("status = ?", status)

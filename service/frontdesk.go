@@ -43,7 +43,10 @@ func NewFrontDesk(b *Bookings, sealer *Sealer, audit *Audit) *FrontDesk {
 }
 
 // Search lists bookings by day and slot, or finds them by phone or code.
-func (f *FrontDesk) Search(ctx context.Context, q FrontDeskQuery) ([]model.Booking, error) {
+func (f *FrontDesk) Search(ctx context.Context, by Principal, q FrontDeskQuery) ([]model.Booking, error) {
+	if err := by.must(ActBookingsDesk); err != nil {
+		return nil, err
+	}
 	db := f.b.db.Conn(ctx).Model(&model.Booking{})
 	q.Q = strings.TrimSpace(q.Q)
 	switch up := strings.ToUpper(q.Q); {
@@ -127,7 +130,10 @@ func likePrefix(s string) string { return likeEscape(s) + "%" }
 
 // People fills in who comes to each booking: the family member's or the
 // patient's name and masked phone (two queries for the whole list).
-func (f *FrontDesk) People(ctx context.Context, vs []BookingView) error {
+func (f *FrontDesk) People(ctx context.Context, by Principal, vs []BookingView) error {
+	if err := by.must(ActBookingsDesk); err != nil {
+		return err
+	}
 	var pids, fids []uint64
 	for _, v := range vs {
 		if v.FamilyMemberID != nil {
@@ -168,6 +174,9 @@ func (f *FrontDesk) People(ctx context.Context, vs []BookingView) error {
 
 // Transition moves a booking through the front desk's steps.
 func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to string) (*model.Booking, error) {
+	if err := by.must(ActBookingsDesk); err != nil {
+		return nil, err
+	}
 	from := model.BookingSteps[to]
 	if from == "" {
 		return nil, ErrBadTransition
@@ -230,6 +239,9 @@ var (
 // booking is "booked" again (holding its day), a pending "missed" notice
 // is cancelled. Audited.
 func (f *FrontDesk) Undo(ctx context.Context, by Principal, id uint64) (*model.Booking, error) {
+	if err := by.must(ActBookingsDesk); err != nil {
+		return nil, err
+	}
 	var b model.Booking
 	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
 		return nil, model.NotFound(err)

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"time"
 
@@ -47,8 +46,16 @@ func (a *acc) finish() KPIRow {
 	return r
 }
 
-// KPI computes the period's numbers per department and per staff member.
-func KPI(ctx context.Context, db *model.DB, from, to time.Time) ([]KPIRow, error) {
+// KPI computes the period's numbers per department and per staff member;
+// the read is on record (format says how it was taken: the page or a CSV).
+func (s *Complaints) KPI(ctx context.Context, by Principal, from, to time.Time, format string) ([]KPIRow, error) {
+	if err := by.must(ActKPIRead); err != nil {
+		return nil, err
+	}
+	if err := s.audit.Record(ctx, by, AuditExport, nil, "kpi "+format); err != nil {
+		return nil, err
+	}
+	db := s.db
 	rows := map[string]*acc{}
 	get := func(scope, name string, staffID uint64) *acc {
 		k := scope + "|" + name
@@ -136,32 +143,4 @@ func deptName(d string) string {
 		return "未分配"
 	}
 	return d
-}
-
-// ErrNotYourTask: a task for another role.
-var ErrNotYourTask = model.NewError(model.KindForbidden, "not_your_task", "该任务属于其他岗位，您不能处理")
-
-// CompleteTask marks an open task done by the caller.
-func CompleteTask(ctx context.Context, db *model.DB, by Principal, id uint64, now time.Time) (*model.Task, error) {
-	var t model.Task
-	if err := db.Conn(ctx).Where("id = ? AND retained_until IS NULL", id).Take(&t).Error; err != nil {
-		return nil, model.NotFound(err)
-	}
-	// A task is for one role (a critical value for the doctors): only that
-	// role, or an admin, may close it.
-	if by.Role != model.RoleAdmin && by.Role != t.Role {
-		return nil, ErrNotYourTask
-	}
-	q := db.Conn(ctx).Model(&model.Task{}).Where("id = ? AND status = ?", id, "open").
-		Updates(map[string]any{"status": "done", "done_at": now.UTC(), "assigned_to": by.ID})
-	if q.Error != nil {
-		return nil, fmt.Errorf("complete task %d: %w", id, q.Error)
-	}
-	if err := db.Conn(ctx).Where("id = ?", id).Take(&t).Error; err != nil {
-		return nil, model.NotFound(err)
-	}
-	if q.RowsAffected == 0 {
-		return nil, model.NewError(model.KindConflict, "task_done", "该任务已完成")
-	}
-	return &t, nil
 }

@@ -335,6 +335,9 @@ func (s *OA) welcome(ctx context.Context) string {
 
 // SetWelcome changes the greeting new followers get.
 func (s *OA) SetWelcome(ctx context.Context, by Principal, text string) error {
+	if err := by.must(ActOAManage); err != nil {
+		return err
+	}
 	text = strings.TrimSpace(text)
 	if text == "" || utf8.RuneCountInString(text) > 600 {
 		return model.ErrInvalid.WithMessage("欢迎语不能为空，最多 600 字")
@@ -371,13 +374,19 @@ func (s *OA) autoReply(ctx context.Context, text string, exactOnly bool) string 
 }
 
 // AutoReplies lists the keyword replies.
-func (s *OA) AutoReplies(ctx context.Context) ([]model.AutoReply, error) {
+func (s *OA) AutoReplies(ctx context.Context, by Principal) ([]model.AutoReply, error) {
+	if err := by.must(ActOAManage); err != nil {
+		return nil, err
+	}
 	var out []model.AutoReply
 	return out, s.db.Conn(ctx).Order("priority DESC, id").Find(&out).Error
 }
 
 // SaveAutoReply creates a keyword reply.
-func (s *OA) SaveAutoReply(ctx context.Context, r model.AutoReply) (*model.AutoReply, error) {
+func (s *OA) SaveAutoReply(ctx context.Context, by Principal, r model.AutoReply) (*model.AutoReply, error) {
+	if err := by.must(ActOAManage); err != nil {
+		return nil, err
+	}
 	r.Keyword = strings.TrimSpace(r.Keyword)
 	if r.Keyword == "" || (r.Match != "exact" && r.Match != "contains") || strings.TrimSpace(r.Reply) == "" || utf8.RuneCountInString(r.Reply) > 600 {
 		return nil, model.NewError(model.KindRule, "invalid_auto_reply", "关键词、匹配方式（exact/contains）与回复内容不正确")
@@ -387,7 +396,10 @@ func (s *OA) SaveAutoReply(ctx context.Context, r model.AutoReply) (*model.AutoR
 }
 
 // DeleteAutoReply removes a keyword reply.
-func (s *OA) DeleteAutoReply(ctx context.Context, id uint64) error {
+func (s *OA) DeleteAutoReply(ctx context.Context, by Principal, id uint64) error {
+	if err := by.must(ActOAManage); err != nil {
+		return err
+	}
 	res := s.db.Conn(ctx).Delete(&model.AutoReply{}, id)
 	if res.Error == nil && res.RowsAffected == 0 {
 		return model.ErrNotFound
@@ -435,6 +447,9 @@ var ErrBadMenu = model.NewError(model.KindRule, "invalid_menu", "菜单不符合
 
 // SaveMenu checks and stores the menu (not yet published).
 func (s *OA) SaveMenu(ctx context.Context, by Principal, m Menu) error {
+	if err := by.must(ActOAManage); err != nil {
+		return err
+	}
 	if len(m.Button) == 0 || len(m.Button) > 3 {
 		return ErrBadMenu
 	}
@@ -449,7 +464,10 @@ func (s *OA) SaveMenu(ctx context.Context, by Principal, m Menu) error {
 }
 
 // LoadMenu returns the stored menu.
-func (s *OA) LoadMenu(ctx context.Context) (*Menu, error) {
+func (s *OA) LoadMenu(ctx context.Context, by Principal) (*Menu, error) {
+	if err := by.must(ActOAManage); err != nil {
+		return nil, err
+	}
 	var st model.Setting
 	if err := s.db.Conn(ctx).Where("`key` = ?", menuKey).Take(&st).Error; err != nil {
 		return nil, model.NotFound(err)
@@ -463,7 +481,10 @@ var ErrWeChatRefused = model.NewError(model.KindRule, "wechat_refused", "微信�
 
 // PublishMenu sends the stored menu to WeChat.
 func (s *OA) PublishMenu(ctx context.Context, by Principal, menus OAMenus) error {
-	m, err := s.LoadMenu(ctx)
+	if err := by.must(ActOAManage); err != nil {
+		return err
+	}
+	m, err := s.LoadMenu(ctx, by)
 	if err != nil {
 		return err
 	}

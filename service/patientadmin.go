@@ -67,6 +67,9 @@ type PatientQuery struct {
 
 // Search finds patients by name (part), phone (exact) and tags.
 func (s *PatientAdmin) Search(ctx context.Context, by Principal, q PatientQuery) ([]model.Patient, string, error) {
+	if err := by.must(ActPatientsRead); err != nil {
+		return nil, "", err
+	}
 	db := s.db.Conn(ctx).Model(&model.Patient{}).Where("patients.erased_at IS NULL")
 	if n := strings.TrimSpace(q.Name); n != "" {
 		db = db.Where("patients.name LIKE ?"+likeEscapeClause, "%"+likeEscape(n)+"%")
@@ -107,6 +110,9 @@ type Patient360 struct {
 // View loads the 360 of patient id, auditing the read (and, separately, the
 // read of the health archive).
 func (s *PatientAdmin) View(ctx context.Context, by Principal, id uint64) (*Patient360, error) {
+	if err := by.must(ActPatientsRead); err != nil {
+		return nil, err
+	}
 	var out Patient360
 	if err := s.db.Conn(ctx).Where("id = ?", id).Take(&out.Patient).Error; err != nil {
 		return nil, model.NotFound(err)
@@ -166,6 +172,9 @@ func (s *PatientAdmin) View(ctx context.Context, by Principal, id uint64) (*Pati
 
 // SetBlocked blocks (or unblocks) a patient; blocking ends every session.
 func (s *PatientAdmin) SetBlocked(ctx context.Context, by Principal, id uint64, blocked bool) error {
+	if err := by.must(ActPatientsBlock); err != nil {
+		return err
+	}
 	now := s.now()
 	return s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)

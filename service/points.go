@@ -168,6 +168,9 @@ func (s *Points) EarnForSurvey(ctx context.Context, patientID, responseID uint64
 
 // Adjust changes a balance by hand, with a reason, audited.
 func (s *Points) Adjust(ctx context.Context, by Principal, patientID uint64, amount int64, reason string) error {
+	if err := by.must(ActPointsManage); err != nil {
+		return err
+	}
 	reason = strings.TrimSpace(reason)
 	if reason == "" {
 		return ErrReasonRequired
@@ -360,6 +363,9 @@ func (s *Points) Levels(ctx context.Context) ([]model.Level, error) {
 
 // SaveLevels replaces the level table.
 func (s *Points) SaveLevels(ctx context.Context, by Principal, levels []model.Level) error {
+	if err := by.must(ActPointsManage); err != nil {
+		return err
+	}
 	for _, l := range levels {
 		if err := model.CheckAll(model.BoundValue{Bound: model.BoundGrowth, V: l.Growth}, model.BoundValue{Bound: model.BoundDiscountPct, V: int64(l.DiscountPct)},
 			model.BoundValue{Bound: model.BoundFreeConsults, V: int64(l.FreeConsults)}, model.BoundValue{Bound: model.BoundWindowDays, V: int64(l.BookingWindowDays)}); err != nil {
@@ -467,14 +473,26 @@ func (s *Points) cachedLevels(ctx context.Context) ([]model.Level, error) {
 	return ls, nil
 }
 
-// Ledger lists a patient's entries, newest first.
-func (s *Points) Ledger(ctx context.Context, patientID uint64, cursor string, limit int) ([]model.PointsEntry, string, error) {
+// Ledger lists a patient's entries, newest first: a patient's own, or any
+// patient's for staff who may read points.
+func (s *Points) Ledger(ctx context.Context, by Principal, patientID uint64, cursor string, limit int) ([]model.PointsEntry, string, error) {
+	if by.IsPatient() {
+		patientID = by.ID
+	} else if err := by.must(ActPointsRead); err != nil {
+		return nil, "", err
+	}
 	q := s.db.Conn(ctx).Model(&model.PointsEntry{}).Where("patient_id = ?", patientID)
 	return page(q, "id", cursor, limit, func(e model.PointsEntry) uint64 { return e.ID })
 }
 
-// Rewards lists the rewards on offer (all of them for staff).
-func (s *Points) Rewards(ctx context.Context, all bool) ([]model.Reward, error) {
+// Rewards lists the rewards on offer; all, the withdrawn ones too, is for
+// staff who manage points.
+func (s *Points) Rewards(ctx context.Context, by Principal, all bool) ([]model.Reward, error) {
+	if all {
+		if err := by.must(ActPointsManage); err != nil {
+			return nil, err
+		}
+	}
 	q := s.db.Conn(ctx).Order("cost_points, id")
 	if !all {
 		q = q.Where("active = ?", true)
@@ -484,7 +502,10 @@ func (s *Points) Rewards(ctx context.Context, all bool) ([]model.Reward, error) 
 }
 
 // SaveReward creates (id 0) or changes a reward.
-func (s *Points) SaveReward(ctx context.Context, r model.Reward) (*model.Reward, error) {
+func (s *Points) SaveReward(ctx context.Context, by Principal, r model.Reward) (*model.Reward, error) {
+	if err := by.must(ActPointsManage); err != nil {
+		return nil, err
+	}
 	if err := model.CheckAll(model.BoundValue{Bound: model.BoundCostPoints, V: r.CostPoints}, model.BoundValue{Bound: model.BoundStock, V: int64(r.Stock)}); err != nil {
 		return nil, err
 	}

@@ -485,6 +485,9 @@ func (s *Reports) PDF(ctx context.Context, id uint64, version int) ([]byte, erro
 
 // StaffGet returns any report to staff, auditing the read.
 func (s *Reports) StaffGet(ctx context.Context, by Principal, id uint64) (*ReportView, error) {
+	if err := by.must(ActReportsClinical); err != nil {
+		return nil, err
+	}
 	var r model.Report
 	// A retained report (its patient erased their account) is sealed.
 	if err := s.db.Conn(ctx).Where("id = ? AND retained_until IS NULL", id).Take(&r).Error; err != nil {
@@ -497,7 +500,10 @@ func (s *Reports) StaffGet(ctx context.Context, by Principal, id uint64) (*Repor
 }
 
 // Unmatched lists reports waiting to be linked to a patient.
-func (s *Reports) Unmatched(ctx context.Context) ([]model.Report, error) {
+func (s *Reports) Unmatched(ctx context.Context, by Principal) ([]model.Report, error) {
+	if err := by.must(ActReportsLink); err != nil {
+		return nil, err
+	}
 	var out []model.Report
 	return out, s.db.Conn(ctx).Where("patient_id IS NULL").Order("id").Limit(500).Find(&out).Error
 }
@@ -508,6 +514,9 @@ var ErrAlreadyLinked = model.NewError(model.KindConflict, "already_linked", "该
 // Link gives an unmatched report its patient (and optionally the family
 // member and booking), with the same effects as a matched ingestion.
 func (s *Reports) Link(ctx context.Context, by Principal, id, patientID uint64, familyID, bookingID *uint64) (*model.Report, error) {
+	if err := by.must(ActReportsLink); err != nil {
+		return nil, err
+	}
 	var r model.Report
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
@@ -553,6 +562,9 @@ func (s *Reports) Link(ctx context.Context, by Principal, id, patientID uint64, 
 // Interpret records a doctor's interpretation and closes the report's
 // open interpretation requests.
 func (s *Reports) Interpret(ctx context.Context, by Principal, id uint64, text string) (*model.Report, error) {
+	if err := by.must(ActReportsClinical); err != nil {
+		return nil, err
+	}
 	text = strings.TrimSpace(text)
 	if text == "" || utf8.RuneCountInString(text) > 4000 {
 		return nil, model.ErrInvalid.WithMessage("解读内容不能为空，最多 4000 字")
@@ -593,14 +605,4 @@ func (s *Reports) RequestInterpretation(ctx context.Context, p Principal, id uin
 	rid := r.ID
 	return s.db.Conn(ctx).Create(&model.Task{Kind: model.TaskInterpretation, Role: model.RoleDoctor, PatientID: p.ID, ReportID: &rid,
 		Note: truncate(strings.TrimSpace(question), 500), Status: "open"}).Error
-}
-
-// Tasks lists open tasks for a role, urgent first.
-func (s *Reports) Tasks(ctx context.Context, role string) ([]model.Task, error) {
-	q := s.db.Conn(ctx).Where("status = ? AND retained_until IS NULL", "open")
-	if role != model.RoleAdmin {
-		q = q.Where("role = ?", role)
-	}
-	var out []model.Task
-	return out, q.Order("urgent DESC, id").Limit(500).Find(&out).Error
 }

@@ -39,7 +39,10 @@ func (s *Staff) Me(ctx context.Context, p Principal) (*model.Staff, error) {
 }
 
 // List returns every staff account.
-func (s *Staff) List(ctx context.Context) ([]model.Staff, error) {
+func (s *Staff) List(ctx context.Context, by Principal) ([]model.Staff, error) {
+	if err := by.must(ActStaffManage); err != nil {
+		return nil, err
+	}
 	var out []model.Staff
 	return out, s.db.Conn(ctx).Order("id").Find(&out).Error
 }
@@ -53,6 +56,9 @@ type StaffInput struct {
 
 // Create adds an account.
 func (s *Staff) Create(ctx context.Context, by Principal, in StaffInput) (*model.Staff, error) {
+	if err := by.must(ActStaffManage); err != nil {
+		return nil, err
+	}
 	in.Username = strings.TrimSpace(in.Username)
 	if in.Username == "" || len(in.Username) > 64 || !model.ValidRole(in.Role) || len(in.Password) < 8 {
 		return nil, ErrBadStaff
@@ -80,6 +86,9 @@ func (s *Staff) Create(ctx context.Context, by Principal, in StaffInput) (*model
 // Update changes role, name, password or the disabled flag. Disabling an
 // account ends its sessions at once.
 func (s *Staff) Update(ctx context.Context, by Principal, id uint64, in StaffInput) (*model.Staff, error) {
+	if err := by.must(ActStaffManage); err != nil {
+		return nil, err
+	}
 	upd := map[string]any{}
 	if in.Role != "" {
 		if !model.ValidRole(in.Role) {

@@ -93,7 +93,10 @@ func checkQuestions(qs []Question) error {
 
 // Define adds a version of the survey code (the first one creates it) and
 // makes it the active one.
-func (s *Surveys) Define(ctx context.Context, code, name, trigger string, qs []Question) (*model.Survey, error) {
+func (s *Surveys) Define(ctx context.Context, by Principal, code, name, trigger string, qs []Question) (*model.Survey, error) {
+	if err := by.must(ActSurveysManage); err != nil {
+		return nil, err
+	}
 	code = strings.TrimSpace(code)
 	if code == "" || strings.TrimSpace(name) == "" {
 		return nil, ErrBadSurvey
@@ -334,7 +337,10 @@ type Results struct {
 }
 
 // Results computes NPS and CSAT over the responses the filter selects.
-func (s *Surveys) Results(ctx context.Context, f ResultFilter) (*Results, error) {
+func (s *Surveys) Results(ctx context.Context, by Principal, f ResultFilter) (*Results, error) {
+	if err := by.must(ActSurveysManage); err != nil {
+		return nil, err
+	}
 	q := s.db.Conn(ctx).Model(&model.SurveyResponse{})
 	if f.SurveyCode != "" {
 		q = q.Where("survey_id IN (?)", s.db.Conn(ctx).Model(&model.Survey{}).Select("id").Where("code = ?", f.SurveyCode))
@@ -396,7 +402,10 @@ func (s *Surveys) Results(ctx context.Context, f ResultFilter) (*Results, error)
 }
 
 // List lists survey versions, newest first.
-func (s *Surveys) List(ctx context.Context) ([]model.Survey, error) {
+func (s *Surveys) List(ctx context.Context, by Principal) ([]model.Survey, error) {
+	if err := by.must(ActSurveysManage); err != nil {
+		return nil, err
+	}
 	var out []model.Survey
 	return out, s.db.Conn(ctx).Order("id DESC").Limit(200).Find(&out).Error
 }

@@ -38,7 +38,10 @@ type TagInput struct {
 }
 
 // List returns the catalogue, optionally one category.
-func (s *Tags) List(ctx context.Context, category string) ([]model.Tag, error) {
+func (s *Tags) List(ctx context.Context, by Principal, category string) ([]model.Tag, error) {
+	if err := by.must(ActTagsRead); err != nil {
+		return nil, err
+	}
 	q := s.db.Conn(ctx).Order("category, name")
 	if category != "" {
 		q = q.Where("category = ?", category)
@@ -48,7 +51,10 @@ func (s *Tags) List(ctx context.Context, category string) ([]model.Tag, error) {
 }
 
 // Create adds a catalogue entry.
-func (s *Tags) Create(ctx context.Context, in TagInput) (*model.Tag, error) {
+func (s *Tags) Create(ctx context.Context, by Principal, in TagInput) (*model.Tag, error) {
+	if err := by.must(ActTagsManage); err != nil {
+		return nil, err
+	}
 	in.Name = strings.TrimSpace(in.Name)
 	switch {
 	case in.Name == "" || utf8.RuneCountInString(in.Name) > 32:
@@ -72,7 +78,10 @@ func (s *Tags) Create(ctx context.Context, in TagInput) (*model.Tag, error) {
 }
 
 // Delete removes a catalogue entry and takes it off every patient.
-func (s *Tags) Delete(ctx context.Context, id uint64) error {
+func (s *Tags) Delete(ctx context.Context, by Principal, id uint64) error {
+	if err := by.must(ActTagsManage); err != nil {
+		return err
+	}
 	return s.db.InTx(ctx, func(ctx context.Context) error {
 		res := s.db.Conn(ctx).Delete(&model.Tag{}, id)
 		if res.Error != nil {
@@ -85,9 +94,12 @@ func (s *Tags) Delete(ctx context.Context, id uint64) error {
 	})
 }
 
-// Assign puts tag tagID on a patient. by is the staff member, or a zero
-// Principal for the system. Assigning twice is harmless.
+// Assign puts tag tagID on a patient. by is the staff member, or System.
+// Assigning twice is harmless.
 func (s *Tags) Assign(ctx context.Context, by Principal, patientID, tagID uint64) error {
+	if err := by.must(ActPatientsTag); err != nil {
+		return err
+	}
 	return s.db.InTx(ctx, func(ctx context.Context) error {
 		if err := s.mustExist(ctx, patientID, tagID); err != nil {
 			return err
@@ -96,15 +108,15 @@ func (s *Tags) Assign(ctx context.Context, by Principal, patientID, tagID uint64
 		if err := s.db.Conn(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&pt).Error; err != nil && !model.IsDuplicate(err) {
 			return err
 		}
-		if by.IsStaff() {
-			return s.audit.Record(ctx, by, AuditTagAdd, &patientID, "tag "+itoa(tagID))
-		}
-		return nil
+		return s.audit.Record(ctx, by, AuditTagAdd, &patientID, "tag "+itoa(tagID))
 	})
 }
 
 // Unassign takes a tag off a patient.
 func (s *Tags) Unassign(ctx context.Context, by Principal, patientID, tagID uint64) error {
+	if err := by.must(ActPatientsTag); err != nil {
+		return err
+	}
 	return s.db.InTx(ctx, func(ctx context.Context) error {
 		res := s.db.Conn(ctx).Where("patient_id = ? AND tag_id = ?", patientID, tagID).Delete(&model.PatientTag{})
 		if res.Error != nil {
