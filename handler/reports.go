@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"bufio"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -213,13 +214,22 @@ func (h reportHandlers) pdf(c *gin.Context) {
 		fail(c, model.NewError(model.KindForbidden, "link_expired", "链接已过期，请重新打开报告"))
 		return
 	}
-	data, err := h.r.PDF(c.Request.Context(), id, version)
+	rc, err := h.r.PDF(c.Request.Context(), id, version)
 	if err != nil {
 		fail(c, err)
 		return
 	}
+	defer rc.Close()
+	// Streamed frame by frame as it is unsealed: a large PDF is never held
+	// whole. The first frame is opened before answering, so a file that
+	// cannot be unsealed is an error, not a truncated 200.
+	br := bufio.NewReaderSize(rc, 32<<10)
+	if _, err := br.Peek(1); err != nil && !errors.Is(err, io.EOF) {
+		fail(c, fmt.Errorf("open report %d pdf: %w", id, err))
+		return
+	}
 	c.Header("Cache-Control", "private, no-store")
-	c.Data(http.StatusOK, "application/pdf", data)
+	c.DataFromReader(http.StatusOK, -1, "application/pdf", br, nil)
 }
 
 type interpretationRequest struct {

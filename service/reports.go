@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"time"
@@ -468,7 +469,7 @@ func (s *Reports) Trends(ctx context.Context, p Principal, code string, familyID
 
 // PDF opens the visible version's PDF of report id (no access check: the
 // caller checked a signed URL or the owner).
-func (s *Reports) PDF(ctx context.Context, id uint64, version int) ([]byte, error) {
+func (s *Reports) PDF(ctx context.Context, id uint64, version int) (io.ReadCloser, error) {
 	var v model.ReportVersion
 	if err := s.db.Conn(ctx).Where("report_id = ? AND version = ?", id, version).Take(&v).Error; err != nil || v.PDFKey == "" {
 		return nil, model.ErrNotFound
@@ -477,10 +478,7 @@ func (s *Reports) PDF(ctx context.Context, id uint64, version int) ([]byte, erro
 	if err != nil {
 		return nil, model.ErrNotFound
 	}
-	defer rc.Close()
-	var buf bytes.Buffer
-	_, err = buf.ReadFrom(rc)
-	return buf.Bytes(), err
+	return rc, nil
 }
 
 // StaffGet returns any report to staff, auditing the read.
