@@ -18,6 +18,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"careloop/model"
+	"careloop/wxconfig"
 )
 
 // Sender delivers through WeChat (wxconfig.Clients satisfies it).
@@ -31,9 +32,7 @@ type Sender interface {
 // sendError is what the dispatcher needs to know of a failed send
 // (wxconfig.Error satisfies it).
 type sendError interface {
-	WeChatCode() int
-	Retryable() bool
-	OutcomeUnknown() bool
+	Outcome() wxconfig.Outcome
 	// Chinese says what went wrong for staff, with the errcode.
 	Chinese() string
 }
@@ -564,21 +563,20 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 		if !errors.As(err, &se) {
 			return d.retry(ctx, n, staffReason(err), true)
 		}
-		code := se.WeChatCode()
-		switch {
-		case code == 43101: // refused or no credit: the credit is gone, try the next channel
+		switch se.Outcome() {
+		case wxconfig.OutcomeNoCredit: // the credit is gone: try the next channel
 			d.zeroCredit(ctx, n.PatientID, ch.TemplateID)
 			notes = append(notes, "订阅消息："+se.Chinese())
 			continue
-		case code == 45015 || code == 45047: // window closed or used up: fall back to a notice
+		case wxconfig.OutcomeWindowClosed: // fall back to a notice
 			d.closeWindow(ctx, to)
 			notes = append(notes, "客服消息："+se.Chinese())
 			continue
-		case code == 43004: // no longer follows
+		case wxconfig.OutcomeNotFollower:
 			d.bestEffort("mark unfollowed", d.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", to).Update("subscribed", false))
 			notes = append(notes, "模板消息："+se.Chinese())
 			continue
-		case code == 45009:
+		case wxconfig.OutcomeQuotaHeld:
 			until := d.hold(ctx, api)
 			if until.Before(heldUntil) || heldUntil.IsZero() {
 				heldUntil = until
@@ -586,19 +584,19 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 			d.undoAttempt(ctx, n)
 			notes = append(notes, api+"："+se.Chinese())
 			continue
-		case code == 45011:
+		case wxconfig.OutcomeMinuteLimit:
 			d.undoAttempt(ctx, n)
 			next := d.now().Truncate(time.Minute).Add(time.Minute)
 			return d.reschedule(ctx, n, next, se.Chinese()+"，下一分钟再发")
-		case se.OutcomeUnknown():
+		case wxconfig.OutcomeUnknown:
 			if ch.Channel == ChannelOATemplate {
 				return d.retry(ctx, n, "结果未知，以相同 client_msg_id 重发："+se.Chinese(), true)
 			}
 			return d.finish(ctx, n, model.NotifyDead, "发送后超时，结果未知；为免重复不再重发")
-		case se.Retryable() || code == 40001 || code == 42001 || code == 40014:
+		case wxconfig.OutcomeRetry, wxconfig.OutcomeRefreshToken:
 			d.giveBack(ctx, n, ch, to)
 			return d.retry(ctx, n, se.Chinese(), true)
-		default: // 40003, 40037, 47003, 41030 …: a bug or bad config
+		default: // wxconfig.OutcomeBadRequest: a bug or bad config
 			d.giveBack(ctx, n, ch, to)
 			d.m.dead.WithLabelValues(n.Reason, ch.Channel).Inc()
 			return d.finish(ctx, n, model.NotifyDead, se.Chinese())

@@ -20,6 +20,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"careloop/model"
+	"careloop/wxconfig"
 )
 
 // WeChatIdentity is what identity needs from WeChat.
@@ -39,9 +40,6 @@ type KV interface {
 	Del(ctx context.Context, key string) error
 	TryLock(ctx context.Context, key string, ttl time.Duration) (func(), error)
 }
-
-// wechatCoder is satisfied by wxconfig.Error, without importing it.
-type wechatCoder interface{ WeChatCode() int }
 
 // Errors of identity.
 var (
@@ -144,14 +142,11 @@ func (a *Auth) PatientLogin(ctx context.Context, code, ip string) (string, *mode
 	}
 	openID, unionID, err := a.wx.Code2Session(ctx, code)
 	if err != nil {
-		var wc wechatCoder
-		if errors.As(err, &wc) {
-			switch wc.WeChatCode() {
-			case 40029, 40226:
-				return "", nil, ErrInvalidCode
-			case 40163:
+		if wxconfig.OutcomeOf(err) == wxconfig.OutcomeBadCode {
+			if wxconfig.CodeOf(err) == wxconfig.CodeCodeUsed {
 				return "", nil, ErrCodeUsed
 			}
+			return "", nil, ErrInvalidCode
 		}
 		return "", nil, fmt.Errorf("%w: %v", ErrWeChatDown, err)
 	}

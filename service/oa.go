@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"careloop/model"
+	"careloop/wxconfig"
 )
 
 // OAUserInfo is what linking a follower needs from WeChat.
@@ -495,9 +496,8 @@ func (s *OA) PublishMenu(ctx context.Context, by Principal, menus OAMenus) error
 		cond = append(cond, string(b))
 	}
 	if err := menus.PublishMenu(ctx, string(main), cond); err != nil {
-		var wc wechatCoder
-		if errors.As(err, &wc) && wc.WeChatCode() > 0 {
-			return ErrWeChatRefused.WithMessage("微信拒绝了菜单（错误码 %d）", wc.WeChatCode())
+		if code := wxconfig.CodeOf(err); code != 0 && wxconfig.OutcomeOf(err) != wxconfig.OutcomeRetry {
+			return ErrWeChatRefused.WithMessage("微信拒绝了菜单（错误码 %d）", code)
 		}
 		return fmt.Errorf("%w: %v", ErrWeChatDown, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"gorm.io/gorm"
 
 	"careloop/model"
+	"careloop/wxconfig"
 )
 
 // WeChatPhone is what phone binding needs from WeChat.
@@ -52,8 +53,7 @@ func (s *Phones) Bind(ctx context.Context, p Principal, code string) (*model.Pat
 	}
 	phone, err := s.wx.PhoneNumber(ctx, code)
 	if err != nil {
-		var wc wechatCoder
-		if errors.As(err, &wc) && (wc.WeChatCode() == 40029 || wc.WeChatCode() == 40163) {
+		if wxconfig.OutcomeOf(err) == wxconfig.OutcomeBadCode {
 			return nil, ErrInvalidCode
 		}
 		return nil, fmt.Errorf("%w: %v", ErrWeChatDown, err)

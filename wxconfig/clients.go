@@ -86,7 +86,7 @@ func do(ctx context.Context, ts *TokenSource, op string, call func(ctx context.C
 		return Classify(op, err)
 	}
 	err = Classify(op, call(ctx))
-	if e, ok := err.(*Error); ok && e.TokenInvalid() {
+	if OutcomeOf(err) == OutcomeRefreshToken {
 		ts.Invalidate(ctx, tok)
 		err = Classify(op, call(ctx))
 	}

@@ -29,7 +29,90 @@ const (
 	CodeInvalidPage       = 41030
 	CodeInvalidCode       = 40029
 	CodeCodeUsed          = 40163
+	CodeRiskyUser         = 40226
 )
+
+// Outcome names what a WeChat failure means for whoever called: callers
+// switch on these names, never on errcodes, which are mapped here once.
+type Outcome string
+
+// The outcomes.
+const (
+	// OutcomeNone: no WeChat error at all.
+	OutcomeNone Outcome = ""
+	// OutcomeRetry: WeChat was busy (-1), answered 5xx, or could not be
+	// reached; the same request may succeed later.
+	OutcomeRetry Outcome = "retry"
+	// OutcomeRefreshToken: the access token was refused (40001, 40014,
+	// 42001); a fresh token should be fetched and the call made again.
+	OutcomeRefreshToken Outcome = "refreshToken"
+	// OutcomeUnknown: the request may have reached WeChat and its answer
+	// was lost (a timeout after sending); resend only where a duplicate is
+	// harmless.
+	OutcomeUnknown Outcome = "unknown"
+	// OutcomeNoCredit: the user refused the subscribe message or has no
+	// credit left for it (43101).
+	OutcomeNoCredit Outcome = "noCredit"
+	// OutcomeNotFollower: the user no longer follows the official account
+	// (43004).
+	OutcomeNotFollower Outcome = "notFollower"
+	// OutcomeWindowClosed: the 48-hour customer-message window is closed or
+	// its messages are used up (45015, 45047).
+	OutcomeWindowClosed Outcome = "windowClosed"
+	// OutcomeQuotaHeld: the API's daily quota is reached (45009).
+	OutcomeQuotaHeld Outcome = "quotaHeld"
+	// OutcomeMinuteLimit: the API's per-minute limit is reached (45011).
+	OutcomeMinuteLimit Outcome = "minuteLimit"
+	// OutcomeBadCode: a login or phone code is invalid, used, or its user
+	// is held back by WeChat (40029, 40163, 40226).
+	OutcomeBadCode Outcome = "badCode"
+	// OutcomeBadRequest: anything else WeChat refused (40003, 40037, 47003,
+	// 41030 …): a bug or a wrong configuration; retrying will not help.
+	OutcomeBadRequest Outcome = "badRequest"
+)
+
+// codeOutcomes maps the errcodes with a meaning of their own.
+var codeOutcomes = map[int]Outcome{
+	CodeBusy:              OutcomeRetry,
+	CodeInvalidCredential: OutcomeRefreshToken,
+	CodeInvalidToken:      OutcomeRefreshToken,
+	CodeTokenExpired:      OutcomeRefreshToken,
+	CodeSubscribeRefused:  OutcomeNoCredit,
+	CodeRequireSubscribe:  OutcomeNotFollower,
+	CodeWindowClosed:      OutcomeWindowClosed,
+	CodeWindowCountUsed:   OutcomeWindowClosed,
+	CodeDailyQuota:        OutcomeQuotaHeld,
+	CodeMinuteQuota:       OutcomeMinuteLimit,
+	CodeInvalidCode:       OutcomeBadCode,
+	CodeCodeUsed:          OutcomeBadCode,
+	CodeRiskyUser:         OutcomeBadCode,
+}
+
+// Outcome says what the failure means (see Outcome).
+func (e *Error) Outcome() Outcome {
+	switch {
+	case e.Unknown:
+		return OutcomeUnknown
+	case e.Code != 0:
+		if o, ok := codeOutcomes[e.Code]; ok {
+			return o
+		}
+		return OutcomeBadRequest
+	case e.HTTPStatus >= 500 || e.Transport:
+		return OutcomeRetry
+	}
+	return OutcomeBadRequest
+}
+
+// OutcomeOf returns the outcome of the WeChat error in err's chain:
+// OutcomeNone when there is none.
+func OutcomeOf(err error) Outcome {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Outcome()
+	}
+	return OutcomeNone
+}
 
 // Error is every failure of a WeChat call, whatever shape the SDK gave it:
 // WeChat's numeric errcode where there was one, the HTTP status where the
@@ -57,18 +140,6 @@ func (e *Error) Error() string {
 	default:
 		return fmt.Sprintf("wechat %s: %s", e.Op, e.Msg)
 	}
-}
-
-// TokenInvalid reports an access token WeChat refused (40001, 40014, 42001).
-func (e *Error) TokenInvalid() bool {
-	return e.Code == CodeInvalidCredential || e.Code == CodeInvalidToken || e.Code == CodeTokenExpired
-}
-
-// Retryable reports a failure worth trying again later with backoff: system
-// busy, a 5xx, or a transport failure. Unknown outcomes are retryable only
-// where the caller knows a duplicate is harmless.
-func (e *Error) Retryable() bool {
-	return e.Code == CodeBusy || e.HTTPStatus >= 500 || e.Transport
 }
 
 // CodeOf returns the WeChat errcode in err's chain, or 0.
@@ -138,10 +209,6 @@ func scrub(s string) string {
 	}
 	return s
 }
-
-// WeChatCode returns the errcode; services match on it through a small
-// interface without importing this package.
-func (e *Error) WeChatCode() int { return e.Code }
 
 // codeMeanings say in Chinese, for staff, what WeChat's errcodes mean.
 var codeMeanings = map[int]string{

@@ -8,10 +8,6 @@ import (
 	"github.com/silenceper/wechat/v2/officialaccount/message"
 )
 
-// OutcomeUnknown reports a request that may have reached WeChat without
-// our learning the answer (a timeout after sending).
-func (e *Error) OutcomeUnknown() bool { return e.Unknown }
-
 // Subscribe sends a mini-program subscribe message and returns its msgid.
 func (c *Clients) Subscribe(ctx context.Context, openID, templateID, page string, data map[string]string) (string, error) {
 	items := make(map[string]*subscribe.DataItem, len(data))

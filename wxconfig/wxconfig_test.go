@@ -3,6 +3,7 @@ package wxconfig_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -192,13 +193,13 @@ func TestFailurePaths(t *testing.T) {
 
 	r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{ErrCode: wxsandbox.CodeBusy})
 	err := r.subscribeSend(ctx, "alice", tmplLongTerm)
-	if !errors.As(err, &we) || we.Code != -1 || !we.Retryable() {
+	if !errors.As(err, &we) || we.Code != -1 || we.Outcome() != wxconfig.OutcomeRetry {
 		t.Fatalf("system busy: want retryable -1, got %v", err)
 	}
 
 	r.sb.FailNext(wxsandbox.APISubscribeSend, 1, wxsandbox.Fault{HTTPStatus: 502})
 	err = r.subscribeSend(ctx, "alice", tmplLongTerm)
-	if !errors.As(err, &we) || we.HTTPStatus != 502 || !we.Retryable() {
+	if !errors.As(err, &we) || we.HTTPStatus != 502 || we.Outcome() != wxconfig.OutcomeRetry {
 		t.Fatalf("502: want retryable http status, got %v", err)
 	}
 	if strings.Contains(err.Error(), "access_token") || strings.Contains(err.Error(), "sbx_") {
@@ -328,5 +329,45 @@ func TestTokenSharedAcrossInstancesThroughRedis(t *testing.T) {
 	}
 	if n := r.sb.TokenFetches(); n != 2 {
 		t.Fatalf("after one eviction: %d fetches, want 2", n)
+	}
+}
+
+// Every errcode the callers act on has its outcome; anything else WeChat
+// refuses is a bad request, and failures without a code are named by how
+// they failed.
+func TestOutcomes(t *testing.T) {
+	for _, c := range []struct {
+		err  *wxconfig.Error
+		want wxconfig.Outcome
+	}{
+		{&wxconfig.Error{Code: -1}, wxconfig.OutcomeRetry},
+		{&wxconfig.Error{HTTPStatus: 503}, wxconfig.OutcomeRetry},
+		{&wxconfig.Error{Transport: true}, wxconfig.OutcomeRetry},
+		{&wxconfig.Error{Transport: true, Unknown: true}, wxconfig.OutcomeUnknown},
+		{&wxconfig.Error{Code: 40001}, wxconfig.OutcomeRefreshToken},
+		{&wxconfig.Error{Code: 40014}, wxconfig.OutcomeRefreshToken},
+		{&wxconfig.Error{Code: 42001}, wxconfig.OutcomeRefreshToken},
+		{&wxconfig.Error{Code: 43101}, wxconfig.OutcomeNoCredit},
+		{&wxconfig.Error{Code: 43004}, wxconfig.OutcomeNotFollower},
+		{&wxconfig.Error{Code: 45015}, wxconfig.OutcomeWindowClosed},
+		{&wxconfig.Error{Code: 45047}, wxconfig.OutcomeWindowClosed},
+		{&wxconfig.Error{Code: 45009}, wxconfig.OutcomeQuotaHeld},
+		{&wxconfig.Error{Code: 45011}, wxconfig.OutcomeMinuteLimit},
+		{&wxconfig.Error{Code: 40029}, wxconfig.OutcomeBadCode},
+		{&wxconfig.Error{Code: 40163}, wxconfig.OutcomeBadCode},
+		{&wxconfig.Error{Code: 40226}, wxconfig.OutcomeBadCode},
+		{&wxconfig.Error{Code: 40037}, wxconfig.OutcomeBadRequest},
+		{&wxconfig.Error{Code: 47003}, wxconfig.OutcomeBadRequest},
+		{&wxconfig.Error{HTTPStatus: 404}, wxconfig.OutcomeBadRequest},
+	} {
+		if got := c.err.Outcome(); got != c.want {
+			t.Errorf("%+v: %q, want %q", *c.err, got, c.want)
+		}
+		if got := wxconfig.OutcomeOf(fmt.Errorf("send: %w", c.err)); got != c.want {
+			t.Errorf("wrapped %+v: %q, want %q", *c.err, got, c.want)
+		}
+	}
+	if wxconfig.OutcomeOf(errors.New("not wechat")) != wxconfig.OutcomeNone {
+		t.Error("a non-WeChat error has an outcome")
 	}
 }
