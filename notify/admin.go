@@ -96,7 +96,7 @@ func (o *Outbox) Retry(ctx context.Context, id uint64) error {
 func (o *Outbox) Cancel(ctx context.Context, id uint64, why string) error {
 	res := o.db.Conn(ctx).Model(&model.Notification{}).
 		Where("id = ? AND status IN ?", id, []string{model.NotifyPending, model.NotifyFailed, model.NotifyUndeliverable, model.NotifyDead}).
-		Updates(map[string]any{"status": model.NotifyCancelled, "last_error": truncate("工作人员取消："+why, 500)})
+		Updates(map[string]any{"status": model.NotifyCancelled, "last_error": model.Truncate("工作人员取消："+why, 500)})
 	if res.Error != nil {
 		return res.Error
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -44,7 +43,7 @@ func staffReason(err error) string {
 	if errors.As(err, &se) {
 		return se.Chinese()
 	}
-	return "内部错误（将重试）：" + truncate(err.Error(), 200)
+	return "内部错误（将重试）：" + model.Truncate(err.Error(), 200)
 }
 
 // Coordinator is the shared state the dispatcher uses (coord.Store
@@ -866,11 +865,11 @@ func (d *Dispatcher) writeSent(ctx context.Context, rs []sentResult) error {
 }
 
 func (d *Dispatcher) finish(ctx context.Context, n *model.Notification, status, why string) error {
-	return d.settle(ctx, n, map[string]any{"status": status, "last_error": truncate(why, 500)})
+	return d.settle(ctx, n, map[string]any{"status": status, "last_error": model.Truncate(why, 500)})
 }
 
 func (d *Dispatcher) reschedule(ctx context.Context, n *model.Notification, at time.Time, why string) error {
-	return d.settle(ctx, n, map[string]any{"status": model.NotifyPending, "due_at": at.UTC(), "last_error": truncate(why, 500)})
+	return d.settle(ctx, n, map[string]any{"status": model.NotifyPending, "due_at": at.UTC(), "last_error": model.Truncate(why, 500)})
 }
 
 // retry schedules the next attempt with exponential backoff and jitter, or
@@ -886,18 +885,7 @@ func (d *Dispatcher) retry(ctx context.Context, n *model.Notification, why strin
 	}
 	delay = delay/2 + time.Duration(mrand.Int64N(int64(delay))) // jitter: 50%–150%
 	d.m.retried.WithLabelValues(n.Reason).Inc()
-	return d.settle(ctx, n, map[string]any{"status": model.NotifyFailed, "due_at": d.now().UTC().Add(delay), "last_error": truncate(why, 500)})
-}
-
-// truncate cuts s to at most n bytes without splitting a character.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
+	return d.settle(ctx, n, map[string]any{"status": model.NotifyFailed, "due_at": d.now().UTC().Add(delay), "last_error": model.Truncate(why, 500)})
 }
 
 // categoryName names a notice category in Chinese.

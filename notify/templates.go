@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"careloop/model"
 )
@@ -123,15 +122,6 @@ var (
 	notCharStr = regexp.MustCompile(`[^A-Za-z0-9_\-.: ]`)
 )
 
-// shorten cuts s to n characters, ending with "…" when it had to cut.
-func shorten(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
-}
-
 // renderSubscribe fills a subscribe template's fields from params, keeping
 // to WeChat's per-type rules (the key's prefix is the type): a thing is at
 // most 20 characters, a phrase 5, a name 10, a time is "YYYY-MM-DD HH:MM".
@@ -148,18 +138,18 @@ func renderSubscribe(fields map[string]string, params map[string]string) (map[st
 			if v == "" {
 				v = "-"
 			}
-			v = shorten(v, 20)
+			v = model.Truncate(v, 20)
 		case "phrase", "short_thing":
 			if v == "" {
 				v = "-"
 			}
-			v = shorten(v, 5)
+			v = model.Truncate(v, 5)
 		case "name":
-			v = shorten(v, 10)
+			v = model.Truncate(v, 10)
 		case "number":
-			v = shorten(notDigits.ReplaceAllString(v, ""), 32)
+			v = model.Truncate(notDigits.ReplaceAllString(v, ""), 32)
 		case "character_string":
-			v = shorten(notCharStr.ReplaceAllString(v, ""), 32)
+			v = model.Truncate(notCharStr.ReplaceAllString(v, ""), 32)
 		case "time", "date":
 			t, err := time.Parse(time.RFC3339, v)
 			if err != nil {
@@ -171,11 +161,11 @@ func renderSubscribe(fields map[string]string, params map[string]string) (map[st
 			}
 			v = t.In(model.Shanghai).Format(layout)
 		case "amount":
-			v = shorten(v, 16)
+			v = model.Truncate(v, 16)
 		case "phone_number":
-			v = shorten(v, 17)
+			v = model.Truncate(v, 17)
 		case "symbol":
-			v = shorten(v, 5)
+			v = model.Truncate(v, 5)
 		default:
 			return nil, fmt.Errorf("template field %q: unknown type %q", key, m[1])
 		}
@@ -196,7 +186,7 @@ func renderTemplate(fields map[string]string, params map[string]string) map[stri
 		if t, err := time.Parse(time.RFC3339, v); err == nil {
 			v = t.In(model.Shanghai).Format("2006-01-02 15:04")
 		}
-		out[key] = shorten(v, 200)
+		out[key] = model.Truncate(v, 200)
 	}
 	return out
 }

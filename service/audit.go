@@ -37,7 +37,7 @@ func NewAudit(db *model.DB) *Audit { return &Audit{db: db} }
 // Record writes one entry, inside the caller's transaction when there is one.
 func (a *Audit) Record(ctx context.Context, by Principal, action string, patientID *uint64, detail string) error {
 	return a.db.Conn(ctx).Create(&model.AuditLog{
-		StaffID: by.ID, Role: by.Role, Action: action, PatientID: patientID, Detail: truncate(detail, 500), IP: by.IP,
+		StaffID: by.ID, Role: by.Role, Action: action, PatientID: patientID, Detail: model.Truncate(detail, 500), IP: by.IP,
 	}).Error
 }
 

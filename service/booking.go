@@ -511,7 +511,7 @@ func (s *Bookings) CloseDay(ctx context.Context, by Principal, date, reason stri
 	if _, err := time.Parse(time.DateOnly, date); err != nil {
 		return nil, 0, ErrBadSchedule
 	}
-	reason = truncate(strings.TrimSpace(reason), 60)
+	reason = model.Truncate(strings.TrimSpace(reason), 60)
 	day := model.ClosedDay{Date: date, Reason: reason}
 	cancelled := 0
 	err := s.db.InTx(ctx, func(ctx context.Context) error {

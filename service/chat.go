@@ -573,14 +573,7 @@ func preview(m PatientMessage) string {
 	if m.Kind == "image" {
 		return "[图片]"
 	}
-	return shorten(m.Content, 60)
-}
-
-func shorten(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	return string([]rune(s)[:n-1]) + "…"
+	return model.Truncate(m.Content, 60)
 }
 
 // FromOA adds a message a follower sent to the official account to their
@@ -946,7 +939,7 @@ func (s *Chat) Reply(ctx context.Context, by Principal, conversationID uint64, c
 			return err
 		}
 		upd := map[string]any{"awaiting_since": nil, "escalated_at": nil, "staff_unread": 0, "patient_unread": gorm.Expr("patient_unread + 1"),
-			"last_message": model.SealText(shorten(content, 60)), "last_message_at": now}
+			"last_message": model.SealText(model.Truncate(content, 60)), "last_message_at": now}
 		if cv.DoctorID == nil {
 			upd["doctor_id"] = by.ID
 			cv.DoctorID = &by.ID
@@ -955,7 +948,7 @@ func (s *Chat) Reply(ctx context.Context, by Principal, conversationID uint64, c
 			return err
 		}
 		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: cv.PatientID, Reason: notify.ReasonDoctorReply, Occurrence: fmt.Sprintf("chat-%d", msg.ID),
-			Params: map[string]string{"title": name + "回复了您的咨询", "note": shorten(content, 20), "doctor": name,
+			Params: map[string]string{"title": name + "回复了您的咨询", "note": model.Truncate(content, 20), "doctor": name,
 				"text": name + "：" + content},
 			Page: fmt.Sprintf("pages/chat/detail?id=%d", cv.ID)})
 		return err
@@ -1063,7 +1056,7 @@ func (s *Chat) Transfer(ctx context.Context, by Principal, id uint64, req Transf
 			return err
 		}
 		pid := cv.PatientID
-		return s.audit.Record(ctx, by, "chat.transfer", &pid, fmt.Sprintf("conversation %d to doctor %v department %q: %s", id, ptrVal(target), req.Department, shorten(req.Note, 200)))
+		return s.audit.Record(ctx, by, "chat.transfer", &pid, fmt.Sprintf("conversation %d to doctor %v department %q: %s", id, ptrVal(target), req.Department, model.Truncate(req.Note, 200)))
 	})
 	if err != nil {
 		return nil, err

@@ -124,7 +124,7 @@ func (s *Complaints) Advance(ctx context.Context, by Principal, id uint64, in St
 			if strings.TrimSpace(in.Department) == "" {
 				return model.ErrInvalid.WithMessage("请指定处理科室")
 			}
-			upd["department"], upd["assignee_id"] = truncate(in.Department, 30), in.AssigneeID
+			upd["department"], upd["assignee_id"] = model.Truncate(in.Department, 30), in.AssigneeID
 		case model.ComplaintProposed:
 			if strings.TrimSpace(in.Resolution) == "" {
 				return model.ErrInvalid.WithMessage("请填写处理方案")
@@ -147,7 +147,7 @@ func (s *Complaints) Advance(ctx context.Context, by Principal, id uint64, in St
 		if q.RowsAffected == 0 {
 			return ErrBadStep // moved meanwhile
 		}
-		if err := db.Create(&model.ComplaintStep{ComplaintID: id, From: c.Status, To: in.To, By: by.ID, Note: truncate(in.Note, 500)}).Error; err != nil {
+		if err := db.Create(&model.ComplaintStep{ComplaintID: id, From: c.Status, To: in.To, By: by.ID, Note: model.Truncate(in.Note, 500)}).Error; err != nil {
 			return err
 		}
 		if err := s.audit.Record(ctx, by, "complaint."+in.To, &c.PatientID, fmt.Sprintf("complaint %d", id)); err != nil {

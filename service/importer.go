@@ -220,7 +220,7 @@ func (im *Importer) parseRow(line int, r []string, get func([]string, string) st
 		b := id.Birth
 		row.birth, row.gender = &b, id.Gender
 	}
-	row.src = truncate(row.src, 128)
+	row.src = model.Truncate(row.src, 128)
 	return row, nil
 }
 

@@ -79,8 +79,8 @@ const DefaultWelcome = "欢迎关注！您可以在这里预约体检、查看�
 // killed right after answering WeChat loses nothing.
 func (s *OA) Handle(ctx context.Context, m InboundMessage) (string, bool, error) {
 	payload, _ := json.Marshal(m)
-	ev := model.OAEvent{DedupeKey: truncate(m.DedupeKey, 120), OpenID: m.From, Kind: m.Type + ":" + m.Event,
-		Content: truncate(m.Content, 2000), Payload: string(payload), Status: model.OAEventDone}
+	ev := model.OAEvent{DedupeKey: model.Truncate(m.DedupeKey, 120), OpenID: m.From, Kind: m.Type + ":" + m.Event,
+		Content: model.Truncate(m.Content, 2000), Payload: string(payload), Status: model.OAEventDone}
 	if err := s.db.Conn(ctx).Create(&ev).Error; err != nil {
 		if model.IsDuplicate(err) {
 			return "", false, nil // WeChat's retry of a message we have
@@ -241,7 +241,7 @@ func (s *OA) FinishPending(ctx context.Context) (int, error) {
 		case ev.Attempts+1 >= oaMaxAttempts:
 			s.giveUp(ctx, ev.ID, err.Error())
 		default:
-			if uerr := s.db.Conn(ctx).Model(&model.OAEvent{}).Where("id = ?", ev.ID).Update("last_error", truncate(err.Error(), 250)).Error; uerr != nil {
+			if uerr := s.db.Conn(ctx).Model(&model.OAEvent{}).Where("id = ?", ev.ID).Update("last_error", model.Truncate(err.Error(), 250)).Error; uerr != nil {
 				return finished, fmt.Errorf("note the failure of official-account event %d: %w", ev.ID, uerr)
 			}
 		}
@@ -252,7 +252,7 @@ func (s *OA) FinishPending(ctx context.Context) (int, error) {
 func (s *OA) giveUp(ctx context.Context, id uint64, why string) {
 	s.log.Error("oa: event given up", "event", id, "err", why)
 	if err := s.db.Conn(ctx).Model(&model.OAEvent{}).Where("id = ?", id).
-		Updates(map[string]any{"status": model.OAEventFailed, "last_error": truncate(why, 250)}).Error; err != nil {
+		Updates(map[string]any{"status": model.OAEventFailed, "last_error": model.Truncate(why, 250)}).Error; err != nil {
 		s.log.Error("oa: mark event failed", "event", id, "err", err)
 	}
 }
@@ -283,7 +283,7 @@ func (s *OA) openWindow(ctx context.Context, openID string) error {
 }
 
 func (s *OA) follow(ctx context.Context, openID string, subscribed bool, scene string) error {
-	f := model.Follower{OpenID: openID, Subscribed: subscribed, Scene: truncate(scene, 120), SubscribedAt: s.now().UTC()}
+	f := model.Follower{OpenID: openID, Subscribed: subscribed, Scene: model.Truncate(scene, 120), SubscribedAt: s.now().UTC()}
 	cols := []string{"subscribed", "updated_at"}
 	if subscribed {
 		cols = append(cols, "scene", "subscribed_at")
@@ -421,7 +421,7 @@ func (s *OA) templateResult(ctx context.Context, msgID int64, status string) err
 	case strings.Contains(status, "block"):
 		upd["status"], upd["last_error"] = model.NotifyUndeliverable, "微信回报："+status+"（用户已拒收模板消息）"
 	default:
-		upd["status"], upd["last_error"] = model.NotifyDead, "微信回报发送失败："+truncate(status, 100)
+		upd["status"], upd["last_error"] = model.NotifyDead, "微信回报发送失败："+model.Truncate(status, 100)
 	}
 	return s.db.Conn(ctx).Model(&model.Notification{}).Where("channel = ? AND msg_id = ?", "template", fmt.Sprint(msgID)).Updates(upd).Error
 }

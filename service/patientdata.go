@@ -335,7 +335,7 @@ func prepareInvites(_ context.Context, db *gorm.DB, self, owner *model.Patient) 
 		case mine.AnsweredAt != nil && theirs.AnsweredAt != nil:
 			// Both answered: both stay, one under a distinct occurrence.
 			if err := db.Model(&model.SurveyInvite{}).Where("id = ?", mine.ID).
-				Update("occurrence", fmt.Sprintf("%s~%d", truncate(mine.Occurrence, 40), mine.ID)).Error; err != nil {
+				Update("occurrence", fmt.Sprintf("%s~%d", model.Truncate(mine.Occurrence, 40), mine.ID)).Error; err != nil {
 				return err
 			}
 			continue

@@ -77,7 +77,7 @@ func (s *Points) grant(ctx context.Context, patientID uint64, amount, growth int
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
 		exp := s.expiry(s.now())
-		e := model.PointsEntry{PatientID: patientID, Kind: kind, Amount: amount, Remaining: amount, Reason: truncate(reason, 120),
+		e := model.PointsEntry{PatientID: patientID, Kind: kind, Amount: amount, Remaining: amount, Reason: model.Truncate(reason, 120),
 			Ref: ref, IdempotencyKey: key, ExpiresAt: &exp, CreatedBy: by}
 		if err := db.Create(&e).Error; err != nil {
 			if model.IsDuplicate(err) {
@@ -124,7 +124,7 @@ func (s *Points) spend(ctx context.Context, patientID uint64, amount int64, kind
 	if res.RowsAffected == 0 {
 		return ErrInsufficientPoints
 	}
-	if err := db.Create(&model.PointsEntry{PatientID: patientID, Kind: kind, Amount: -amount, Reason: truncate(reason, 120),
+	if err := db.Create(&model.PointsEntry{PatientID: patientID, Kind: kind, Amount: -amount, Reason: model.Truncate(reason, 120),
 		Ref: ref, IdempotencyKey: key, CreatedBy: by}).Error; err != nil {
 		return err
 	}

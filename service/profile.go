@@ -171,7 +171,7 @@ func (s *Profile) UpdateMe(ctx context.Context, p Principal, u ProfileUpdate) (*
 		}
 	}
 	if u.Source != nil && pt.Source == "" {
-		upd["source"] = truncate(strings.TrimSpace(*u.Source), 128)
+		upd["source"] = model.Truncate(strings.TrimSpace(*u.Source), 128)
 	}
 	if len(upd) > 0 {
 		if err := s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ?", p.ID).Updates(upd).Error; err != nil {
@@ -200,13 +200,6 @@ func pickGender(given bool, g string) string {
 	return ""
 }
 
-func truncate(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	return string([]rune(s)[:n])
-}
-
 // HealthData is the health archive's content.
 type HealthData struct {
 	Allergies     []string `json:"allergies"`
@@ -225,10 +218,10 @@ func (h *HealthData) normalize() error {
 			return model.ErrInvalid.WithMessage("每项最多 50 条")
 		}
 		for i, v := range *list {
-			(*list)[i] = truncate(strings.TrimSpace(v), 100)
+			(*list)[i] = model.Truncate(strings.TrimSpace(v), 100)
 		}
 	}
-	h.Notes = truncate(h.Notes, 1000)
+	h.Notes = model.Truncate(h.Notes, 1000)
 	return nil
 }
 

@@ -72,7 +72,7 @@ func ParseReport(body []byte) (*ReportPayload, []byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		return nil, nil, bad("malformed JSON (%s)", truncate(err.Error(), 120))
+		return nil, nil, bad("malformed JSON (%s)", model.Truncate(err.Error(), 120))
 	}
 	if dec.More() {
 		return nil, nil, bad("trailing data after the JSON object")
@@ -260,7 +260,7 @@ func (s *Reports) ingestOnce(ctx context.Context, source string, p *ReportPayloa
 		switch {
 		case errors.Is(err, gorm.ErrRecordNotFound):
 			r = model.Report{Source: source, ExternalID: p.ExternalID, PatientID: tg.patientID, FamilyMemberID: tg.familyID,
-				BookingID: tg.bookingID, ExamDate: p.ExamDate, Doctor: truncate(p.Doctor, 32), Match: truncate(tg.match, 250)}
+				BookingID: tg.bookingID, ExamDate: p.ExamDate, Doctor: model.Truncate(p.Doctor, 32), Match: model.Truncate(tg.match, 250)}
 			if err := db.Create(&r).Error; err != nil {
 				return err
 			}
@@ -280,7 +280,7 @@ func (s *Reports) ingestOnce(ctx context.Context, source string, p *ReportPayloa
 		if err := db.Create(&v).Error; err != nil {
 			return err
 		}
-		upd := map[string]any{"version": v.Version, "abnormal_count": abnormal, "critical": critical, "exam_date": p.ExamDate, "doctor": truncate(p.Doctor, 32)}
+		upd := map[string]any{"version": v.Version, "abnormal_count": abnormal, "critical": critical, "exam_date": p.ExamDate, "doctor": model.Truncate(p.Doctor, 32)}
 		if r.PatientID == nil && tg.patientID != nil { // a correction that now matches
 			upd["patient_id"], upd["family_member_id"], upd["booking_id"] = tg.patientID, tg.familyID, tg.bookingID
 			r.PatientID, r.FamilyMemberID, r.BookingID = tg.patientID, tg.familyID, tg.bookingID
@@ -602,5 +602,5 @@ func (s *Reports) RequestInterpretation(ctx context.Context, p Principal, id uin
 	}
 	rid := r.ID
 	return s.db.Conn(ctx).Create(&model.Task{Kind: model.TaskInterpretation, Role: model.RoleDoctor, PatientID: p.ID, ReportID: &rid,
-		Note: truncate(strings.TrimSpace(question), 500), Status: "open"}).Error
+		Note: model.Truncate(strings.TrimSpace(question), 500), Status: "open"}).Error
 }

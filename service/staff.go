@@ -67,7 +67,7 @@ func (s *Staff) Create(ctx context.Context, by Principal, in StaffInput) (*model
 	if err != nil {
 		return nil, err
 	}
-	st := model.Staff{Username: in.Username, Name: truncate(in.Name, 32), Role: in.Role, PasswordHash: hash}
+	st := model.Staff{Username: in.Username, Name: model.Truncate(in.Name, 32), Role: in.Role, PasswordHash: hash}
 	err = s.db.InTx(ctx, func(ctx context.Context) error {
 		if err := s.db.Conn(ctx).Create(&st).Error; err != nil {
 			if model.IsDuplicate(err) {
@@ -97,7 +97,7 @@ func (s *Staff) Update(ctx context.Context, by Principal, id uint64, in StaffInp
 		upd["role"] = in.Role
 	}
 	if in.Name != "" {
-		upd["name"] = truncate(in.Name, 32)
+		upd["name"] = model.Truncate(in.Name, 32)
 	}
 	if in.Password != "" {
 		if len(in.Password) < 8 {

@@ -122,7 +122,7 @@ func (s *Surveys) Define(ctx context.Context, by Principal, code, name, trigger 
 		if err := db.Model(&model.Survey{}).Where("survey_trigger = ? OR code = ?", trigger, code).Update("active", false).Error; err != nil {
 			return err
 		}
-		sv = model.Survey{Code: code, Version: version, Name: truncate(name, 60), Trigger: trigger, Questions: string(raw), Active: true}
+		sv = model.Survey{Code: code, Version: version, Name: model.Truncate(name, 60), Trigger: trigger, Questions: string(raw), Active: true}
 		return db.Create(&sv).Error
 	})
 	if err != nil {
@@ -298,7 +298,7 @@ func (s *Surveys) Answer(ctx context.Context, p Principal, id uint64, answers ma
 			return nil
 		}
 		return db.Create(&model.Task{Kind: "follow_up", Role: model.RoleMarketing, PatientID: p.ID,
-			Note: truncate(fmt.Sprintf("满意度低分回访（问卷 %s）：%s", v.Survey.Name, resp.Comment), 500), Status: "open"}).Error
+			Note: model.Truncate(fmt.Sprintf("满意度低分回访（问卷 %s）：%s", v.Survey.Name, resp.Comment), 500), Status: "open"}).Error
 	})
 	if err != nil {
 		return nil, err

@@ -67,7 +67,7 @@ func (s *Tags) Create(ctx context.Context, by Principal, in TagInput) (*model.Ta
 	if in.Kind != model.TagFact && in.Kind != model.TagModel && in.Kind != model.TagPredictive {
 		return nil, ErrBadTag
 	}
-	t := model.Tag{Name: in.Name, Category: in.Category, Kind: in.Kind, Description: truncate(in.Description, 200)}
+	t := model.Tag{Name: in.Name, Category: in.Category, Kind: in.Kind, Description: model.Truncate(in.Description, 200)}
 	if err := s.db.Conn(ctx).Create(&t).Error; err != nil {
 		if model.IsDuplicate(err) {
 			return nil, ErrTagExists

@@ -9,6 +9,8 @@ import (
 	"strconv"
 
 	"github.com/silenceper/wechat/v2/util"
+
+	"careloop/model"
 )
 
 // WeChat error codes careloop acts on.
@@ -203,11 +205,7 @@ func Classify(op string, err error) error {
 var urlRe = regexp.MustCompile(`https?://\S+`)
 
 func scrub(s string) string {
-	s = urlRe.ReplaceAllString(s, "<url>")
-	if len(s) > 200 {
-		s = s[:200]
-	}
-	return s
+	return model.Truncate(urlRe.ReplaceAllString(s, "<url>"), 200)
 }
 
 // codeMeanings say in Chinese, for staff, what WeChat's errcodes mean.
