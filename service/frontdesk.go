@@ -32,14 +32,17 @@ var (
 
 // FrontDesk is the front desk's work on bookings.
 type FrontDesk struct {
-	b      *Bookings
+	db     *model.DB
+	now    func() time.Time
+	out    *notify.Outbox
+	b      *Bookings // a move's effects: reminders withdrawn, points, surveys
 	sealer *Sealer
 	audit  *Audit
 }
 
 // NewFrontDesk returns the front-desk use cases.
 func NewFrontDesk(b *Bookings, sealer *Sealer, audit *Audit) *FrontDesk {
-	return &FrontDesk{b: b, sealer: sealer, audit: audit}
+	return &FrontDesk{db: b.db, now: b.now, out: b.out, b: b, sealer: sealer, audit: audit}
 }
 
 // Search lists bookings by day and slot, or finds them by phone or code.
@@ -47,7 +50,7 @@ func (f *FrontDesk) Search(ctx context.Context, by Principal, q FrontDeskQuery) 
 	if err := by.must(ActBookingsDesk); err != nil {
 		return nil, err
 	}
-	db := f.b.db.Conn(ctx).Model(&model.Booking{})
+	db := f.db.Conn(ctx).Model(&model.Booking{})
 	q.Q = strings.TrimSpace(q.Q)
 	switch up := strings.ToUpper(q.Q); {
 	case q.Q == "":
@@ -68,11 +71,11 @@ func (f *FrontDesk) Search(ctx context.Context, by Principal, q FrontDeskQuery) 
 	case strings.TrimSpace(q.Phone) != "":
 		h := f.sealer.Hash(strings.TrimSpace(q.Phone))
 		db = db.Where("patient_id IN (?) OR family_member_id IN (?)",
-			f.b.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("phone_hash = ?", h),
-			f.b.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id").Where("phone_hash = ?", h))
+			f.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("phone_hash = ?", h),
+			f.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id").Where("phone_hash = ?", h))
 	default:
 		if q.Date == "" {
-			q.Date = f.b.now().In(model.Shanghai).Format(time.DateOnly)
+			q.Date = f.now().In(model.Shanghai).Format(time.DateOnly)
 		}
 		db = db.Where("date = ?", q.Date)
 	}
@@ -90,7 +93,7 @@ func (f *FrontDesk) Search(ctx context.Context, by Principal, q FrontDeskQuery) 
 // patientsMatching selects the ids of patients a search box text names: by
 // ID card, phone tail, HIS id or name (exact, else the start of it).
 func (f *FrontDesk) patientsMatching(ctx context.Context, q string) *gorm.DB {
-	db := f.b.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("erased_at IS NULL")
+	db := f.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("erased_at IS NULL")
 	if h, ok := f.idCardHashOf(q); ok {
 		return db.Where("id_card_hash = ?", h)
 	}
@@ -103,7 +106,7 @@ func (f *FrontDesk) patientsMatching(ctx context.Context, q string) *gorm.DB {
 // familyMatching is patientsMatching for family members (ID card, phone
 // tail, name).
 func (f *FrontDesk) familyMatching(ctx context.Context, q string) *gorm.DB {
-	db := f.b.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id")
+	db := f.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id")
 	if h, ok := f.idCardHashOf(q); ok {
 		return db.Where("id_card_hash = ?", h)
 	}
@@ -118,7 +121,7 @@ func (f *FrontDesk) idCardHashOf(q string) (string, bool) {
 	if len(q) != 18 {
 		return "", false
 	}
-	id, err := model.ParseIDCard(q, f.b.now())
+	id, err := model.ParseIDCard(q, f.now())
 	if err != nil {
 		return "", false
 	}
@@ -146,7 +149,7 @@ func (f *FrontDesk) People(ctx context.Context, by Principal, vs []BookingView) 
 	pats, fams := map[uint64]who{}, map[uint64]who{}
 	if len(pids) > 0 {
 		var ps []model.Patient
-		if err := f.b.db.Conn(ctx).Select("id", "name", "phone_enc").Where("id IN ?", pids).Find(&ps).Error; err != nil {
+		if err := f.db.Conn(ctx).Select("id", "name", "phone_enc").Where("id IN ?", pids).Find(&ps).Error; err != nil {
 			return fmt.Errorf("front desk: patients: %w", err)
 		}
 		for _, p := range ps {
@@ -155,7 +158,7 @@ func (f *FrontDesk) People(ctx context.Context, by Principal, vs []BookingView) 
 	}
 	if len(fids) > 0 {
 		var ms []model.FamilyMember
-		if err := f.b.db.Conn(ctx).Select("id", "name", "phone_enc").Where("id IN ?", fids).Find(&ms).Error; err != nil {
+		if err := f.db.Conn(ctx).Select("id", "name", "phone_enc").Where("id IN ?", fids).Find(&ms).Error; err != nil {
 			return fmt.Errorf("front desk: family members: %w", err)
 		}
 		for _, m := range ms {
@@ -182,10 +185,10 @@ func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to 
 		return nil, ErrBadTransition
 	}
 	var b model.Booking
-	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
+	if err := f.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
 		return nil, model.NotFound(err)
 	}
-	now := f.b.now().UTC()
+	now := f.now().UTC()
 	upd := map[string]any{"status": to}
 	switch to {
 	case model.BookingCheckedIn:
@@ -202,8 +205,8 @@ func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to 
 		}
 		upd["active_day"] = nil
 	}
-	err := f.b.db.InTx(ctx, func(ctx context.Context) error {
-		res := f.b.db.Conn(ctx).Model(&model.Booking{}).Where("id = ? AND status = ?", id, from).Updates(upd)
+	err := f.db.InTx(ctx, func(ctx context.Context) error {
+		res := f.db.Conn(ctx).Model(&model.Booking{}).Where("id = ? AND status = ?", id, from).Updates(upd)
 		if res.Error != nil {
 			return res.Error
 		}
@@ -220,9 +223,9 @@ func (f *FrontDesk) Transition(ctx context.Context, by Principal, id uint64, to 
 	if err != nil {
 		return nil, err
 	}
-	f.b.out.Wake(ctx)
+	f.out.Wake(ctx)
 	_ = f.audit.Record(ctx, by, "booking."+to, &b.PatientID, fmt.Sprintf("booking %d", id))
-	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
+	if err := f.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
 		return nil, err
 	}
 	return &b, nil
@@ -243,15 +246,15 @@ func (f *FrontDesk) Undo(ctx context.Context, by Principal, id uint64) (*model.B
 		return nil, err
 	}
 	var b model.Booking
-	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
+	if err := f.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
 		return nil, model.NotFound(err)
 	}
-	now := f.b.now()
+	now := f.now()
 	if !model.BookingUndoable[b.Status] || !b.IsToday(now) {
 		return nil, ErrNotUndoable
 	}
-	err := f.b.db.InTx(ctx, func(ctx context.Context) error {
-		db := f.b.db.Conn(ctx)
+	err := f.db.InTx(ctx, func(ctx context.Context) error {
+		db := f.db.Conn(ctx)
 		res := db.Model(&model.Booking{}).Where("id = ? AND status = ?", id, b.Status).
 			Updates(map[string]any{"status": model.BookingBooked, "active_day": b.Date, "checked_in_at": nil})
 		if model.IsDuplicate(res.Error) {
@@ -275,7 +278,7 @@ func (f *FrontDesk) Undo(ctx context.Context, by Principal, id uint64) (*model.B
 	if err != nil {
 		return nil, err
 	}
-	if err := f.b.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
+	if err := f.db.Conn(ctx).Where("id = ?", id).Take(&b).Error; err != nil {
 		return nil, err
 	}
 	return &b, nil
