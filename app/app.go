@@ -57,7 +57,11 @@ type App struct {
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
-	Scheduler *notify.Scheduler
+	Scheduler *service.Scheduler
+	// Events carry a use case's facts to the use cases reacting to them.
+	Events *service.Events
+	// CareRules are the care rules' settings and greetings.
+	CareRules *service.CareRules
 	Router    *gin.Engine
 	// Deps are the use cases the router is built from (tests call them
 	// directly).
@@ -134,19 +138,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	family := service.NewFamily(a.DB, sealer, nil)
 	tags := service.NewTags(a.DB, audit, nil)
 	a.Sealer = sealer
-	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, nil)
+	// A completed checkup earns points and invites to the survey: Points and
+	// Surveys subscribe to it in their constructors, in that order.
+	a.Events = service.NewEvents()
+	events := a.Events
+	a.CareRules = service.NewCareRules(a.DB, a.Outbox, nil)
+	a.Points = service.NewPoints(a.DB, a.Outbox, audit, events, service.PointsConfig{PointsPerYuan: cfg.PointsPerYuan, SurveyPoints: cfg.SurveyPoints}, nil)
+	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, a.CareRules, a.Points, events, service.BookingConfig{}, nil)
 	catalog := service.NewCatalog(a.DB)
-	a.Points = service.NewPoints(a.DB, a.Outbox, audit, service.PointsConfig{PointsPerYuan: cfg.PointsPerYuan, SurveyPoints: cfg.SurveyPoints}, nil)
-	a.OA = service.NewOA(a.DB, a.WX, log, nil)
+	followers := service.NewFollowers(a.DB, a.WX)
 	var oaKey []byte // nil: plain mode
 	if cfg.OAMode == "safe" {
 		if oaKey, err = wxconfig.AESKey(cfg.OAAESKey); err != nil {
 			return nil, fmt.Errorf("CARELOOP_OA_AES_KEY: %w", err)
 		}
 	}
-	a.Surveys = service.NewSurveys(a.DB, a.Outbox, a.Points, service.SurveyConfig{}, a.Bookings.CareRules, nil)
-	a.Bookings.OnCompleted = append(a.Bookings.OnCompleted, a.Points.EarnForBooking, a.Surveys.InviteForBooking)
-	a.Bookings.PriceFor = a.Points.DiscountedPrice
+	a.Surveys = service.NewSurveys(a.DB, a.Outbox, a.Points, a.CareRules, events, service.SurveyConfig{}, nil)
 	// Files live in MySQL when there is one (any instance serves any file),
 	// else on local disk (the embedded mode).
 	files := Files(cfg, a.DB, sealer)
@@ -157,9 +164,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	phones := service.NewPhones(a.DB, a.WX, sealer, patientData)
 	a.Reports = service.NewReports(a.DB, sealer, files, a.Outbox, a.Bookings, audit, nil)
 	a.Live = service.NewLive(a.Store, log)
-	a.Chat = service.NewChat(a.DB, a.Outbox, a.Surveys, audit, a.Live, files, a.Store, log, nil)
-	a.Chat.LinkFollower = a.OA.LinkFollower
-	a.OA.Chat = a.Chat
+	a.Chat = service.NewChat(a.DB, a.Outbox, a.Surveys, audit, a.Live, files, a.Store, followers, log, nil)
+	var onUserMessage func(openID string)
+	if a.Sandbox != nil {
+		// The sandbox opens its 48-hour window as WeChat does.
+		onUserMessage = func(openID string) { a.Sandbox.OpenWindow(cfg.OAAppID, openID) }
+	}
+	a.OA = service.NewOA(a.DB, followers, a.Chat, onUserMessage, log, nil)
 
 	if cfg.AdminUser != "" {
 		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin, "管理员"); err != nil {
@@ -197,6 +208,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Complaints:         service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil),
 		Tasks:              service.NewTasks(a.DB, nil),
 		Notices:            service.NewNotices(a.DB, a.Outbox, a.Dispatcher),
+		CareRules:          a.CareRules,
 		OA:                 a.OA,
 		Chat:               a.Chat,
 		OAMenus:            a.WX,
@@ -232,10 +244,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		})
 		// In the sandbox, the patient's tap on "accept" reaches WeChat too.
 		deps.OnSubscribeAccept = func(openID, templateID string) { a.Sandbox.GrantSubscribe(cfg.MPAppID, openID, templateID, 1) }
-		// A user message our callback accepted opens WeChat's 48-hour window.
-		a.OA.OnUserMessage = func(openID string) { a.Sandbox.OpenWindow(cfg.OAAppID, openID) }
 	}
-	a.Scheduler = notify.NewScheduler(a.DB, a.Outbox, nil, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck, a.Points.Expire, a.Chat.Escalate, a.Chat.ExpireUploads,
+	a.Scheduler = service.NewScheduler(a.CareRules, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck, a.Points.Expire, a.Chat.Escalate, a.Chat.ExpireUploads,
 		func(ctx context.Context, now time.Time) error {
 			if now.Minute() != 0 { // hourly is plenty for a month's notice
 				return nil

@@ -175,7 +175,7 @@ func TestFrontDeskAndRules(t *testing.T) {
 			sl := model.Slot{Date: day.Format(time.DateOnly), Start: start, End: start[:3] + "30", Capacity: 5}
 			a.DB.Gorm().Create(&sl)
 			// Booked two days earlier, as the patient would have.
-			early := service.NewBookings(a.DB, a.Outbox, a.Store, service.BookingConfig{}, func() time.Time { return day.AddDate(0, 0, -2) })
+			early := service.NewBookings(a.DB, a.Outbox, a.Store, a.CareRules, a.Points, a.Events, service.BookingConfig{}, func() time.Time { return day.AddDate(0, 0, -2) })
 			b, _, err := early.Book(ctx, service.Principal{Kind: model.SubjectPatient, ID: pid}, service.BookInput{PackageID: pkg.ID, SlotID: sl.ID, IdempotencyKey: "fd-" + day.Format(time.DateOnly) + start})
 			if err != nil {
 				t.Fatal(err)

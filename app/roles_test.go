@@ -320,7 +320,10 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				return err
 			},
 		},
-		service.ActCareRules: {func(ctx context.Context, p service.Principal) error { _, err := d.Notices.Rules(ctx, p); return err }},
+		service.ActCareRules: {func(ctx context.Context, p service.Principal) error {
+			_, err := d.CareRules.Settings(ctx, p)
+			return err
+		}},
 		service.ActPointsManage: {
 			func(ctx context.Context, p service.Principal) error { return d.Points.Adjust(ctx, p, none, 0, "") },
 			func(ctx context.Context, p service.Principal) error {

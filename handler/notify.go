@@ -16,6 +16,7 @@ import (
 type notifyHandlers struct {
 	outbox  *notify.Outbox
 	notices *service.Notices
+	care    *service.CareRules
 	profile *service.Profile
 	// onAccept mirrors an accepted subscription into the WeChat sandbox (sandbox mode only).
 	onAccept func(openID, templateID string)
@@ -201,7 +202,7 @@ func (h notifyHandlers) cancel(c *gin.Context) {
 }
 
 func (h notifyHandlers) rules(c *gin.Context) {
-	r, err := h.notices.Rules(c.Request.Context(), principal(c))
+	r, err := h.care.Settings(c.Request.Context(), principal(c))
 	if err != nil {
 		fail(c, err)
 		return
@@ -210,14 +211,14 @@ func (h notifyHandlers) rules(c *gin.Context) {
 }
 
 func (h notifyHandlers) saveRules(c *gin.Context) {
-	var r notify.Rules
+	var r service.CareSettings
 	if !bindJSON(c, &r) {
 		return
 	}
 	if r.Holidays == nil {
-		r.Holidays = []notify.Holiday{}
+		r.Holidays = []service.Holiday{}
 	}
-	if err := h.notices.SaveRules(c.Request.Context(), principal(c), r); err != nil {
+	if err := h.care.Save(c.Request.Context(), principal(c), r); err != nil {
 		fail(c, err)
 		return
 	}

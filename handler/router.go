@@ -39,6 +39,7 @@ type Deps struct {
 	Complaints   *service.Complaints
 	Tasks        *service.Tasks
 	Notices      *service.Notices
+	CareRules    *service.CareRules
 	OA           *service.OA
 	Chat         *service.Chat
 	OAMenus      service.OAMenus
@@ -146,7 +147,7 @@ func NewRouter(d Deps) *gin.Engine {
 	mpAuth := mp.Group("", authenticate(d.Auth, model.SubjectPatient))
 	mpAuth.POST("/logout", sess.logout)
 	mpProfile{profile: d.Profile, phones: d.Phones, family: d.Family, data: d.PatientData}.Register(mpAuth)
-	nh := notifyHandlers{outbox: d.Outbox, notices: d.Notices, profile: d.Profile, onAccept: d.OnSubscribeAccept}
+	nh := notifyHandlers{outbox: d.Outbox, notices: d.Notices, care: d.CareRules, profile: d.Profile, onAccept: d.OnSubscribeAccept}
 	nh.registerMP(mpAuth)
 	bh := bookingHandlers{b: d.Bookings, catalog: d.Catalog, desk: d.FrontDesk}
 	bh.registerMP(mpAuth)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"gorm.io/gorm/clause"
+
 	"careloop/model"
 )
 
@@ -170,4 +172,21 @@ func (c *Config) afterQuiet(category string, due time.Time) time.Time {
 		end = end.AddDate(0, 0, 1)
 	}
 	return end
+}
+
+// EnqueueMany writes many notices at once (a holiday greeting for every
+// patient); notices already written are skipped.
+func (o *Outbox) EnqueueMany(ctx context.Context, ns []Notice) error {
+	rows := make([]model.Notification, 0, len(ns))
+	for _, n := range ns {
+		row, err := o.row(n)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, row)
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	return o.db.Conn(ctx).Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(&rows, 500).Error
 }

@@ -46,20 +46,24 @@ type Bookings struct {
 	db      *model.DB
 	out     *notify.Outbox
 	limiter KV
+	care    *CareRules
+	prices  Pricer
+	events  *Events
 	cfg     BookingConfig
 	now     func() time.Time
-
-	// OnCompleted run in the completing transaction (points for the checkup,
-	// the satisfaction survey).
-	OnCompleted []func(ctx context.Context, b *model.Booking) error
-	// PriceFor gives the patient's price for a package (level discount).
-	PriceFor func(ctx context.Context, patientID uint64, priceFen int64) int64
 
 	cache ttlCache
 }
 
-// NewBookings returns the booking use cases.
-func NewBookings(db *model.DB, out *notify.Outbox, limiter KV, cfg BookingConfig, now func() time.Time) *Bookings {
+// Pricer gives a patient's price for a package (Points: the level's
+// discount).
+type Pricer interface {
+	DiscountedPrice(ctx context.Context, patientID uint64, priceFen int64) int64
+}
+
+// NewBookings returns the booking use cases. A completed checkup is told
+// to events' subscribers (Events.OnBookingCompleted).
+func NewBookings(db *model.DB, out *notify.Outbox, limiter KV, care *CareRules, prices Pricer, events *Events, cfg BookingConfig, now func() time.Time) *Bookings {
 	if cfg.WindowDays == 0 {
 		cfg.WindowDays = 30
 	}
@@ -72,26 +76,11 @@ func NewBookings(db *model.DB, out *notify.Outbox, limiter KV, cfg BookingConfig
 	if now == nil {
 		now = time.Now
 	}
-	return &Bookings{db: db, out: out, limiter: limiter, cfg: cfg, now: now}
+	return &Bookings{db: db, out: out, limiter: limiter, care: care, prices: prices, events: events, cfg: cfg, now: now}
 }
-
-// CareRules returns the care rules' settings (cached for seconds).
-func (s *Bookings) CareRules(ctx context.Context) notify.Rules { return s.careRules(ctx) }
 
 // Config returns the booking rules.
 func (s *Bookings) Config() BookingConfig { return s.cfg }
-
-func (s *Bookings) careRules(ctx context.Context) notify.Rules {
-	if v, ok := s.cache.get("rules"); ok {
-		return v.(notify.Rules)
-	}
-	r, err := notify.LoadRules(ctx, s.db)
-	if err != nil {
-		return notify.DefaultRules()
-	}
-	s.cache.put("rules", r, 30*time.Second)
-	return r
-}
 
 // Packages lists the active packages in display order.
 func (s *Bookings) Packages(ctx context.Context) ([]model.Package, error) {
@@ -338,10 +327,10 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 	if err := s.checkRules(ctx, pkg, &sl, who); err != nil {
 		return nil, false, err
 	}
-	rules := s.careRules(ctx)
+	rules := s.care.Current(ctx)
 	price := pkg.PriceFen
-	if s.PriceFor != nil {
-		price = s.PriceFor(ctx, p.ID, price)
+	if s.prices != nil {
+		price = s.prices.DiscountedPrice(ctx, p.ID, price)
 	}
 	var coupon model.Coupon
 	if in.CouponID != nil {
@@ -434,7 +423,7 @@ func (s *Bookings) replay(ctx context.Context, p Principal, in BookInput) (*mode
 
 // notifyBooked writes, in the booking's transaction, the patient's notice of
 // this change and the reminder due the day before the checkup.
-func (s *Bookings) notifyBooked(ctx context.Context, b *model.Booking, pkg *model.Package, sl *model.Slot, rules notify.Rules, reason string) error {
+func (s *Bookings) notifyBooked(ctx context.Context, b *model.Booking, pkg *model.Package, sl *model.Slot, rules CareSettings, reason string) error {
 	params := map[string]string{"package": pkg.Name, "time": sl.StartsAt().Format(time.RFC3339), "title": "体检预约", "note": "预约号 " + b.Code}
 	page := fmt.Sprintf("pages/booking/detail?id=%d", b.ID)
 	occurrence := fmt.Sprintf("booking-%d-%s-%s", b.ID, sl.Date, sl.Start)
@@ -644,7 +633,7 @@ func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint6
 	if err := s.checkRules(ctx, &pkg, &sl, who); err != nil {
 		return nil, err
 	}
-	rules := s.careRules(ctx)
+	rules := s.care.Current(ctx)
 	err = s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
 		if err := takeSeat(db, sl.ID); err != nil {

@@ -127,27 +127,25 @@ func (c ChatSettings) offHoursText(t time.Time) string {
 // Chat is the doctor chat (在线咨询): conversations, routing, the inbox,
 // replies and their delivery, escalation.
 type Chat struct {
-	db      *model.DB
-	out     *notify.Outbox
-	surveys *Surveys
-	audit   *Audit
-	live    *Live
-	files   FileStore
-	limiter KV
-	log     *slog.Logger
-	now     func() time.Time
-	cache   ttlCache
-	// LinkFollower links an official-account follower to their patient
-	// (OA.LinkFollower); set by main.
-	LinkFollower func(ctx context.Context, openID string) error
+	db        *model.DB
+	out       *notify.Outbox
+	surveys   *Surveys
+	audit     *Audit
+	live      *Live
+	files     FileStore
+	limiter   KV
+	log       *slog.Logger
+	now       func() time.Time
+	cache     ttlCache
+	followers *Followers
 }
 
 // NewChat returns the chat use cases.
-func NewChat(db *model.DB, out *notify.Outbox, surveys *Surveys, audit *Audit, live *Live, files FileStore, limiter KV, log *slog.Logger, now func() time.Time) *Chat {
+func NewChat(db *model.DB, out *notify.Outbox, surveys *Surveys, audit *Audit, live *Live, files FileStore, limiter KV, followers *Followers, log *slog.Logger, now func() time.Time) *Chat {
 	if now == nil {
 		now = time.Now
 	}
-	return &Chat{db: db, out: out, surveys: surveys, audit: audit, live: live, files: files, limiter: limiter, log: log, now: now}
+	return &Chat{db: db, out: out, surveys: surveys, audit: audit, live: live, files: files, limiter: limiter, followers: followers, log: log, now: now}
 }
 
 // MessagesPerMinute is how many messages a patient may send a minute.
@@ -619,8 +617,8 @@ func (s *Chat) followerPatient(ctx context.Context, openID string) (uint64, erro
 	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
 		return 0, err
 	}
-	if s.LinkFollower != nil {
-		if err := s.LinkFollower(ctx, openID); err != nil {
+	if s.followers != nil {
+		if err := s.followers.Link(ctx, openID); err != nil {
 			s.log.Warn("chat: link follower", "err", err)
 		}
 		if err := s.db.Conn(ctx).Where("open_id = ?", openID).Take(&f).Error; err == nil && f.PatientID != nil {

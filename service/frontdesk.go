@@ -288,12 +288,7 @@ func (f *FrontDesk) Undo(ctx context.Context, by Principal, id uint64) (*model.B
 func (s *Bookings) afterTransition(ctx context.Context, b *model.Booking, to string) error {
 	switch to {
 	case model.BookingCompleted:
-		for _, hook := range s.OnCompleted {
-			if err := hook(ctx, b); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.events.bookingCompleted(ctx, b)
 	case model.BookingNoShow:
 		_, err := s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonNoShow,
 			Occurrence: fmt.Sprintf("booking-%d", b.ID),
@@ -331,7 +326,7 @@ func (s *Bookings) MarkNoShows(ctx context.Context, now time.Time) error {
 // AnnualRecheck invites patients whose last completed checkup was
 // RecheckMonths ago and who have nothing booked since (a care rule).
 func (s *Bookings) AnnualRecheck(ctx context.Context, now time.Time) error {
-	rules := s.careRules(ctx)
+	rules := s.care.Current(ctx)
 	local := now.In(model.Shanghai)
 	if local.Hour() < 9 {
 		return nil

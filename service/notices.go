@@ -15,7 +15,7 @@ type Holds interface {
 }
 
 // Notices is the staff side of the outbox: what was sent to whom, what is
-// held, a retry or cancel by hand, and the care rules.
+// held, a retry or cancel by hand.
 type Notices struct {
 	db    *model.DB
 	out   *notify.Outbox
@@ -76,20 +76,4 @@ func (s *Notices) Cancel(ctx context.Context, by Principal, id uint64, why strin
 		return nil, err
 	}
 	return s.out.Get(ctx, id)
-}
-
-// Rules returns the care rules (birthday, holidays, annual re-check).
-func (s *Notices) Rules(ctx context.Context, by Principal) (notify.Rules, error) {
-	if err := by.must(ActCareRules); err != nil {
-		return notify.Rules{}, err
-	}
-	return notify.LoadRules(ctx, s.db)
-}
-
-// SaveRules stores new care rules.
-func (s *Notices) SaveRules(ctx context.Context, by Principal, r notify.Rules) error {
-	if err := by.must(ActCareRules); err != nil {
-		return err
-	}
-	return notify.SaveRules(ctx, s.db, r, by.ID)
 }

@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -11,18 +10,11 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
 	"careloop/model"
 	"careloop/wxconfig"
 )
-
-// OAUserInfo is what linking a follower needs from WeChat.
-type OAUserInfo interface {
-	// FollowerUnionID returns the unionid of an official-account follower.
-	FollowerUnionID(ctx context.Context, openID string) (string, error)
-}
 
 // InboundMessage is an official-account message or event, decoded.
 type InboundMessage struct {
@@ -40,15 +32,15 @@ type InboundMessage struct {
 // OA handles the official account's callbacks: followers, replies, and
 // template-send results.
 type OA struct {
-	db  *model.DB
-	wx  OAUserInfo
-	log *slog.Logger
-	now func() time.Time
-	// OnUserMessage runs after a user message is accepted (the sandbox
+	db        *model.DB
+	followers *Followers
+	log       *slog.Logger
+	now       func() time.Time
+	// onUserMessage runs after a user message is accepted (the sandbox
 	// opens its 48-hour window as WeChat does).
-	OnUserMessage func(openID string)
-	// Chat receives followers' text and image messages (nil: none).
-	Chat *Chat
+	onUserMessage func(openID string)
+	// chat receives followers' text and image messages (nil: none).
+	chat *Chat
 	// finishWait is how long the callback tries to finish an event before
 	// leaving it to the worker (WeChat wants an answer within 5 s);
 	// retryAfter is the worker's pause before it takes an event over.
@@ -57,11 +49,14 @@ type OA struct {
 }
 
 // NewOA returns the official-account use cases.
-func NewOA(db *model.DB, wx OAUserInfo, log *slog.Logger, now func() time.Time) *OA {
+// Followers' messages go to chat; onUserMessage (may be nil) is told of
+// each accepted user message.
+func NewOA(db *model.DB, followers *Followers, chat *Chat, onUserMessage func(openID string), log *slog.Logger, now func() time.Time) *OA {
 	if now == nil {
 		now = time.Now
 	}
-	return &OA{db: db, wx: wx, log: log, now: now, finishWait: 2 * time.Second, retryAfter: 3 * time.Second}
+	return &OA{db: db, followers: followers, chat: chat, onUserMessage: onUserMessage, log: log, now: now,
+		finishWait: 2 * time.Second, retryAfter: 3 * time.Second}
 }
 
 const welcomeKey = "oa.welcome"
@@ -162,8 +157,8 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (reply string, more b
 	if err := s.openWindow(ctx, m.From); err != nil {
 		return "", false, err
 	}
-	if s.OnUserMessage != nil {
-		s.OnUserMessage(m.From)
+	if s.onUserMessage != nil {
+		s.onUserMessage(m.From)
 	}
 	if m.Type == "text" {
 		// A keyword (exact, then contains) is answered by its reply, not
@@ -172,7 +167,7 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (reply string, more b
 			return r, false, nil
 		}
 	}
-	return "", s.Chat != nil && (m.Type == "text" || m.Type == "image"), nil
+	return "", s.chat != nil && (m.Type == "text" || m.Type == "image"), nil
 }
 
 // finish does an event's remaining work: link a new follower, or file a
@@ -180,13 +175,13 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (reply string, more b
 // reply). Both are idempotent, so finishing twice is harmless.
 func (s *OA) finish(ctx context.Context, m InboundMessage) (string, error) {
 	if m.Type == "event" {
-		return "", s.LinkFollower(ctx, m.From)
+		return "", s.followers.Link(ctx, m.From)
 	}
 	content := m.Content
 	if m.Type == "image" {
 		content = m.PicURL
 	}
-	return s.Chat.FromOA(ctx, m.From, m.DedupeKey, m.Type, content)
+	return s.chat.FromOA(ctx, m.From, m.DedupeKey, m.Type, content)
 }
 
 func (s *OA) done(ctx context.Context, id uint64) error {
@@ -289,41 +284,6 @@ func (s *OA) follow(ctx context.Context, openID string, subscribed bool, scene s
 		cols = append(cols, "scene", "subscribed_at")
 	}
 	return s.db.Conn(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "open_id"}}, DoUpdates: clause.AssignmentColumns(cols)}).Create(&f).Error
-}
-
-// LinkFollower asks WeChat for a follower's unionid and links the follower
-// to the patient with that unionid (creating the patient, marked with the
-// QR scene as first touch, when the person is new). It runs after the
-// callback has answered: WeChat wants an answer within 5 seconds.
-func (s *OA) LinkFollower(ctx context.Context, openID string) error {
-	union, err := s.wx.FollowerUnionID(ctx, openID)
-	if err != nil || union == "" {
-		return err
-	}
-	var f model.Follower
-	if err := s.db.Conn(ctx).Where("open_id = ?", openID).Take(&f).Error; err != nil {
-		return err
-	}
-	var p model.Patient
-	err = s.db.Conn(ctx).Where("union_id = ?", union).Take(&p).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		p = model.Patient{UnionID: &union, Gender: "unknown", Source: f.Scene}
-		if err := s.db.Conn(ctx).Create(&p).Error; err != nil {
-			if !model.IsDuplicate(err) {
-				return err
-			}
-			if err := s.db.Conn(ctx).Where("union_id = ?", union).Take(&p).Error; err != nil {
-				return err
-			}
-		}
-	} else if err != nil {
-		return err
-	} else if p.Source == "" && f.Scene != "" {
-		if err := s.db.Conn(ctx).Model(&model.Patient{}).Where("id = ? AND source = ?", p.ID, "").Update("source", f.Scene).Error; err != nil {
-			return fmt.Errorf("first touch of patient %d: %w", p.ID, err)
-		}
-	}
-	return s.db.Conn(ctx).Model(&model.Follower{}).Where("open_id = ?", openID).Updates(map[string]any{"patient_id": p.ID, "union_id": union}).Error
 }
 
 func (s *OA) welcome(ctx context.Context) string {

@@ -45,7 +45,9 @@ type Points struct {
 }
 
 // NewPoints returns the membership and points use cases.
-func NewPoints(db *model.DB, out *notify.Outbox, audit *Audit, cfg PointsConfig, now func() time.Time) *Points {
+//
+// A completed checkup earns points (Events.OnBookingCompleted).
+func NewPoints(db *model.DB, out *notify.Outbox, audit *Audit, events *Events, cfg PointsConfig, now func() time.Time) *Points {
 	if cfg.PointsPerYuan == 0 {
 		cfg.PointsPerYuan = 1
 	}
@@ -61,7 +63,9 @@ func NewPoints(db *model.DB, out *notify.Outbox, audit *Audit, cfg PointsConfig,
 	if now == nil {
 		now = time.Now
 	}
-	return &Points{db: db, out: out, audit: audit, cfg: cfg, now: now}
+	p := &Points{db: db, out: out, audit: audit, cfg: cfg, now: now}
+	events.OnBookingCompleted(p.EarnForBooking)
+	return p
 }
 
 // expiry is the end of the year ExpiryYears after t (Asia/Shanghai).

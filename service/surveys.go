@@ -54,18 +54,22 @@ type Surveys struct {
 	cfg    SurveyConfig
 	now    func() time.Time
 	// rules supplies the delay after a checkup.
-	rules func(ctx context.Context) notify.Rules
+	care *CareRules
 }
 
 // NewSurveys returns the survey use cases.
-func NewSurveys(db *model.DB, out *notify.Outbox, points *Points, cfg SurveyConfig, rules func(ctx context.Context) notify.Rules, now func() time.Time) *Surveys {
+//
+// A completed checkup invites its patient (Events.OnBookingCompleted).
+func NewSurveys(db *model.DB, out *notify.Outbox, points *Points, care *CareRules, events *Events, cfg SurveyConfig, now func() time.Time) *Surveys {
 	if cfg.ValidDays == 0 {
 		cfg.ValidDays = 14
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Surveys{db: db, out: out, points: points, cfg: cfg, now: now, rules: rules}
+	s := &Surveys{db: db, out: out, points: points, cfg: cfg, now: now, care: care}
+	events.OnBookingCompleted(s.InviteForBooking)
+	return s
 }
 
 func checkQuestions(qs []Question) error {
@@ -159,7 +163,7 @@ func (s *Surveys) InviteForBooking(ctx context.Context, b *model.Booking) error 
 		}
 		return err
 	}
-	delay := time.Duration(s.rules(ctx).SurveyDelayHours) * time.Hour
+	delay := time.Duration(s.care.Current(ctx).SurveyDelayHours) * time.Hour
 	_, err = s.out.Enqueue(ctx, notify.Notice{PatientID: b.PatientID, Reason: notify.ReasonSurveyInvite,
 		Occurrence: fmt.Sprintf("invite-%d", inv.ID), DueAt: s.now().Add(delay),
 		Params: map[string]string{"title": sv.Name, "note": "您的评价帮助我们做得更好"},
