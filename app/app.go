@@ -170,7 +170,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		// The sandbox opens its 48-hour window as WeChat does.
 		onUserMessage = func(openID string) { a.Sandbox.OpenWindow(cfg.OAAppID, openID) }
 	}
-	a.OA = service.NewOA(a.DB, followers, a.Chat, onUserMessage, log, nil)
+	a.OA = service.NewOA(a.DB, a.Outbox, followers, a.Chat, onUserMessage, log, nil)
 
 	if cfg.AdminUser != "" {
 		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin, "管理员"); err != nil {

@@ -1,6 +1,9 @@
 package model
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // Truncate cuts s to at most n characters (not bytes: a Chinese character
 // is never split), ending with "…" when it had to cut, so a reader knows
@@ -22,3 +25,13 @@ func Truncate(s string, n int) string {
 	}
 	return s[:cut] + "…"
 }
+
+// LikeEscape makes s match itself in a LIKE pattern written with
+// LikeEscapeClause ("!" escapes on MySQL and SQLite alike; a backslash
+// does not, SQLite has no default escape).
+func LikeEscape(s string) string {
+	return strings.NewReplacer("!", "!!", "%", "!%", "_", "!_").Replace(s)
+}
+
+// LikeEscapeClause follows every LIKE whose pattern went through LikeEscape.
+const LikeEscapeClause = " ESCAPE '!'"

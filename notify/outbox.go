@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm/clause"
@@ -189,4 +190,49 @@ func (o *Outbox) EnqueueMany(ctx context.Context, ns []Notice) error {
 		return nil
 	}
 	return o.db.Conn(ctx).Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(&rows, 500).Error
+}
+
+// Withdraw stops the notice of one occurrence while it has not gone out
+// (a no-show taken back); why is what staff read in last_error.
+func (o *Outbox) Withdraw(ctx context.Context, patientID uint64, reason, occurrence, why string) error {
+	return o.withdraw(ctx, patientID, reason, "= ?", DedupeKey(reason, patientID, occurrence), why)
+}
+
+// WithdrawEvery stops every notice of reason whose occurrence starts with
+// prefix while it has not gone out (a cancelled booking's reminders).
+func (o *Outbox) WithdrawEvery(ctx context.Context, patientID uint64, reason, prefix, why string) error {
+	return o.withdraw(ctx, patientID, reason, "LIKE ?"+model.LikeEscapeClause, model.LikeEscape(DedupeKey(reason, patientID, prefix))+"%", why)
+}
+
+func (o *Outbox) withdraw(ctx context.Context, patientID uint64, reason, keyCond, key, why string) error {
+	err := o.db.Conn(ctx).Model(&model.Notification{}).
+		Where("reason = ? AND patient_id = ? AND dedupe_key "+keyCond+" AND status IN ?", reason, patientID, key, []string{model.NotifyPending, model.NotifyFailed}).
+		Updates(map[string]any{"status": model.NotifyCancelled, "last_error": model.Truncate(why, 500)}).Error
+	if err != nil {
+		return fmt.Errorf("withdraw %s notices of patient %d: %w", reason, patientID, err)
+	}
+	return nil
+}
+
+// TemplateReport applies WeChat's delivery report of an official-account
+// template message (TEMPLATESENDJOBFINISH) to the notification sent with
+// that msgid: success keeps it sent; a user who blocks template messages
+// makes it undeliverable; any other failure makes it dead.
+func (o *Outbox) TemplateReport(ctx context.Context, msgID, status string) error {
+	if msgID == "" || msgID == "0" {
+		return nil
+	}
+	upd := map[string]any{}
+	switch {
+	case status == "success":
+		upd["last_error"] = ""
+	case strings.Contains(status, "block"):
+		upd["status"], upd["last_error"] = model.NotifyUndeliverable, "微信回报："+model.Truncate(status, 100)+"（用户已拒收模板消息）"
+	default:
+		upd["status"], upd["last_error"] = model.NotifyDead, "微信回报发送失败："+model.Truncate(status, 100)
+	}
+	if err := o.db.Conn(ctx).Model(&model.Notification{}).Where("channel = ? AND msg_id = ?", ChannelOATemplate, msgID).Updates(upd).Error; err != nil {
+		return fmt.Errorf("template report of msgid %s: %w", msgID, err)
+	}
+	return nil
 }

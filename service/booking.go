@@ -446,10 +446,7 @@ func (s *Bookings) notifyBooked(ctx context.Context, b *model.Booking, pkg *mode
 
 // cancelReminders stops the pending reminders of a booking.
 func (s *Bookings) cancelReminders(ctx context.Context, b *model.Booking) error {
-	return s.db.Conn(ctx).Model(&model.Notification{}).
-		Where("reason = ? AND patient_id = ? AND dedupe_key LIKE ? AND status IN ?", notify.ReasonCheckupReminder, b.PatientID,
-			notify.DedupeKey(notify.ReasonCheckupReminder, b.PatientID, fmt.Sprintf("booking-%d-", b.ID))+"%", []string{model.NotifyPending, model.NotifyFailed}).
-		Updates(map[string]any{"status": model.NotifyCancelled, "last_error": "预约已取消或改约"}).Error
+	return s.out.WithdrawEvery(ctx, b.PatientID, notify.ReasonCheckupReminder, fmt.Sprintf("booking-%d-", b.ID), "预约已取消或改约")
 }
 
 // List returns the caller's bookings (their own and their family's), newest first.

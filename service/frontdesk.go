@@ -100,7 +100,7 @@ func (f *FrontDesk) patientsMatching(ctx context.Context, q string) *gorm.DB {
 	if phoneTailRe.MatchString(q) {
 		return db.Where("phone_tail = ? OR his_id = ?", q, q)
 	}
-	return db.Where("his_id = ? OR name LIKE ?"+likeEscapeClause, q, likePrefix(q))
+	return db.Where("his_id = ? OR name LIKE ?"+model.LikeEscapeClause, q, likePrefix(q))
 }
 
 // familyMatching is patientsMatching for family members (ID card, phone
@@ -113,7 +113,7 @@ func (f *FrontDesk) familyMatching(ctx context.Context, q string) *gorm.DB {
 	if phoneTailRe.MatchString(q) {
 		return db.Where("phone_tail = ?", q)
 	}
-	return db.Where("name LIKE ?"+likeEscapeClause, likePrefix(q))
+	return db.Where("name LIKE ?"+model.LikeEscapeClause, likePrefix(q))
 }
 
 // idCardHashOf is the lookup hash of q when q is a valid ID card number.
@@ -129,7 +129,7 @@ func (f *FrontDesk) idCardHashOf(q string) (string, bool) {
 }
 
 // likePrefix is a LIKE pattern for text starting with s.
-func likePrefix(s string) string { return likeEscape(s) + "%" }
+func likePrefix(s string) string { return model.LikeEscape(s) + "%" }
 
 // People fills in who comes to each booking: the family member's or the
 // patient's name and masked phone (two queries for the whole list).
@@ -267,9 +267,7 @@ func (f *FrontDesk) Undo(ctx context.Context, by Principal, id uint64) (*model.B
 			return ErrNotUndoable // changed meanwhile
 		}
 		if b.Status == model.BookingNoShow {
-			if err := db.Model(&model.Notification{}).Where("dedupe_key = ? AND status IN ?",
-				notify.DedupeKey(notify.ReasonNoShow, b.PatientID, fmt.Sprintf("booking-%d", b.ID)), []string{model.NotifyPending, model.NotifyFailed}).
-				Updates(map[string]any{"status": model.NotifyCancelled, "last_error": "前台已撤销爽约"}).Error; err != nil {
+			if err := f.out.Withdraw(ctx, b.PatientID, notify.ReasonNoShow, fmt.Sprintf("booking-%d", b.ID), "前台已撤销爽约"); err != nil {
 				return fmt.Errorf("cancel the missed notice of booking %d: %w", id, err)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"careloop/model"
+	"careloop/notify"
 	"careloop/wxconfig"
 )
 
@@ -33,6 +35,7 @@ type InboundMessage struct {
 // template-send results.
 type OA struct {
 	db        *model.DB
+	out       *notify.Outbox
 	followers *Followers
 	log       *slog.Logger
 	now       func() time.Time
@@ -51,11 +54,11 @@ type OA struct {
 // NewOA returns the official-account use cases.
 // Followers' messages go to chat; onUserMessage (may be nil) is told of
 // each accepted user message.
-func NewOA(db *model.DB, followers *Followers, chat *Chat, onUserMessage func(openID string), log *slog.Logger, now func() time.Time) *OA {
+func NewOA(db *model.DB, out *notify.Outbox, followers *Followers, chat *Chat, onUserMessage func(openID string), log *slog.Logger, now func() time.Time) *OA {
 	if now == nil {
 		now = time.Now
 	}
-	return &OA{db: db, followers: followers, chat: chat, onUserMessage: onUserMessage, log: log, now: now,
+	return &OA{db: db, out: out, followers: followers, chat: chat, onUserMessage: onUserMessage, log: log, now: now,
 		finishWait: 2 * time.Second, retryAfter: 3 * time.Second}
 }
 
@@ -149,7 +152,7 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (reply string, more b
 	case m.Type == "event" && m.Event == "CLICK":
 		return s.autoReply(ctx, m.EventKey, true), false, nil
 	case m.Type == "event" && m.Event == "TEMPLATESENDJOBFINISH":
-		return "", false, s.templateResult(ctx, m.MsgID, m.Status)
+		return "", false, s.out.TemplateReport(ctx, strconv.FormatInt(m.MsgID, 10), m.Status)
 	case m.Type == "event":
 		return "", false, nil
 	}
@@ -366,24 +369,6 @@ func (s *OA) DeleteAutoReply(ctx context.Context, by Principal, id uint64) error
 		return model.ErrNotFound
 	}
 	return res.Error
-}
-
-// templateResult applies WeChat's delivery report to the notification sent
-// with that msgid.
-func (s *OA) templateResult(ctx context.Context, msgID int64, status string) error {
-	if msgID == 0 {
-		return nil
-	}
-	upd := map[string]any{}
-	switch {
-	case status == "success":
-		upd["last_error"] = ""
-	case strings.Contains(status, "block"):
-		upd["status"], upd["last_error"] = model.NotifyUndeliverable, "微信回报："+status+"（用户已拒收模板消息）"
-	default:
-		upd["status"], upd["last_error"] = model.NotifyDead, "微信回报发送失败："+model.Truncate(status, 100)
-	}
-	return s.db.Conn(ctx).Model(&model.Notification{}).Where("channel = ? AND msg_id = ?", "template", fmt.Sprint(msgID)).Updates(upd).Error
 }
 
 // OAMenus publishes menus to WeChat (wxconfig.Clients satisfies it).

@@ -46,16 +46,6 @@ func MaskPhone(p string) string {
 	return p[:3] + "****" + p[len(p)-4:]
 }
 
-// likeEscape makes s match itself in a LIKE pattern written with
-// likeEscapeClause ("!" escapes on MySQL and SQLite alike; a backslash
-// does not, SQLite has no default escape).
-func likeEscape(s string) string {
-	return strings.NewReplacer("!", "!!", "%", "!%", "_", "!_").Replace(s)
-}
-
-// likeEscapeClause follows every LIKE whose pattern went through likeEscape.
-const likeEscapeClause = " ESCAPE '!'"
-
 // PatientQuery searches patients.
 type PatientQuery struct {
 	Name   string
@@ -72,7 +62,7 @@ func (s *PatientAdmin) Search(ctx context.Context, by Principal, q PatientQuery)
 	}
 	db := s.db.Conn(ctx).Model(&model.Patient{}).Where("patients.erased_at IS NULL")
 	if n := strings.TrimSpace(q.Name); n != "" {
-		db = db.Where("patients.name LIKE ?"+likeEscapeClause, "%"+likeEscape(n)+"%")
+		db = db.Where("patients.name LIKE ?"+model.LikeEscapeClause, "%"+model.LikeEscape(n)+"%")
 	}
 	if ph := strings.TrimSpace(q.Phone); ph != "" {
 		db = db.Where("patients.phone_hash = ?", s.profile.sealer.Hash(ph))
