@@ -66,10 +66,7 @@ func (s *Sandbox) appSecretCode(appID, secret string) int {
 	return 0
 }
 
-func (s *Sandbox) handleToken(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIToken) {
-		return
-	}
+func (s *Sandbox) handleToken(w http.ResponseWriter, r *http.Request, _ string) {
 	q := r.URL.Query()
 	if q.Get("grant_type") != "client_credential" {
 		writeJSON(w, http.StatusOK, map[string]any{"errcode": 40002, "errmsg": "invalid grant_type"})
@@ -85,10 +82,7 @@ func (s *Sandbox) handleToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": int(ttl.Seconds())})
 }
 
-func (s *Sandbox) handleStableToken(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIStableToken) {
-		return
-	}
+func (s *Sandbox) handleStableToken(w http.ResponseWriter, r *http.Request, _ string) {
 	var req struct {
 		GrantType    string `json:"grant_type"`
 		AppID        string `json:"appid"`
@@ -117,10 +111,7 @@ func (s *Sandbox) handleStableToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": int(ttl.Seconds())})
 }
 
-func (s *Sandbox) handleCode2Session(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APICode2Session) {
-		return
-	}
+func (s *Sandbox) handleCode2Session(w http.ResponseWriter, r *http.Request, _ string) {
 	q := r.URL.Query()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -151,14 +142,7 @@ func (s *Sandbox) handleCode2Session(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Sandbox) handlePhoneNumber(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIPhoneNumber) {
-		return
-	}
-	appID, ok := s.checkToken(w, r, APIPhoneNumber, MiniProgram)
-	if !ok {
-		return
-	}
+func (s *Sandbox) handlePhoneNumber(w http.ResponseWriter, r *http.Request, appID string) {
 	var req struct {
 		Code string `json:"code"`
 	}
@@ -267,14 +251,7 @@ func parsesAsTime(v string) bool {
 	return true
 }
 
-func (s *Sandbox) handleSubscribeSend(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APISubscribeSend) {
-		return
-	}
-	appID, ok := s.checkToken(w, r, APISubscribeSend, MiniProgram)
-	if !ok {
-		return
-	}
+func (s *Sandbox) handleSubscribeSend(w http.ResponseWriter, r *http.Request, appID string) {
 	payload, _ := peekBody(r)
 	var req struct {
 		ToUser     string               `json:"touser"`
@@ -319,14 +296,7 @@ func (s *Sandbox) handleSubscribeSend(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok", "msgid": rec.MsgID})
 }
 
-func (s *Sandbox) handleTemplateSend(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APITemplateSend) {
-		return
-	}
-	appID, ok := s.checkToken(w, r, APITemplateSend, OfficialAccount)
-	if !ok {
-		return
-	}
+func (s *Sandbox) handleTemplateSend(w http.ResponseWriter, r *http.Request, appID string) {
 	payload, _ := peekBody(r)
 	var req struct {
 		ToUser      string               `json:"touser"`
@@ -373,22 +343,10 @@ func (s *Sandbox) handleTemplateSend(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok", "msgid": rec.MsgID})
 }
 
-func (s *Sandbox) handleCustomSend(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APICustomSend) {
-		return
-	}
-	tok := r.URL.Query().Get("access_token")
+func (s *Sandbox) handleCustomSend(w http.ResponseWriter, r *http.Request, appID string) {
 	s.mu.Lock()
-	t := s.tokens[tok]
+	kind := s.apps[appID].Kind
 	s.mu.Unlock()
-	kind := OfficialAccount
-	if t != nil {
-		kind = s.apps[t.appID].Kind // both apps may send customer messages
-	}
-	appID, ok := s.checkToken(w, r, APICustomSend, kind)
-	if !ok {
-		return
-	}
 	payload, _ := peekBody(r)
 	var req struct {
 		ToUser  string `json:"touser"`
@@ -426,14 +384,7 @@ func (s *Sandbox) handleCustomSend(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok"})
 }
 
-func (s *Sandbox) handleMassSendAll(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIMassSendAll) {
-		return
-	}
-	appID, ok := s.checkToken(w, r, APIMassSendAll, OfficialAccount)
-	if !ok {
-		return
-	}
+func (s *Sandbox) handleMassSendAll(w http.ResponseWriter, r *http.Request, appID string) {
 	payload, _ := peekBody(r)
 	var req struct {
 		Filter struct {
@@ -472,13 +423,7 @@ func (s *Sandbox) handleMassSendAll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": rec.ErrMsg, "msg_id": rec.MsgID, "msg_data_id": rec.MsgID})
 }
 
-func (s *Sandbox) handleMenuCreate(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIMenuCreate) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APIMenuCreate, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleMenuCreate(w http.ResponseWriter, r *http.Request, _ string) {
 	raw, _ := peekBody(r)
 	var req struct {
 		Button []struct {
@@ -505,13 +450,7 @@ func (s *Sandbox) handleMenuCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok"})
 }
 
-func (s *Sandbox) handleMenuGet(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIMenuGet) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APIMenuGet, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleMenuGet(w http.ResponseWriter, r *http.Request, _ string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.menu == nil {
@@ -525,13 +464,7 @@ func (s *Sandbox) handleMenuGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"menu": s.menu, "conditionalmenu": cond})
 }
 
-func (s *Sandbox) handleMenuDelete(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIMenuDelete) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APIMenuDelete, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleMenuDelete(w http.ResponseWriter, r *http.Request, _ string) {
 	s.mu.Lock()
 	s.menu = nil
 	s.condMenu = map[string]json.RawMessage{}
@@ -539,13 +472,7 @@ func (s *Sandbox) handleMenuDelete(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok"})
 }
 
-func (s *Sandbox) handleMenuAddConditional(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIMenuAddCond) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APIMenuAddCond, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleMenuAddConditional(w http.ResponseWriter, r *http.Request, _ string) {
 	raw, _ := peekBody(r)
 	var req struct {
 		Button    []json.RawMessage `json:"button"`
@@ -569,13 +496,7 @@ func (s *Sandbox) handleMenuAddConditional(w http.ResponseWriter, r *http.Reques
 	writeJSON(w, http.StatusOK, map[string]any{"menuid": id})
 }
 
-func (s *Sandbox) handleDraftAdd(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIDraftAdd) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APIDraftAdd, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleDraftAdd(w http.ResponseWriter, r *http.Request, _ string) {
 	raw, _ := peekBody(r)
 	var req struct {
 		Articles []struct {
@@ -597,13 +518,7 @@ func (s *Sandbox) handleDraftAdd(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"media_id": id})
 }
 
-func (s *Sandbox) handleFreePublish(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIFreePublish) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APIFreePublish, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleFreePublish(w http.ResponseWriter, r *http.Request, _ string) {
 	var req struct {
 		MediaID string `json:"media_id"`
 	}
@@ -621,13 +536,7 @@ func (s *Sandbox) handleFreePublish(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok", "publish_id": id, "msg_data_id": id})
 }
 
-func (s *Sandbox) handleFreePublishGet(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIFreePublishGet) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APIFreePublishGet, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleFreePublishGet(w http.ResponseWriter, r *http.Request, _ string) {
 	var req struct {
 		PublishID json.Number `json:"publish_id"`
 	}
@@ -647,13 +556,7 @@ func (s *Sandbox) handleFreePublishGet(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Sandbox) handleTagsCreate(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APITagsCreate) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APITagsCreate, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleTagsCreate(w http.ResponseWriter, r *http.Request, _ string) {
 	var req struct {
 		Tag struct {
 			Name string `json:"name"`
@@ -679,13 +582,7 @@ func (s *Sandbox) handleTagsCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"tag": map[string]any{"id": id, "name": req.Tag.Name}})
 }
 
-func (s *Sandbox) handleTagsGet(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APITagsGet) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APITagsGet, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleTagsGet(w http.ResponseWriter, r *http.Request, _ string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tags := []map[string]any{}
@@ -695,13 +592,7 @@ func (s *Sandbox) handleTagsGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"tags": tags})
 }
 
-func (s *Sandbox) handleBatchTagging(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APITagsBatchTagging) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APITagsBatchTagging, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleBatchTagging(w http.ResponseWriter, r *http.Request, _ string) {
 	var req struct {
 		OpenIDList []string `json:"openid_list"`
 		TagID      int      `json:"tagid"`
@@ -728,13 +619,7 @@ func (s *Sandbox) handleBatchTagging(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok"})
 }
 
-func (s *Sandbox) handleUserTagGet(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIUserTagGet) {
-		return
-	}
-	if _, ok := s.checkToken(w, r, APIUserTagGet, OfficialAccount); !ok {
-		return
-	}
+func (s *Sandbox) handleUserTagGet(w http.ResponseWriter, r *http.Request, _ string) {
 	var req struct {
 		TagID int `json:"tagid"`
 	}
@@ -754,14 +639,7 @@ func (s *Sandbox) handleUserTagGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"count": len(ids), "data": map[string]any{"openid": ids}, "next_openid": ""})
 }
 
-func (s *Sandbox) handleUserInfo(w http.ResponseWriter, r *http.Request) {
-	if !s.preamble(w, r, APIUserInfo) {
-		return
-	}
-	appID, ok := s.checkToken(w, r, APIUserInfo, OfficialAccount)
-	if !ok {
-		return
-	}
+func (s *Sandbox) handleUserInfo(w http.ResponseWriter, r *http.Request, appID string) {
 	openID := r.URL.Query().Get("openid")
 	if openID == "" {
 		writeJSON(w, http.StatusOK, errBody(CodeInvalidOpenID, ""))

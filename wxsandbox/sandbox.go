@@ -485,8 +485,36 @@ func (s *Sandbox) preamble(w http.ResponseWriter, r *http.Request, api string) b
 	return true
 }
 
-// checkToken validates access_token for an API of app kind k and returns the
-// app id, or answers the error itself.
+// noToken marks an endpoint called without an access token (the token
+// endpoints themselves, code2session); eitherApp one that both apps may
+// call.
+const (
+	noToken   AppKind = "-"
+	eitherApp AppKind = "*"
+)
+
+// api wraps an endpoint with what every endpoint does first: count the
+// call, apply a pending fault and the daily quota (preamble), and, unless
+// kind is noToken, check the access token of an app of that kind. h gets
+// the calling app's id ("" for noToken).
+func (s *Sandbox) api(name string, kind AppKind, h func(w http.ResponseWriter, r *http.Request, appID string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.preamble(w, r, name) {
+			return
+		}
+		appID := ""
+		if kind != noToken {
+			var ok bool
+			if appID, ok = s.checkToken(w, r, name, kind); !ok {
+				return
+			}
+		}
+		h(w, r, appID)
+	}
+}
+
+// checkToken validates access_token for an API of app kind k (eitherApp:
+// any) and returns the app id, or answers the error itself.
 func (s *Sandbox) checkToken(w http.ResponseWriter, r *http.Request, api string, k AppKind) (string, bool) {
 	tok := r.URL.Query().Get("access_token")
 	s.mu.Lock()
@@ -501,7 +529,7 @@ func (s *Sandbox) checkToken(w http.ResponseWriter, r *http.Request, api string,
 		code = CodeInvalidCredential
 	case !now.Before(t.expires):
 		code = CodeTokenExpired
-	case s.apps[t.appID].Kind != k:
+	case k != eitherApp && s.apps[t.appID].Kind != k:
 		code = CodeAPIUnauthorized
 	}
 	if code != 0 {
@@ -546,26 +574,27 @@ func isSendAPI(api string) bool {
 // Handler serves the WeChat API at its real paths.
 func (s *Sandbox) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/cgi-bin/token", s.handleToken)
-	mux.HandleFunc("/cgi-bin/stable_token", s.handleStableToken)
-	mux.HandleFunc("/sns/jscode2session", s.handleCode2Session)
-	mux.HandleFunc("/wxa/business/getuserphonenumber", s.handlePhoneNumber)
-	mux.HandleFunc("/cgi-bin/message/subscribe/send", s.handleSubscribeSend)
-	mux.HandleFunc("/cgi-bin/message/template/send", s.handleTemplateSend)
-	mux.HandleFunc("/cgi-bin/message/custom/send", s.handleCustomSend)
-	mux.HandleFunc("/cgi-bin/message/mass/sendall", s.handleMassSendAll)
-	mux.HandleFunc("/cgi-bin/menu/create", s.handleMenuCreate)
-	mux.HandleFunc("/cgi-bin/menu/get", s.handleMenuGet)
-	mux.HandleFunc("/cgi-bin/menu/delete", s.handleMenuDelete)
-	mux.HandleFunc("/cgi-bin/menu/addconditional", s.handleMenuAddConditional)
-	mux.HandleFunc("/cgi-bin/draft/add", s.handleDraftAdd)
-	mux.HandleFunc("/cgi-bin/freepublish/submit", s.handleFreePublish)
-	mux.HandleFunc("/cgi-bin/freepublish/get", s.handleFreePublishGet)
-	mux.HandleFunc("/cgi-bin/tags/create", s.handleTagsCreate)
-	mux.HandleFunc("/cgi-bin/tags/get", s.handleTagsGet)
-	mux.HandleFunc("/cgi-bin/tags/members/batchtagging", s.handleBatchTagging)
-	mux.HandleFunc("/cgi-bin/user/tag/get", s.handleUserTagGet)
-	mux.HandleFunc("/cgi-bin/user/info", s.handleUserInfo)
+	mux.HandleFunc("/cgi-bin/token", s.api(APIToken, noToken, s.handleToken))
+	mux.HandleFunc("/cgi-bin/stable_token", s.api(APIStableToken, noToken, s.handleStableToken))
+	mux.HandleFunc("/sns/jscode2session", s.api(APICode2Session, noToken, s.handleCode2Session))
+	mux.HandleFunc("/wxa/business/getuserphonenumber", s.api(APIPhoneNumber, MiniProgram, s.handlePhoneNumber))
+	mux.HandleFunc("/cgi-bin/message/subscribe/send", s.api(APISubscribeSend, MiniProgram, s.handleSubscribeSend))
+	mux.HandleFunc("/cgi-bin/message/template/send", s.api(APITemplateSend, OfficialAccount, s.handleTemplateSend))
+	// Both apps may send customer messages.
+	mux.HandleFunc("/cgi-bin/message/custom/send", s.api(APICustomSend, eitherApp, s.handleCustomSend))
+	mux.HandleFunc("/cgi-bin/message/mass/sendall", s.api(APIMassSendAll, OfficialAccount, s.handleMassSendAll))
+	mux.HandleFunc("/cgi-bin/menu/create", s.api(APIMenuCreate, OfficialAccount, s.handleMenuCreate))
+	mux.HandleFunc("/cgi-bin/menu/get", s.api(APIMenuGet, OfficialAccount, s.handleMenuGet))
+	mux.HandleFunc("/cgi-bin/menu/delete", s.api(APIMenuDelete, OfficialAccount, s.handleMenuDelete))
+	mux.HandleFunc("/cgi-bin/menu/addconditional", s.api(APIMenuAddCond, OfficialAccount, s.handleMenuAddConditional))
+	mux.HandleFunc("/cgi-bin/draft/add", s.api(APIDraftAdd, OfficialAccount, s.handleDraftAdd))
+	mux.HandleFunc("/cgi-bin/freepublish/submit", s.api(APIFreePublish, OfficialAccount, s.handleFreePublish))
+	mux.HandleFunc("/cgi-bin/freepublish/get", s.api(APIFreePublishGet, OfficialAccount, s.handleFreePublishGet))
+	mux.HandleFunc("/cgi-bin/tags/create", s.api(APITagsCreate, OfficialAccount, s.handleTagsCreate))
+	mux.HandleFunc("/cgi-bin/tags/get", s.api(APITagsGet, OfficialAccount, s.handleTagsGet))
+	mux.HandleFunc("/cgi-bin/tags/members/batchtagging", s.api(APITagsBatchTagging, OfficialAccount, s.handleBatchTagging))
+	mux.HandleFunc("/cgi-bin/user/tag/get", s.api(APIUserTagGet, OfficialAccount, s.handleUserTagGet))
+	mux.HandleFunc("/cgi-bin/user/info", s.api(APIUserInfo, OfficialAccount, s.handleUserInfo))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"errcode": 48001, "errmsg": "api unauthorized (sandbox does not implement " + r.URL.Path + ")"})
 	})
