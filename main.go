@@ -3,7 +3,7 @@
 //
 //	careloop [-config FILE] [serve]   API, WeChat callbacks and workers in one process (default)
 //	careloop [-config FILE] worker    background workers only
-//	careloop [-config FILE] migrate   apply the database schema and exit
+//	careloop [-config FILE] migrate [up|status]   apply the versioned migrations (or list them) and exit
 //	careloop [-config FILE] import-patients FILE   import a HIS export (CSV or XLSX)
 //	careloop [-config FILE] rotate-key  re-seal sensitive data under the current data key
 //	careloop healthcheck              GET /healthz on CARELOOP_ADDR (for container health checks)
@@ -48,7 +48,8 @@ const usage = `usage: careloop [-config FILE] [serve|worker|migrate]
 
   serve    API, WeChat callbacks and background workers in one process (default)
   worker   background workers only (scale these out beside the API servers)
-  migrate  apply the database schema and exit
+  migrate [up|status]  apply the versioned database migrations not yet applied (up, the
+           default), or list them with their state (status); instances take turns
   import-patients FILE  import patients from a HIS export (.csv or .xlsx); idempotent;
            refused rows go to FILE.errors.csv
   rotate-key  re-seal sensitive data under the current key of CARELOOP_DATA_KEYS and
@@ -91,11 +92,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		defer db.Close()
-		if err := db.Migrate(ctx); err != nil {
-			return err
+		switch fs.Arg(1) {
+		case "", "up":
+			if err := db.Migrate(ctx); err != nil {
+				return err
+			}
+			log.Info("schema is up to date", "database", db.Dialect())
+			return nil
+		case "status":
+			st, err := db.MigrationStatus(ctx)
+			if err != nil {
+				return err
+			}
+			for _, m := range st {
+				state := "pending"
+				if m.Applied {
+					state = "applied " + m.AppliedAt.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(stdout, "%05d  %-40s  %s\n", m.Version, m.Name, state)
+			}
+			return nil
+		default:
+			return fmt.Errorf("usage: careloop migrate [up|status]")
 		}
-		log.Info("schema is up to date", "database", db.Dialect())
-		return nil
 	case "import-patients":
 		if fs.NArg() < 2 {
 			return errors.New("usage: careloop import-patients FILE")
