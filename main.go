@@ -32,9 +32,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"careloop/app"
-	"careloop/importfile"
 	"careloop/model"
 	"careloop/service"
+	"careloop/tabular"
 )
 
 func main() {
@@ -222,10 +222,11 @@ func rotateKey(ctx context.Context, cfg app.Config, stdout io.Writer) error {
 // importPatients runs the HIS import with a progress bar on stderr and the
 // refused rows in FILE.errors.csv.
 func importPatients(ctx context.Context, cfg app.Config, path string, stdout, stderr io.Writer) error {
-	rows, err := importfile.Read(path)
+	rows, err := tabular.Open(path)
 	if err != nil {
 		return err
 	}
+	defer rows.Close()
 	db, err := model.Open(ctx, model.OpenOptions{MySQLDSN: cfg.MySQLDSN, SQLitePath: cfg.SQLitePath(), MaxOpenConns: int(cfg.MySQLMaxConns)})
 	if err != nil {
 		return err
@@ -241,14 +242,16 @@ func importPatients(ctx context.Context, cfg app.Config, path string, stdout, st
 		return err
 	}
 	started := time.Now()
-	rep, err := service.NewImporter(db, sealer, nil).Import(ctx, rows, func(done, total int) {
+	rep, err := service.NewImporter(db, sealer, nil).ImportFrom(ctx, rows, func(done, total int) {
 		const width = 30
-		filled := width
-		if total > 0 {
-			filled = done * width / total
+		if total <= 0 {
+			fmt.Fprintf(stderr, "\r导入中 %d 行", done)
+			return
 		}
+		done = min(done, total) // the total is the file's estimate
+		filled := done * width / total
 		fmt.Fprintf(stderr, "\r导入中 [%s%s] %3d%% %d/%d", strings.Repeat("#", filled), strings.Repeat("-", width-filled),
-			done*100/max(total, 1), done, total)
+			done*100/total, done, total)
 	})
 	fmt.Fprintln(stderr)
 	if err != nil {

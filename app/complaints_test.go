@@ -1,10 +1,13 @@
 package app_test
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xuri/excelize/v2"
 
 	"careloop/app"
 	"careloop/model"
@@ -126,6 +129,31 @@ func TestComplaintWorkflowAndKPI(t *testing.T) {
 		csv := call(t, h, "GET", "/api/admin/kpi?format=csv", admin, nil)
 		if csv.Status != 200 || !strings.HasPrefix(string(csv.Raw), "\xef\xbb\xbf范围,名称,投诉数") || !strings.Contains(string(csv.Raw), "科室,前台,1,1,") {
 			t.Fatalf("csv: %q", csv.Raw)
+		}
+		// The same table as a workbook, numbers as numbers.
+		x := call(t, h, "GET", "/api/admin/kpi?format=xlsx", admin, nil)
+		if x.Status != 200 {
+			t.Fatalf("xlsx: %d %s", x.Status, x.Raw)
+		}
+		wb, err := excelize.OpenReader(bytes.NewReader(x.Raw))
+		if err != nil {
+			t.Fatalf("xlsx: %v", err)
+		}
+		sheetRows, err := wb.GetRows(wb.GetSheetList()[0])
+		if err != nil || len(sheetRows) < 2 || sheetRows[0][2] != "投诉数" {
+			t.Fatalf("xlsx rows: %q %v", sheetRows, err)
+		}
+		found := false
+		for i, r := range sheetRows {
+			if len(r) > 3 && r[0] == "科室" && r[1] == "前台" {
+				cell, _ := excelize.CoordinatesToCellName(3, i+1)
+				typ, _ := wb.GetCellType(wb.GetSheetList()[0], cell)
+				// a number cell: no type attribute, or "n"
+				found = r[2] == "1" && r[3] == "1" && (typ == excelize.CellTypeUnset || typ == excelize.CellTypeNumber)
+			}
+		}
+		if !found {
+			t.Fatalf("xlsx: the front desk's row is missing or its counts are not numbers: %q", sheetRows)
 		}
 		if r := call(t, h, "GET", "/api/admin/kpi", mkt, nil); r.Status != 403 {
 			t.Fatalf("KPI for marketing: %d", r.Status)

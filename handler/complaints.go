@@ -3,6 +3,7 @@ package handler
 import (
 	"encoding/csv"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"careloop/model"
 	"careloop/service"
+	"careloop/tabular"
 )
 
 // complaintHandlers serves complaints to patients and staff, tasks and KPI.
@@ -164,26 +166,61 @@ func (h complaintHandlers) kpi(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	if c.Query("format") == "csv" {
+	switch c.Query("format") {
+	case "csv":
 		c.Header("Content-Type", "text/csv; charset=utf-8")
 		c.Header("Content-Disposition", `attachment; filename="careloop-kpi.csv"`)
 		c.Status(http.StatusOK)
 		_, _ = c.Writer.Write([]byte{0xEF, 0xBB, 0xBF}) // Excel reads UTF-8 with a BOM
 		w := csv.NewWriter(c.Writer)
-		_ = w.Write([]string{"范围", "名称", "投诉数", "已回复", "平均处理时长(小时)", "问卷数", "CSAT", "NPS", "完成回访"})
-		f := func(p *float64) string {
-			if p == nil {
-				return ""
+		next := kpiTable(rows)
+		for row, ok := next(); ok; row, ok = next() {
+			cells := make([]string, len(row))
+			for i, v := range row {
+				switch v := v.(type) {
+				case float64:
+					cells[i] = strconv.FormatFloat(v, 'f', 2, 64)
+				case nil:
+				default:
+					cells[i] = fmt.Sprint(v)
+				}
 			}
-			return fmt.Sprintf("%.2f", *p)
-		}
-		for _, r := range rows {
-			scope := map[string]string{"department": "科室", "staff": "员工"}[r.Scope]
-			_ = w.Write([]string{scope, r.Name, strconv.Itoa(r.Complaints), strconv.Itoa(r.Resolved), f(r.AvgResolutionHours),
-				strconv.Itoa(r.Responses), f(r.CSAT), f(r.NPS), strconv.Itoa(r.FollowUpsDone)})
+			_ = w.Write(cells)
 		}
 		w.Flush()
 		return
+	case "xlsx":
+		c.Header("Content-Type", tabular.XLSXContentType)
+		c.Header("Content-Disposition", `attachment; filename="careloop-kpi.xlsx"`)
+		c.Status(http.StatusOK)
+		if err := tabular.WriteXLSX(c.Writer, "满意度与投诉", kpiTable(rows)); err != nil {
+			_ = c.Error(err)
+		}
+		return
 	}
 	c.JSON(http.StatusOK, gin.H{"from": model.LocalTime(from), "to": model.LocalTime(to), "items": rows})
+}
+
+// kpiTable is the KPI report as a table (header first): counts as
+// integers, averages and scores as numbers, none as an empty cell.
+func kpiTable(rows []service.KPIRow) func() ([]any, bool) {
+	i := -1
+	num := func(p *float64) any {
+		if p == nil {
+			return nil
+		}
+		return math.Round(*p*100) / 100
+	}
+	return func() ([]any, bool) {
+		i++
+		switch {
+		case i == 0:
+			return []any{"范围", "名称", "投诉数", "已回复", "平均处理时长(小时)", "问卷数", "CSAT", "NPS", "完成回访"}, true
+		case i > len(rows):
+			return nil, false
+		}
+		r := rows[i-1]
+		scope := map[string]string{"department": "科室", "staff": "员工"}[r.Scope]
+		return []any{scope, r.Name, r.Complaints, r.Resolved, num(r.AvgResolutionHours), r.Responses, num(r.CSAT), num(r.NPS), r.FollowUpsDone}, true
+	}
 }

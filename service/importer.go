@@ -2,7 +2,9 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -67,16 +69,52 @@ type importRow struct {
 	idHash                          string
 }
 
-// Import reads rows (the first is the header) and reports progress after
-// each batch.
+// RowSource streams a table's rows: Next returns io.EOF after the last.
+// A source that knows its size ahead (Total, header included) lets the
+// progress report say how far along the import is.
+type RowSource interface {
+	Next() ([]string, error)
+}
+
+type sliceRows struct {
+	rows [][]string
+	i    int
+}
+
+func (s *sliceRows) Next() ([]string, error) {
+	if s.i >= len(s.rows) {
+		return nil, io.EOF
+	}
+	s.i++
+	return s.rows[s.i-1], nil
+}
+
+func (s *sliceRows) Total() int { return len(s.rows) }
+
+// Import imports rows held in memory (the first is the header).
 func (im *Importer) Import(ctx context.Context, rows [][]string, progress func(done, total int)) (*ImportReport, error) {
+	return im.ImportFrom(ctx, &sliceRows{rows: rows}, progress)
+}
+
+// ImportFrom reads rows from src (the first is the header) a batch at a
+// time, so a large export is never held whole, and reports progress after
+// each batch (total is 0 when src cannot say).
+func (im *Importer) ImportFrom(ctx context.Context, src RowSource, progress func(done, total int)) (*ImportReport, error) {
 	rep := &ImportReport{}
-	if len(rows) == 0 {
+	head, err := src.Next()
+	if errors.Is(err, io.EOF) {
 		rep.Errors = append(rep.Errors, ImportError{Row: 1, Field: "表头", Reason: "文件为空"})
 		return rep, nil
 	}
+	if err != nil {
+		return rep, fmt.Errorf("read the header: %w", err)
+	}
+	total := 0
+	if t, ok := src.(interface{ Total() int }); ok && t.Total() > 0 {
+		total = t.Total() - 1
+	}
 	col := map[string]int{}
-	for i, h := range rows[0] {
+	for i, h := range head {
 		if f, ok := importColumns[strings.ToLower(strings.TrimSpace(h))]; ok {
 			col[f] = i
 		}
@@ -97,17 +135,22 @@ func (im *Importer) Import(ctx context.Context, rows [][]string, progress func(d
 		}
 		return ""
 	}
-	total := len(rows) - 1
-	rep.Rows = total
 	seenHIS, seenPhone, seenID := map[string]int{}, map[string]int{}, map[string]int{}
 	var batch []importRow
 	now := im.now()
-	for i, r := range rows[1:] {
+	for i := 0; ; i++ {
+		r, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return rep, fmt.Errorf("read row %d: %w", i+2, err)
+		}
 		line := i + 2
 		if isBlank(r) {
-			rep.Rows--
 			continue
 		}
+		rep.Rows++
 		row, ierr := im.parseRow(line, r, get, now)
 		if ierr == nil && row.hisID != "" {
 			if prev, dup := seenHIS[row.hisID]; dup {
@@ -152,7 +195,7 @@ func (im *Importer) Import(ctx context.Context, rows [][]string, progress func(d
 		return rep, err
 	}
 	if progress != nil {
-		progress(total, total)
+		progress(rep.Rows, max(total, rep.Rows))
 	}
 	return rep, nil
 }

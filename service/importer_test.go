@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"careloop/importfile"
 	"careloop/model"
 	"careloop/service"
+	"careloop/tabular"
 	"careloop/testenv"
 )
 
@@ -107,22 +107,33 @@ func TestImportPatients(t *testing.T) {
 	})
 }
 
-func TestReadXLSX(t *testing.T) {
+// An Excel export is imported as it streams (tabular.Open), the same as
+// the rows in memory.
+func TestImportFromXLSX(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "his.xlsx")
 	var buf bytes.Buffer
-	if err := importfile.WriteXLSX(&buf, importFixture[:3]); err != nil {
+	if err := tabular.WriteXLSX(&buf, "患者", tabular.Strings(importFixture)); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(path, buf.Bytes(), 0o600)
-	rows, err := importfile.Read(path)
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tabular.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 3 || rows[1][0] != "张三" || rows[1][4] != "H001" || rows[2][1] != "bad" {
-		t.Fatalf("xlsx rows: %q", rows)
+	defer rows.Close()
+	db := testenv.OpenDB(t, "sqlite")
+	rep, err := service.NewImporter(db, sealer(t), nil).ImportFrom(context.Background(), rows, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := importfile.Read(filepath.Join(t.TempDir(), "x.pdf")); err == nil {
-		t.Fatal("a pdf was accepted")
+	want, err := service.NewImporter(testenv.OpenDB(t, "sqlite"), sealer(t), nil).Import(context.Background(), importFixture, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Rows != want.Rows || rep.Created != want.Created || len(rep.Errors) != len(want.Errors) || rep.Created == 0 {
+		t.Fatalf("from xlsx %+v, from memory %+v", rep, want)
 	}
 }
 
