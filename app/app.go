@@ -144,7 +144,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	events := a.Events
 	a.CareRules = service.NewCareRules(a.DB, a.Outbox, nil)
 	a.Points = service.NewPoints(a.DB, a.Outbox, audit, events, service.PointsConfig{PointsPerYuan: cfg.PointsPerYuan, SurveyPoints: cfg.SurveyPoints}, nil)
-	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, a.CareRules, a.Points, events, service.BookingConfig{}, nil)
+	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, a.Store, a.CareRules, a.Points, events, service.BookingConfig{}, nil)
 	catalog := service.NewCatalog(a.DB)
 	followers := service.NewFollowers(a.DB, a.WX)
 	var oaKey []byte // nil: plain mode
@@ -312,6 +312,7 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Live.Run(ctx, beat, a.Auth.ActiveStaffSessions) })
 	g.Go(func() error { return a.OA.RunPending(ctx, time.Second) })
+	g.Go(func() error { return a.Bookings.Watch(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error { return a.Scheduler.Run(ctx) })

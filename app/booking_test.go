@@ -14,6 +14,7 @@ import (
 	"careloop/model"
 	"careloop/notify"
 	"careloop/service"
+	"careloop/testenv"
 )
 
 func bookCall(t *testing.T, h http.Handler, token, key string, body any) response {
@@ -175,7 +176,7 @@ func TestFrontDeskAndRules(t *testing.T) {
 			sl := model.Slot{Date: day.Format(time.DateOnly), Start: start, End: start[:3] + "30", Capacity: 5}
 			a.DB.Gorm().Create(&sl)
 			// Booked two days earlier, as the patient would have.
-			early := service.NewBookings(a.DB, a.Outbox, a.Store, a.CareRules, a.Points, a.Events, service.BookingConfig{}, func() time.Time { return day.AddDate(0, 0, -2) })
+			early := service.NewBookings(a.DB, a.Outbox, a.Store, a.Store, a.CareRules, a.Points, a.Events, service.BookingConfig{}, func() time.Time { return day.AddDate(0, 0, -2) })
 			b, _, err := early.Book(ctx, service.Principal{Kind: model.SubjectPatient, ID: pid}, service.BookInput{PackageID: pkg.ID, SlotID: sl.ID, IdempotencyKey: "fd-" + day.Format(time.DateOnly) + start})
 			if err != nil {
 				t.Fatal(err)
@@ -502,4 +503,69 @@ func TestFrontDeskSearch(t *testing.T) {
 			t.Fatalf("the patient's list carries staff fields: %s", r.Raw)
 		}
 	})
+}
+
+// A patient's own booking and cancellation show in their next listing at
+// once: on the instance that took it (its cached listing is dropped) and on
+// another instance (told through Redis), not up to a second later.
+func TestOwnBookingShowsInTheNextListing(t *testing.T) {
+	prefix := "careloop-test-" + testenv.Suffix() + ":"
+	rdb := testenv.Redis(t)
+	shared := func(c *app.Config) { c.RedisAddr, c.RedisPrefix = testenv.RedisAddr(), prefix }
+	a1 := newApp(t, "mysql", shared)
+	a2 := newApp(t, "mysql", func(c *app.Config) { shared(c); c.MySQLDSN = a1.Cfg.MySQLDSN })
+	t.Cleanup(func() { testenv.DeletePrefix(rdb.Client(), prefix) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, a := range []*app.App{a1, a2} {
+		go func() { _ = a.Deps.Bookings.Watch(ctx) }()
+	}
+	time.Sleep(100 * time.Millisecond) // both listening
+	tok, _ := login(t, a1.Router, "dev:lister")
+	pkg := anyPackage(t, a1)
+	remaining := func(h http.Handler, slotID uint64) float64 {
+		t.Helper()
+		r := call(t, h, "GET", fmt.Sprintf("/api/mp/packages/%d/slots", pkg.ID), tok, nil)
+		for _, it := range r.Body["items"].([]any) {
+			if s := it.(map[string]any); uint64(s["id"].(float64)) == slotID {
+				return s["remaining"].(float64)
+			}
+		}
+		t.Fatalf("slot %d not listed: %s", slotID, r.Raw)
+		return 0
+	}
+	first := call(t, a1.Router, "GET", fmt.Sprintf("/api/mp/packages/%d/slots", pkg.ID), tok, nil).Body["items"].([]any)[0].(map[string]any)
+	slotID := uint64(first["id"].(float64))
+	before := remaining(a1.Router, slotID)
+	if remaining(a2.Router, slotID) != before { // both instances now hold the listing in their caches
+		t.Fatal("the instances disagree before booking")
+	}
+	r := bookCall(t, a1.Router, tok, "fresh-1", map[string]any{"package_id": pkg.ID, "slot_id": slotID})
+	if r.Status != 201 {
+		t.Fatalf("book: %d %s", r.Status, r.Raw)
+	}
+	if got := remaining(a1.Router, slotID); got != before-1 {
+		t.Fatalf("the instance that booked lists %v seats, want %v", got, before-1)
+	}
+	deadline := time.Now().Add(200 * time.Millisecond) // well inside the listing cache's second
+	for remaining(a2.Router, slotID) != before-1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the other instance still lists the seat as free")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	id := uint64(r.Body["id"].(float64))
+	if c := call(t, a2.Router, "POST", fmt.Sprintf("/api/mp/bookings/%d/cancel", id), tok, nil); c.Status != 200 {
+		t.Fatalf("cancel: %d %s", c.Status, c.Raw)
+	}
+	if got := remaining(a2.Router, slotID); got != before {
+		t.Fatalf("after cancelling, the instance lists %v seats, want %v", got, before)
+	}
+	deadline = time.Now().Add(200 * time.Millisecond)
+	for remaining(a1.Router, slotID) != before {
+		if time.Now().After(deadline) {
+			t.Fatal("the first instance still lists the cancelled seat as taken")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -107,7 +107,7 @@ func TestEarningLevelsCouponsAndExpiry(t *testing.T) {
 		tok, pid := login(t, h, "dev:member")
 		pkg := anyPackage(t, a)
 		// A completed checkup earns from the price paid, once even if completion comes twice.
-		early := service.NewBookings(a.DB, a.Outbox, a.Store, a.CareRules, a.Points, a.Events, service.BookingConfig{}, func() time.Time { return time.Now().AddDate(0, 0, -2) })
+		early := service.NewBookings(a.DB, a.Outbox, a.Store, a.Store, a.CareRules, a.Points, a.Events, service.BookingConfig{}, func() time.Time { return time.Now().AddDate(0, 0, -2) })
 		today := time.Now().In(model.Shanghai)
 		sl := model.Slot{Date: today.Format(time.DateOnly), Start: "06:10", End: "06:40", Capacity: 5}
 		a.DB.Gorm().Create(&sl)

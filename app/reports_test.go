@@ -62,7 +62,7 @@ func bookToday(t *testing.T, a *app.App, pid uint64, start string) *model.Bookin
 	if err := a.DB.Gorm().Create(&sl).Error; err != nil {
 		t.Fatal(err)
 	}
-	early := service.NewBookings(a.DB, a.Outbox, a.Store, a.CareRules, a.Points, a.Events, service.BookingConfig{}, func() time.Time { return today.AddDate(0, 0, -2) })
+	early := service.NewBookings(a.DB, a.Outbox, a.Store, a.Store, a.CareRules, a.Points, a.Events, service.BookingConfig{}, func() time.Time { return today.AddDate(0, 0, -2) })
 	b, _, err := early.Book(context.Background(), service.Principal{Kind: model.SubjectPatient, ID: pid},
 		service.BookInput{PackageID: anyPackage(t, a).ID, SlotID: sl.ID, IdempotencyKey: "today-" + start})
 	if err != nil {

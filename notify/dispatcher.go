@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"careloop/coord"
 	"careloop/model"
 )
 
@@ -36,6 +37,7 @@ const WakeTopic = "notify"
 type Dispatcher struct {
 	db     *model.DB
 	co     Coordinator
+	wake   *coord.Coalescer
 	send   Sender
 	cfg    Config
 	now    func() time.Time
@@ -61,9 +63,15 @@ func New(db *model.DB, co Coordinator, send Sender, cfg Config, now func() time.
 	if now == nil {
 		now = time.Now
 	}
-	return &Dispatcher{db: db, co: co, send: send, cfg: cfg, now: now, log: log, m: newMetrics(),
+	d := &Dispatcher{db: db, co: co, send: send, cfg: cfg, now: now, log: log, m: newMetrics(),
 		holds: map[string]time.Time{}, asked: map[string]time.Time{}, tokens: map[string]*tokenPool{}}
+	// A burst of enqueued notices (a booking a millisecond) is one nudge.
+	d.wake = coord.NewCoalescer(wakeDelay, func([]string) { _ = d.co.Notify(context.Background(), WakeTopic) })
+	return d
 }
+
+// wakeDelay gathers the nudges of a burst of enqueued notices into one.
+const wakeDelay = 10 * time.Millisecond
 
 // Run claims and delivers until ctx ends, then finishes the sends in
 // flight and hands unstarted claims back.
@@ -158,8 +166,8 @@ func (d *Dispatcher) ProcessDue(ctx context.Context) (int, error) {
 	}
 }
 
-// Wake nudges every worker.
-func (d *Dispatcher) Wake(ctx context.Context) { _ = d.co.Notify(ctx, WakeTopic) }
+// Wake nudges every worker, within wakeDelay, once for a burst of calls.
+func (d *Dispatcher) Wake(context.Context) { d.wake.Add("") }
 
 // bestEffort logs the failure of a write the delivery does not depend on
 // (it is redone or corrected later) and reports whether it succeeded.

@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"careloop/coord"
 	"careloop/model"
 	"careloop/notify"
 )
@@ -46,6 +47,8 @@ type Bookings struct {
 	db      *model.DB
 	out     *notify.Outbox
 	limiter KV
+	bus     Bus
+	changed *coord.Coalescer // slot groups whose seats changed, for the other instances
 	care    *CareRules
 	prices  Pricer
 	events  *Events
@@ -63,7 +66,11 @@ type Pricer interface {
 
 // NewBookings returns the booking use cases. A completed checkup is told
 // to events' subscribers (Events.OnBookingCompleted).
-func NewBookings(db *model.DB, out *notify.Outbox, limiter KV, care *CareRules, prices Pricer, events *Events, cfg BookingConfig, now func() time.Time) *Bookings {
+//
+// bus carries "these slot groups' seats changed" between instances (Watch
+// listens), so that a patient's own booking shows in their next listing
+// whichever instance serves it.
+func NewBookings(db *model.DB, out *notify.Outbox, limiter KV, bus Bus, care *CareRules, prices Pricer, events *Events, cfg BookingConfig, now func() time.Time) *Bookings {
 	if cfg.WindowDays == 0 {
 		cfg.WindowDays = 30
 	}
@@ -76,7 +83,57 @@ func NewBookings(db *model.DB, out *notify.Outbox, limiter KV, care *CareRules, 
 	if now == nil {
 		now = time.Now
 	}
-	return &Bookings{db: db, out: out, limiter: limiter, care: care, prices: prices, events: events, cfg: cfg, now: now}
+	s := &Bookings{db: db, out: out, limiter: limiter, bus: bus, care: care, prices: prices, events: events, cfg: cfg, now: now}
+	s.changed = coord.NewCoalescer(seatsChangedDelay, func(groups []string) {
+		payload, _ := json.Marshal(groups)
+		_ = s.bus.Publish(context.Background(), seatsTopic, payload)
+	})
+	return s
+}
+
+// seatsTopic carries the slot groups whose seats changed; seatsChangedDelay
+// gathers a burst of bookings into one message.
+const (
+	seatsTopic        = "booking.seats"
+	seatsChangedDelay = 5 * time.Millisecond
+)
+
+// seatsChanged forgets this instance's listings of the slots' groups at
+// once and tells the other instances (within seatsChangedDelay).
+func (s *Bookings) seatsChanged(ctx context.Context, slotIDs ...uint64) {
+	for _, id := range slotIDs {
+		sl, err := s.slot(ctx, id)
+		if err != nil {
+			continue // gone: nothing listed
+		}
+		s.forgetListings(sl.Group)
+		s.changed.Add(sl.Group)
+	}
+}
+
+func (s *Bookings) forgetListings(group string) { s.cache.forgetPrefix("slots:" + group + ":") }
+
+// Watch forgets the listings other instances report changed, until ctx
+// ends.
+func (s *Bookings) Watch(ctx context.Context) error {
+	ch, stop := s.bus.Listen(ctx, seatsTopic)
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case payload, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			var groups []string
+			if json.Unmarshal(payload, &groups) == nil {
+				for _, g := range groups {
+					s.forgetListings(g)
+				}
+			}
+		}
+	}
 }
 
 // Config returns the booking rules.
@@ -168,8 +225,9 @@ func (s *Bookings) Slots(ctx context.Context, packageID uint64, from, to string)
 	if err != nil {
 		return nil, err
 	}
-	// Remaining seats may be up to a second old in a listing; booking itself
-	// decides on the database's count.
+	// Others' bookings may take up to a second to show in a listing (a
+	// booking or cancellation drops its group's listings on every instance
+	// at once: seatsChanged); booking itself decides on the database's count.
 	s.cache.put(key, out, time.Second)
 	return s.bookable(out, now), nil
 }
@@ -371,6 +429,7 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 		})
 		if err == nil {
 			s.out.Wake(ctx)
+			s.seatsChanged(ctx, sl.ID)
 			return &b, true, nil
 		}
 		if !model.IsDuplicate(err) {
@@ -478,6 +537,7 @@ func (s *Bookings) Cancel(ctx context.Context, p Principal, id uint64) (*model.B
 		return nil, err
 	}
 	s.out.Wake(ctx)
+	s.seatsChanged(ctx, b.SlotID)
 	return s.Get(ctx, p, id)
 }
 
@@ -615,6 +675,7 @@ func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint6
 	if slotID == b.SlotID {
 		return b, nil
 	}
+	oldSlot := b.SlotID
 	var pkg model.Package
 	if err := s.db.Conn(ctx).Where("id = ?", b.PackageID).Take(&pkg).Error; err != nil {
 		return nil, err
@@ -660,6 +721,7 @@ func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint6
 		return nil, err
 	}
 	s.out.Wake(ctx)
+	s.seatsChanged(ctx, oldSlot, slotID)
 	return s.Get(ctx, p, id)
 }
 
