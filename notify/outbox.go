@@ -189,7 +189,10 @@ func (o *Outbox) EnqueueMany(ctx context.Context, ns []Notice) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	return o.db.Conn(ctx).Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(&rows, 500).Error
+	if err := o.db.Conn(ctx).Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(&rows, 500).Error; err != nil {
+		return fmt.Errorf("enqueue %d %s notices: %w", len(rows), rows[0].Reason, err)
+	}
+	return nil
 }
 
 // Withdraw stops the notice of one occurrence while it has not gone out

@@ -111,7 +111,22 @@ func (s *Bookings) seatsChanged(ctx context.Context, slotIDs ...uint64) {
 	}
 }
 
-func (s *Bookings) forgetListings(group string) { s.cache.forgetPrefix("slots:" + group + ":") }
+// allGroups stands for every slot group (a day closed or reopened).
+const allGroups = "*"
+
+func (s *Bookings) forgetListings(group string) {
+	if group == allGroups {
+		s.cache.forgetPrefix("slots:")
+		return
+	}
+	s.cache.forgetPrefix("slots:" + group + ":")
+}
+
+// allListingsChanged forgets every listing here and on the other instances.
+func (s *Bookings) allListingsChanged() {
+	s.forgetListings(allGroups)
+	s.changed.Add(allGroups)
+}
 
 // Watch forgets the listings other instances report changed, until ctx
 // ends.
@@ -446,7 +461,7 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 					return nil, false, ErrSlotClosed
 				}
 			}
-			return nil, false, err
+			return nil, false, fmt.Errorf("book slot %d: %w", sl.ID, err)
 		}
 		// Which unique key? A replay of this request, another active booking
 		// that day, or (rarely) a booking code already taken.
@@ -461,7 +476,7 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 			return nil, false, ErrDuplicateBooking
 		}
 	}
-	return nil, false, err
+	return nil, false, fmt.Errorf("book slot %d: %w", sl.ID, err)
 }
 
 // replay returns the booking an earlier request with this key made.
@@ -534,7 +549,7 @@ func (s *Bookings) Cancel(ctx context.Context, p Principal, id uint64) (*model.B
 		return nil, ErrNotChangeable
 	}
 	if err := s.db.InTx(ctx, func(ctx context.Context) error { return s.cancelTx(ctx, b, "预约号 "+b.Code, true) }); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cancel booking %d: %w", id, err)
 	}
 	s.out.Wake(ctx)
 	s.seatsChanged(ctx, b.SlotID)
@@ -590,9 +605,10 @@ func (s *Bookings) CloseDay(ctx context.Context, by Principal, date, reason stri
 		return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&day).Error
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("close day %s: %w", date, err)
 	}
 	s.cache.forget("closed:" + date)
+	s.allListingsChanged()
 	s.out.Wake(ctx)
 	return &day, cancelled, nil
 }
@@ -617,7 +633,11 @@ func (s *Bookings) OpenDay(ctx context.Context, by Principal, date string) error
 	for _, id := range ids {
 		s.cache.forget(fmt.Sprintf("slot:%d", id))
 	}
-	return err
+	s.allListingsChanged()
+	if err != nil {
+		return fmt.Errorf("open day %s: %w", date, err)
+	}
+	return nil
 }
 
 // cancelTx cancels booking b inside the caller's transaction: the seat and a
@@ -718,7 +738,7 @@ func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint6
 		return s.notifyBooked(ctx, b, &pkg, &sl, rules, notify.ReasonBookingChanged)
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("move booking %d to slot %d: %w", id, slotID, err)
 	}
 	s.out.Wake(ctx)
 	s.seatsChanged(ctx, oldSlot, slotID)
