@@ -36,6 +36,7 @@ func main() {
 	redis := flag.String("redis", "127.0.0.1:6379", "Redis address")
 	listFor := flag.Duration("list", 5*time.Second, "how long to measure slot listing")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the HTTP booking phase")
+	listprofile := flag.String("listprofile", "", "write a CPU profile of the slot-listing phase")
 	flag.Parse()
 
 	dsn, drop := benchenv.Database(*server, "bbench")
@@ -117,6 +118,12 @@ func main() {
 	}
 
 	// Slot listing.
+	if *listprofile != "" {
+		f, err := os.Create(*listprofile)
+		benchenv.Must(err)
+		benchenv.Must(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	var listed atomic.Int64
 	deadline := time.Now().Add(*listFor)
 	var wg sync.WaitGroup
