@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"careloop/api"
+	"careloop/console"
 	"careloop/coord"
 	"careloop/handler"
 	"careloop/model"
@@ -221,6 +222,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		MetricsToken:       cfg.MetricsToken,
 		LiveHeartbeat:      cfg.LiveHeartbeat,
 		Spec:               api.Spec,
+		Console:            console.Files(),
+		ConsoleConfig:      handler.ConsoleConfig{Sandbox: cfg.Sandbox()},
 		Collectors: append(a.Dispatcher.Collectors(), attacks, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "careloop_live_connections", Help: "Live chat clients (staff streams, patient long polls) this process holds.",
 		}, func() float64 { return float64(a.Live.Connections()) })),
@@ -242,6 +245,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 				return rec.Code, rec.Body.Bytes()
 			},
 		})
+		if cfg.AdminUser == "" {
+			deps.ConsoleConfig.DemoPassword, deps.ConsoleConfig.DemoAccounts = DemoAdminPassword, DemoAccounts
+		}
 		// In the sandbox, the patient's tap on "accept" reaches WeChat too.
 		deps.OnSubscribeAccept = func(openID, templateID string) { a.Sandbox.GrantSubscribe(cfg.MPAppID, openID, templateID, 1) }
 	}
@@ -270,8 +276,8 @@ func Files(cfg Config, db *model.DB, sealer *service.Sealer) service.SealedFiles
 	return service.SealedFiles{Inner: inner, Sealer: sealer}
 }
 
-// Demo accounts seeded in sandbox mode when no admin is configured (the
-// doctor has the same password, and is on duty for the chat).
+// Demo accounts seeded in sandbox mode when no admin is configured, one
+// per role, all with DemoAdminPassword (the doctor is on duty for the chat).
 const (
 	DemoAdminUser     = "admin"
 	DemoAdminPassword = "careloop-demo"
@@ -279,12 +285,24 @@ const (
 	DemoDoctorName    = "王医生"
 )
 
+// DemoAccounts are the sandbox's staff, one per role, as the console's
+// sign-in page lists them.
+var DemoAccounts = []handler.DemoAccount{
+	{Username: DemoAdminUser, Name: "系统管理员", Role: model.RoleAdmin},
+	{Username: DemoDoctorUser, Name: DemoDoctorName, Role: model.RoleDoctor},
+	{Username: "frontdesk", Name: "前台小张", Role: model.RoleFrontDesk},
+	{Username: "marketing", Name: "市场小李", Role: model.RoleMarketing},
+}
+
 func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 	if err := seedBooking(ctx, a.DB, catalog); err != nil {
 		return err
 	}
 	if err := seedSurvey(ctx, a.DB, a.Surveys); err != nil {
 		return err
+	}
+	if err := a.seedToday(ctx, catalog); err != nil {
+		return fmt.Errorf("seed today's bookings: %w", err)
 	}
 	if a.Cfg.AdminUser == "" {
 		if err := a.Auth.EnsureStaff(ctx, DemoAdminUser, DemoAdminPassword, model.RoleAdmin, "系统管理员"); err != nil {
@@ -295,6 +313,11 @@ func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 			return err
 		}
 		a.Log.Info("sandbox mode: demo doctor on duty", "username", DemoDoctorUser, "password", DemoAdminPassword)
+		for _, d := range DemoAccounts[2:] {
+			if err := a.Auth.EnsureStaff(ctx, d.Username, DemoAdminPassword, d.Role, d.Name); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

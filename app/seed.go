@@ -89,3 +89,61 @@ func (a *App) seedChat(ctx context.Context) error {
 	})
 	return err
 }
+
+// seedToday gives the front desk a day to work on first start: demo
+// patients (imported as from the HIS) booked into today's slots.
+func (a *App) seedToday(ctx context.Context, catalog *service.Catalog) error {
+	n, err := model.Count(a.DB.Conn(ctx).Model(&model.Booking{}))
+	if err != nil || n > 0 {
+		return err
+	}
+	people := [][]string{
+		{"姓名", "手机号", "性别", "出生日期", "HIS号", "来源渠道"},
+		{"张伟", "13800000101", "男", "1980-03-15", "H10001", "演示"},
+		{"王芳", "13800000102", "女", "1986-07-22", "H10002", "演示"},
+		{"李娜", "13800000103", "女", "1992-11-08", "H10003", "演示"},
+		{"刘洋", "13800000104", "男", "1975-01-30", "H10004", "演示"},
+		{"陈静", "13800000105", "女", "1968-05-12", "H10005", "演示"},
+		{"杨磊", "13800000106", "男", "1990-09-03", "H10006", "演示"},
+	}
+	if _, err := service.NewImporter(a.DB, a.Sealer, nil).Import(ctx, people, nil); err != nil {
+		return err
+	}
+	now := time.Now().In(model.Shanghai)
+	today := now.Format(time.DateOnly)
+	var slots []model.Slot
+	find := func() error {
+		return a.DB.Conn(ctx).Where("date = ? AND slot_group = ? AND closed = ?", today, "", false).Order("start").Find(&slots).Error
+	}
+	if err := find(); err != nil {
+		return err
+	}
+	if len(slots) == 0 { // a Sunday: the demo opens the morning anyway
+		in := service.ScheduleInput{From: today, To: today, Weekdays: map[int][]service.Period{int(now.Weekday()): {
+			{Start: "08:00", End: "08:30", Capacity: 20}, {Start: "08:30", End: "09:00", Capacity: 20}}}}
+		if _, err := catalog.Generate(ctx, service.System, in); err != nil {
+			return err
+		}
+		if err := find(); err != nil || len(slots) == 0 {
+			return err
+		}
+	}
+	var pkg model.Package
+	if err := a.DB.Conn(ctx).Where("gender = ? AND active = ?", "any", true).Order("sort_order").Take(&pkg).Error; err != nil {
+		return err
+	}
+	// Booked two days ago, as they would have been.
+	early := service.NewBookings(a.DB, a.Outbox, a.Store, a.Store, a.CareRules, a.Points, a.Events, service.BookingConfig{},
+		func() time.Time { return now.AddDate(0, 0, -2) })
+	for i, row := range people[1:] {
+		var p model.Patient
+		if err := a.DB.Conn(ctx).Where("his_id = ?", row[4]).Take(&p).Error; err != nil {
+			return err
+		}
+		in := service.BookInput{PackageID: pkg.ID, SlotID: slots[i%len(slots)].ID, IdempotencyKey: "demo-" + row[4]}
+		if _, _, err := early.Book(ctx, service.Principal{Kind: model.SubjectPatient, ID: p.ID}, in); err != nil {
+			return err
+		}
+	}
+	return nil
+}

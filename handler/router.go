@@ -3,6 +3,7 @@
 package handler
 
 import (
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"reflect"
@@ -69,11 +70,15 @@ type Deps struct {
 	// Sandbox, when set, is the WeChat sandbox's control API, mounted under
 	// /sandbox/wechat (sandbox mode only).
 	Sandbox http.Handler
+	// Console is the staff console's built files, served at /.
+	Console fs.FS
+	// ConsoleConfig is what its sign-in page shows.
+	ConsoleConfig ConsoleConfig
 }
 
 // optionalDeps may be nil: sandbox-only hooks and extras.
 var optionalDeps = map[string]bool{"Sandbox": true, "OnSubscribeAccept": true, "Collectors": true, "Spec": true, "Checks": true,
-	"IntegrationSecrets": true, "URLKey": true, "TrustedProxies": true}
+	"IntegrationSecrets": true, "URLKey": true, "TrustedProxies": true, "Console": true}
 
 // securityHeaders are sent with every answer; API answers, which carry
 // personal data, are never stored by a cache or browser.
@@ -131,7 +136,13 @@ func NewRouter(d Deps) *gin.Engine {
 	// Chat images are larger than other bodies: their own limit.
 	r.POST("/api/mp/chat/images", authenticate(d.Auth, model.SubjectPatient), bodyLimit(service.MaxChatImage+64<<10), chh.upload)
 	r.Use(bodyLimit(d.MaxBodyBytes))
-	r.NoRoute(func(c *gin.Context) { fail(c, model.ErrNotFound.WithMessage("接口不存在")) })
+	con := &console{files: d.Console}
+	con.register(r, d.ConsoleConfig)
+	r.NoRoute(func(c *gin.Context) {
+		if !con.serve(c) {
+			fail(c, model.ErrNotFound.WithMessage("接口不存在"))
+		}
+	})
 	r.NoMethod(func(c *gin.Context) {
 		c.JSON(http.StatusMethodNotAllowed, ErrorBody{Error: ErrorDetail{Code: "method_not_allowed", Message: "不支持该请求方法"}})
 	})

@@ -1,0 +1,98 @@
+// Browser test of the staff console against a running careloop (BASE, a
+// sandbox with demo data): sign-in per role, the navigation each role sees,
+// the front desk's day board and a check-in, no console error and no failed
+// request on any page. Screenshots go to test-results/.
+//
+//   BASE=http://127.0.0.1:8080 node e2e/smoke.mjs
+import { chromium } from 'playwright-core'
+import { mkdirSync } from 'node:fs'
+
+const BASE = process.env.BASE ?? 'http://127.0.0.1:8080'
+const PASSWORD = 'careloop-demo'
+const out = new URL('../test-results/' + (process.env.SHOTS ? process.env.SHOTS + '/' : ''), import.meta.url).pathname
+mkdirSync(out, { recursive: true })
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+})
+const problems = []
+let failures = 0
+function check(ok, what) {
+  if (!ok) {
+    failures++
+    console.error('FAIL', what)
+  } else console.log('ok  ', what)
+}
+
+async function signIn(username) {
+  const ctx = await browser.newContext({ locale: 'zh-CN', viewport: { width: 1366, height: 800 } })
+  const page = await ctx.newPage()
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`${username}: console: ${m.text()}`)
+  })
+  page.on('pageerror', (e) => problems.push(`${username}: page error: ${e.message}`))
+  page.on('requestfailed', (r) => problems.push(`${username}: request failed: ${r.url()} ${r.failure()?.errorText}`))
+  page.on('response', (r) => {
+    if (r.status() >= 400 && !r.url().endsWith('/api/admin/me')) problems.push(`${username}: ${r.status()} ${r.url()}`)
+  })
+  const started = Date.now()
+  await page.goto(BASE + '/')
+  await page.waitForSelector('[data-test=login]')
+  check(Date.now() - started < 1500, `${username}: the sign-in page is usable within 1.5 s (${Date.now() - started} ms)`)
+  check(await page.getByText('演示环境').isVisible(), `${username}: the sign-in page lists the demo accounts`)
+  await page.screenshot({ path: out + 'login.png' })
+  await page.fill('input[data-test=username], [data-test=username] input', username)
+  await page.fill('input[data-test=password], [data-test=password] input', PASSWORD)
+  await page.click('[data-test=login]')
+  await page.waitForSelector('[data-test=nav-dashboard]')
+  await page.waitForLoadState('networkidle')
+  return { ctx, page }
+}
+
+// The front desk: the day board, a search by 尾号, a check-in.
+{
+  const { ctx, page } = await signIn('frontdesk')
+  await page.screenshot({ path: out + 'frontdesk-dashboard.png' })
+  check(await page.locator('[data-test=nav-frontdesk]').isVisible(), 'frontdesk: sees 前台')
+  const t = Date.now()
+  await page.click('[data-test=nav-frontdesk]')
+  await page.waitForSelector('[data-test=bookings]')
+  await page.waitForLoadState('networkidle')
+  check(Date.now() - t < 1500, `frontdesk: the day board is usable within 1.5 s (${Date.now() - t} ms)`)
+  await page.screenshot({ path: out + 'frontdesk-board.png' })
+  const rows = await page.locator('[data-test=bookings] .el-table__body tr').count()
+  check(rows > 0, `frontdesk: the day board lists today's bookings (${rows})`)
+  const button = page.locator('[data-test^=check-in-]').first()
+  if (await button.count()) {
+    await button.click()
+    await page.getByText('已签到').first().waitFor()
+    check(true, 'frontdesk: checks a patient in')
+    await page.screenshot({ path: out + 'frontdesk-checked-in.png' })
+  } else check(false, 'frontdesk: a booking to check in')
+  await ctx.close()
+}
+
+// Marketing: no front-desk page, and its API answers 403.
+{
+  const { ctx, page } = await signIn('marketing')
+  check(!(await page.locator('[data-test=nav-frontdesk]').count()), 'marketing: does not see 前台')
+  const tok = await page.evaluate(() => JSON.parse(sessionStorage.getItem('careloop.session')).token)
+  const res = await page.request.get(BASE + '/api/admin/bookings', { headers: { Authorization: 'Bearer ' + tok } })
+  check(res.status() === 403, `marketing: the front desk's API answers ${res.status()}`)
+  await page.screenshot({ path: out + 'marketing-dashboard.png' })
+  await ctx.close()
+}
+
+// Admin and doctor reach their dashboards.
+for (const who of ['admin', 'doctor']) {
+  const { ctx, page } = await signIn(who)
+  await page.screenshot({ path: out + `${who}-dashboard.png` })
+  check(await page.locator('[data-test=card-tasks]').isVisible(), `${who}: the dashboard shows the tasks`)
+  await ctx.close()
+}
+
+await browser.close()
+for (const p of problems) console.error('FAIL', p)
+if (failures || problems.length) process.exit(1)
+console.log('all browser checks passed')

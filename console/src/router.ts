@@ -1,0 +1,39 @@
+import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
+import { session } from './session'
+
+// A page needs an action of the server's role table (service/access.go);
+// the navigation shows the pages the signed-in member's actions allow, and
+// the server still answers 403 to anyone else.
+export interface Page {
+  path: string
+  name: string
+  title: string
+  icon: string
+  action?: string // none: every staff member
+  component: RouteRecordRaw['component']
+}
+
+export const pages: Page[] = [
+  { path: '/', name: 'dashboard', title: '工作台', icon: 'Odometer', component: () => import('./views/Dashboard.vue') },
+  { path: '/frontdesk', name: 'frontdesk', title: '前台', icon: 'Calendar', action: 'bookings.desk', component: () => import('./views/FrontDesk.vue') },
+]
+
+export const router = createRouter({
+  history: createWebHistory(),
+  routes: [
+    { path: '/login', name: 'login', component: () => import('./views/Login.vue') },
+    {
+      path: '/',
+      component: () => import('./views/Layout.vue'),
+      children: pages.map((p) => ({ path: p.path, name: p.name, component: p.component!, meta: { title: p.title, action: p.action } })),
+    },
+    { path: '/:rest(.*)*', redirect: '/' },
+  ],
+})
+
+router.beforeEach((to) => {
+  if (to.name !== 'login' && !session.token) return { name: 'login', query: { next: to.fullPath } }
+  const action = to.meta.action as string | undefined
+  if (action && session.staff && !(session.staff.actions ?? []).includes(action)) return { name: 'dashboard' }
+  document.title = `${(to.meta.title as string) ?? '登录'} · careloop 管理后台`
+})

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"careloop/testenv"
+)
+
+// The staff console in a real browser (console/e2e/smoke.mjs: playwright-core
+// driving Debian's Chromium) against the real binary, on SQLite and on
+// MariaDB + Redis. Needs node, the console's node_modules (npm ci) and
+// /usr/bin/chromium: skipped without them, failed under CI=true.
+func TestConsoleInBrowser(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		unavailableTool(t, "node")
+	}
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		unavailableTool(t, "chromium (apt-get install -y chromium)")
+	}
+	if _, err := os.Stat(filepath.Join("console", "node_modules", "playwright-core")); err != nil {
+		unavailableTool(t, "console/node_modules (cd console && npm ci)")
+	}
+	backends := []struct {
+		name string
+		env  func(t *testing.T) []string
+	}{
+		{"sqlite", func(t *testing.T) []string { return []string{"CARELOOP_DATA_DIR=" + t.TempDir()} }},
+		{"mysql", func(t *testing.T) []string {
+			rdb := testenv.Redis(t) // skips, or fails under CI, without Redis
+			prefix := "careloop-e2e-" + testenv.Suffix() + ":"
+			t.Cleanup(func() { testenv.DeletePrefix(rdb.Client(), prefix) })
+			return []string{"CARELOOP_DATA_DIR=" + t.TempDir(), "CARELOOP_MYSQL_DSN=" + testenv.NewMySQLDatabase(t),
+				"CARELOOP_REDIS_ADDR=" + testenv.RedisAddr(), "CARELOOP_REDIS_PREFIX=" + prefix}
+		}},
+	}
+	for _, b := range backends {
+		name := b.name
+		t.Run(name, func(t *testing.T) {
+			c := startChild(t, b.env(t))
+			cmd := exec.Command("node", "e2e/smoke.mjs")
+			cmd.Dir = "console"
+			cmd.Env = append(os.Environ(), "BASE=http://"+c.addr, "CHROMIUM="+chromium, "SHOTS="+name)
+			out, err := cmd.CombinedOutput()
+			t.Logf("%s", out)
+			if err != nil {
+				t.Fatalf("browser checks failed on %s: %v\ncareloop:\n%s", name, err, c.out.String())
+			}
+		})
+	}
+}
+
+func unavailableTool(t *testing.T, what string) {
+	t.Helper()
+	if testenv.InCI() {
+		t.Fatalf("CI=true and %s is missing", what)
+	}
+	t.Skipf("%s missing: the browser test is skipped", what)
+}
