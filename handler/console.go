@@ -94,10 +94,19 @@ func compressible(ctype string) bool {
 	return strings.HasPrefix(ctype, "text/") || strings.Contains(ctype, "javascript") || strings.Contains(ctype, "json") || strings.Contains(ctype, "svg")
 }
 
+// gzipped is the file's gzipped form: name.gz from the build (npm run
+// build writes them), else compressed here once.
 func (h *console) gzipped(name string, body []byte) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if b, ok := h.gz[name]; ok {
+		return b
+	}
+	if b, err := fs.ReadFile(h.files, name+".gz"); err == nil {
+		if h.gz == nil {
+			h.gz = map[string][]byte{}
+		}
+		h.gz[name] = b
 		return b
 	}
 	var buf bytes.Buffer

@@ -51,7 +51,10 @@ func (d *Dispatcher) commitSent(ctx context.Context, q <-chan sentResult) {
 				break fill
 			}
 		}
-		if err := d.writeSent(ctx, batch); err != nil {
+		// In a transaction of its own: when MySQL picks this statement as a
+		// deadlock victim (claims lock the same rows), InTx runs it again,
+		// rather than leaving delivered rows unrecorded.
+		if err := d.db.InTx(ctx, func(ctx context.Context) error { return d.writeSent(ctx, batch) }); err != nil {
 			d.log.Error("record deliveries", "count", len(batch), "err", err)
 		}
 	}
