@@ -301,8 +301,10 @@ func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 	if err := seedSurvey(ctx, a.DB, a.Surveys); err != nil {
 		return err
 	}
-	if err := a.seedToday(ctx, catalog); err != nil {
-		return fmt.Errorf("seed today's bookings: %w", err)
+	if a.Cfg.DemoPatients {
+		if err := a.seedToday(ctx, catalog); err != nil {
+			return fmt.Errorf("seed today's bookings: %w", err)
+		}
 	}
 	if a.Cfg.AdminUser == "" {
 		if err := a.Auth.EnsureStaff(ctx, DemoAdminUser, DemoAdminPassword, model.RoleAdmin, "系统管理员"); err != nil {

@@ -97,6 +97,9 @@ type Config struct {
 	NotifyConcurrency int64         `env:"CARELOOP_NOTIFY_CONCURRENCY" yaml:"notify_concurrency"`
 	NotifyLease       time.Duration `env:"CARELOOP_NOTIFY_LEASE" yaml:"notify_lease"`
 	QuietHours        string        `env:"CARELOOP_QUIET_HOURS" yaml:"quiet_hours"`
+	// DemoPatients: sandbox mode books demo patients for today on first
+	// start, so that the front desk has a day to work on.
+	DemoPatients bool `env:"CARELOOP_DEMO_PATIENTS" yaml:"demo_patients"`
 	// Points.
 	PointsPerYuan int64 `env:"CARELOOP_POINTS_PER_YUAN" yaml:"points_per_yuan"`
 	SurveyPoints  int64 `env:"CARELOOP_SURVEY_POINTS" yaml:"survey_points"`
@@ -118,6 +121,7 @@ func Defaults() Config {
 		LiveHeartbeat: 25 * time.Second,
 		LogLevel:      "info",
 		ServeWorkers:  true,
+		DemoPatients:  true,
 		OAMode:        "safe",
 		PointsPerYuan: 1,
 		SurveyPoints:  50,

@@ -36,6 +36,8 @@ func newApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
 	// Every test request comes from one address: the suite logs in
 	// hundreds of patients from it (TestMPLoginLimits checks the limit).
 	cfg.MPLoginsPerIP = 1 << 30
+	// Tests count their own patients and bookings.
+	cfg.DemoPatients = false
 	if mutate != nil {
 		mutate(&cfg)
 	}
