@@ -96,7 +96,7 @@ func TestWorkersSurviveKillAndRedisRestart(t *testing.T) {
 		"CARELOOP_MYSQL_DSN=" + dsn, "CARELOOP_REDIS_ADDR=127.0.0.1:" + strconv.Itoa(redisPort),
 		"CARELOOP_WECHAT_API_BASE=" + srv.URL, "CARELOOP_MYSQL_MAX_CONNS=12", "CARELOOP_DATA_DIR=" + t.TempDir(), "CARELOOP_LOG_LEVEL=warn",
 		"CARELOOP_MP_APPID=wxe2emp", "CARELOOP_MP_SECRET=e2e-mp-secret", "CARELOOP_OA_APPID=wxe2eoa", "CARELOOP_OA_SECRET=e2e-oa-secret",
-		"CARELOOP_NOTIFY_LEASE=5s", "CARELOOP_NOTIFY_RATE=100000", "CARELOOP_QUIET_HOURS=",
+		"CARELOOP_NOTIFY_LEASE=5s", "CARELOOP_NOTIFY_RATE=100000", "CARELOOP_QUIET_HOURS=", "CARELOOP_DEMO_PATIENTS=false",
 	}
 	workers := []*child{startWorker(t, env), startWorker(t, env), startWorker(t, env)}
 
@@ -124,6 +124,17 @@ func TestWorkersSurviveKillAndRedisRestart(t *testing.T) {
 	t.Logf("Redis back at %d delivered", delivered())
 
 	var open int64
+	defer func() {
+		if t.Failed() {
+			var left []struct {
+				Status, LastError string
+				N                 int
+			}
+			db.Gorm().Model(&model.Notification{}).Select("status, last_error, COUNT(*) AS n").Where("status <> ?", model.NotifySent).
+				Group("status, last_error").Scan(&left)
+			t.Logf("not sent: %+v", left)
+		}
+	}()
 	waitFor("every notification to be finished", func() bool {
 		db.Gorm().Model(&model.Notification{}).Where("status <> ?", model.NotifySent).Count(&open)
 		return open == 0

@@ -302,8 +302,10 @@ func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 		return err
 	}
 	if a.Cfg.DemoPatients {
+		// Demo patients are a courtesy: an instance that lost a race to seed
+		// them (another seeded the same database at once) still starts.
 		if err := a.seedToday(ctx, catalog); err != nil {
-			return fmt.Errorf("seed today's bookings: %w", err)
+			a.Log.Warn("sandbox mode: demo patients for today not seeded", "err", err)
 		}
 	}
 	if a.Cfg.AdminUser == "" {

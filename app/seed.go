@@ -93,6 +93,12 @@ func (a *App) seedChat(ctx context.Context) error {
 // seedToday gives the front desk a day to work on first start: demo
 // patients (imported as from the HIS) booked into today's slots.
 func (a *App) seedToday(ctx context.Context, catalog *service.Catalog) error {
+	// Instances starting together on one database: one seeds.
+	unlock, err := a.Store.TryLock(ctx, "seed:today", time.Minute)
+	if err != nil || unlock == nil {
+		return nil // another instance is seeding (or the lock is unavailable: no demo is better than a failed start)
+	}
+	defer unlock()
 	n, err := model.Count(a.DB.Conn(ctx).Model(&model.Booking{}))
 	if err != nil || n > 0 {
 		return err
