@@ -76,11 +76,17 @@ async function signIn(username) {
   await page.screenshot({ path: out + 'frontdesk-board.png' })
   const rows = await page.locator('[data-test=bookings] .el-table__body tr').count()
   check(rows > 0, `frontdesk: the day board lists today's bookings (${rows})`)
+  // The one search box: the last four digits of a phone (尾号) find 李娜.
+  await page.fill('input[data-test=search], [data-test=search] input', '0103')
+  await page.click('[data-test=search-go]')
+  await page.waitForLoadState('networkidle')
+  const found = page.locator('[data-test=bookings] .el-table__body tr')
+  check((await found.count()) === 1 && (await found.first().innerText()).includes('李娜'), 'frontdesk: finds a patient by 尾号 0103')
   const button = page.locator('[data-test^=check-in-]').first()
   if (await button.count()) {
     await button.click()
     await page.getByText('已签到').first().waitFor()
-    check(true, 'frontdesk: checks a patient in')
+    check((await found.first().innerText()).includes('李娜'), 'frontdesk: checks the patient found by 尾号 in')
     await page.screenshot({ path: out + 'frontdesk-checked-in.png' })
   } else check(false, 'frontdesk: a booking to check in')
   await ctx.close()
