@@ -78,9 +78,11 @@ async function signIn(username) {
   check(rows > 0, `frontdesk: the day board lists today's bookings (${rows})`)
   // The one search box: the last four digits of a phone (尾号) find 李娜.
   await page.fill('input[data-test=search], [data-test=search] input', '0103')
+  const searched = page.waitForResponse((r) => r.url().includes('/api/admin/bookings?') && r.url().includes('q=0103'))
   await page.click('[data-test=search-go]')
-  await page.waitForLoadState('networkidle')
+  await searched
   const found = page.locator('[data-test=bookings] .el-table__body tr')
+  for (let i = 0; i < 50 && (await found.count()) !== 1; i++) await page.waitForTimeout(100) // the table re-renders
   check((await found.count()) === 1 && (await found.first().innerText()).includes('李娜'), 'frontdesk: finds a patient by 尾号 0103')
   const button = page.locator('[data-test^=check-in-]').first()
   if (await button.count()) {
