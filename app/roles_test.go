@@ -305,10 +305,6 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				_, err := d.Notices.List(ctx, p, notify.Filter{})
 				return err
 			},
-			func(ctx context.Context, p service.Principal) error {
-				_, err := d.Notices.Get(ctx, p, none)
-				return err
-			},
 		},
 		service.ActNotificationsFix: {
 			func(ctx context.Context, p service.Principal) error {

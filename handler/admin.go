@@ -273,7 +273,7 @@ func (h adminStaff) Register(rg *gin.RouterGroup) {
 
 func (h adminStaff) me(c *gin.Context) {
 	st, err := h.staff.Me(c.Request.Context(), principal(c))
-	renderOne(c, http.StatusOK, st, err, func(st *model.Staff) meDTO { return meDTO{StaffDTO: staffDTO(st), Actions: actionsOf(st.Role)} })
+	renderOne(c, http.StatusOK, st, err, func(st *model.Staff) meDTO { return meDTO{StaffDTO: staffDTO(st), Actions: service.ActionsOf(st.Role)} })
 }
 
 // StaffAccountDTO is a staff account in the admin list.

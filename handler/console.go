@@ -123,16 +123,5 @@ func (h *console) gzipped(name string, body []byte) []byte {
 // meDTO is the signed-in staff member with what their role may do.
 type meDTO struct {
 	StaffDTO
-	Actions []string `json:"actions"`
-}
-
-func actionsOf(role string) []string {
-	p := service.Principal{Kind: "staff", Role: role}
-	out := []string{}
-	for _, a := range service.Actions() {
-		if p.May(a) {
-			out = append(out, string(a))
-		}
-	}
-	return out
+	Actions []service.Action `json:"actions"`
 }

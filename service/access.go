@@ -104,6 +104,18 @@ func Roles(a Action) []string {
 	return append([]string{model.RoleAdmin}, roleTable[a]...)
 }
 
+// ActionsOf returns the actions a staff member of role may do, sorted.
+func ActionsOf(role string) []Action {
+	p := Principal{Kind: model.SubjectStaff, Role: role}
+	out := []Action{}
+	for _, a := range Actions() {
+		if p.May(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // Actions returns every staff action, sorted.
 func Actions() []Action {
 	out := make([]Action, 0, len(roleTable))

@@ -48,14 +48,6 @@ func (s *Notices) List(ctx context.Context, by Principal, f notify.Filter) (*Not
 	return &NoticePage{Rows: rows, Next: next, Counts: counts, Held: s.holds.Holds(ctx)}, nil
 }
 
-// Get returns one notification.
-func (s *Notices) Get(ctx context.Context, by Principal, id uint64) (*model.Notification, error) {
-	if err := by.must(ActNotificationsRead); err != nil {
-		return nil, err
-	}
-	return s.out.Get(ctx, id)
-}
-
 // Retry sends a dead or failed notification again, and returns it.
 func (s *Notices) Retry(ctx context.Context, by Principal, id uint64) (*model.Notification, error) {
 	if err := by.must(ActNotificationsFix); err != nil {
