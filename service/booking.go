@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -56,6 +58,7 @@ type Bookings struct {
 	now     func() time.Time
 
 	cache ttlCache
+	gens  sync.Map // slot group -> *atomic.Uint64: its listings' number (forgetListings)
 }
 
 // Pricer gives a patient's price for a package (Points: the level's
@@ -114,12 +117,15 @@ func (s *Bookings) seatsChanged(ctx context.Context, slotIDs ...uint64) {
 // allGroups stands for every slot group (a day closed or reopened).
 const allGroups = "*"
 
-func (s *Bookings) forgetListings(group string) {
-	if group == allGroups {
-		s.cache.forgetPrefix("slots:")
-		return
-	}
-	s.cache.forgetPrefix("slots:" + group + ":")
+// forgetListings moves the group (or every group) to a new listing number:
+// the cached listings under the old number are not read again and expire
+// by themselves, so a booking costs no scan of the cache.
+func (s *Bookings) forgetListings(group string) { s.listingGen(group).Add(1) }
+
+// listingGen is group's listing number.
+func (s *Bookings) listingGen(group string) *atomic.Uint64 {
+	g, _ := s.gens.LoadOrStore(group, new(atomic.Uint64))
+	return g.(*atomic.Uint64)
 }
 
 // allListingsChanged forgets every listing here and on the other instances.
@@ -229,7 +235,7 @@ func (s *Bookings) Slots(ctx context.Context, packageID uint64, from, to string)
 		return nil, ErrBadRange
 	}
 	from, to = maxStr(from, today), minStr(to, last)
-	key := fmt.Sprintf("slots:%s:%s:%s", pkg.Group, from, to)
+	key := fmt.Sprintf("slots:%s:%d.%d:%s:%s", pkg.Group, s.listingGen(pkg.Group).Load(), s.listingGen(allGroups).Load(), from, to)
 	if v, ok := s.cache.get(key); ok {
 		return s.bookable(v.([]model.Slot), now), nil
 	}

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"strings"
 	"sync"
 	"time"
 )
@@ -43,15 +42,4 @@ func (c *ttlCache) forget(k string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.m, k)
-}
-
-// forgetPrefix drops every key starting with prefix.
-func (c *ttlCache) forgetPrefix(prefix string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k := range c.m {
-		if strings.HasPrefix(k, prefix) {
-			delete(c.m, k)
-		}
-	}
 }
