@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 
 	attacks := prometheus.NewCounter(prometheus.CounterOpts{Name: "careloop_staff_login_attacks_total",
 		Help: "Staff accounts reported under attack (repeated login failures from anywhere within the window)."})
-	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret), MPLoginsPerIP: int(cfg.MPLoginsPerIP),
+	a.Auth = service.NewAuth(a.DB, wxIdentity{a.WX}, a.Store, a.Store, service.AuthConfig{Secret: []byte(cfg.TokenSecret), MPLoginsPerIP: int(cfg.MPLoginsPerIP),
 		Log: log, OnAttack: func(string) { attacks.Inc() }}, nil)
 	sealer, err := cfg.Sealer()
 	if err != nil {
@@ -340,6 +340,7 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	g.Go(func() error { return a.Live.Run(ctx, beat, a.Auth.ActiveStaffSessions) })
 	g.Go(func() error { return a.OA.RunPending(ctx, time.Second) })
 	g.Go(func() error { return a.Bookings.Watch(ctx) })
+	g.Go(func() error { return a.Auth.Watch(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error { return a.Scheduler.Run(ctx) })

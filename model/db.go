@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -165,9 +166,13 @@ func (d *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
+		hooks := &commitHooks{}
 		err = d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			return fn(context.WithValue(ctx, txKey{}, tx))
+			return fn(context.WithValue(context.WithValue(ctx, txKey{}, tx), hooksKey{}, hooks))
 		})
+		if err == nil {
+			hooks.run()
+		}
 		if !isDeadlock(err) {
 			return err
 		}
@@ -178,6 +183,68 @@ func (d *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error
 		}
 	}
 	return err
+}
+
+type hooksKey struct{}
+
+// commitHooks are what a transaction runs once it has committed.
+type commitHooks struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+func (h *commitHooks) add(fn func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fns = append(h.fns, fn)
+}
+
+func (h *commitHooks) run() {
+	h.mu.Lock()
+	fns := h.fns
+	h.fns = nil
+	h.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+// AfterCommit runs fn once the transaction carried by ctx has committed (not
+// at all when it rolls back), or at once outside a transaction. A cache
+// dropped after commit cannot be filled again from the state the
+// transaction replaced.
+func AfterCommit(ctx context.Context, fn func()) {
+	if h, ok := ctx.Value(hooksKey{}).(*commitHooks); ok {
+		h.add(fn)
+		return
+	}
+	fn()
+}
+
+// OnChange calls fn after any update or delete that changed rows of one of
+// the tables, once the change is committed: whichever code path wrote them
+// (the registry's merge and erase included), a cache of those rows hears of
+// it. Raw SQL (Exec) is not seen.
+func (d *DB) OnChange(tables []string, fn func()) error {
+	watched := make(map[string]bool, len(tables))
+	for _, t := range tables {
+		watched[t] = true
+	}
+	hook := func(tx *gorm.DB) {
+		if tx.Error != nil || tx.RowsAffected == 0 || !watched[tx.Statement.Table] {
+			return
+		}
+		ctx := tx.Statement.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		AfterCommit(ctx, fn)
+	}
+	name := fmt.Sprintf("careloop:onchange:%p", &watched)
+	if err := d.gorm.Callback().Update().After("gorm:update").Register(name, hook); err != nil {
+		return err
+	}
+	return d.gorm.Callback().Delete().After("gorm:delete").Register(name, hook)
 }
 
 // isDeadlock reports MySQL's "deadlock found" (1213), after which the whole

@@ -77,19 +77,26 @@ type AuthConfig struct {
 	MPLoginsPerIP      int
 	MPLoginsPerOpenID  int
 	MaxPatientSessions int
+	// SessionCacheTTL is how long a checked session is believed live
+	// without reading it again (default 5 s; negative: always read). Any
+	// change to sessions or staff accounts drops the cache at once.
+	SessionCacheTTL time.Duration
 }
 
 // Auth logs patients and staff in and checks their bearer tokens.
 type Auth struct {
-	db  *model.DB
-	wx  WeChatIdentity
-	kv  KV
-	cfg AuthConfig
-	now func() time.Time
+	db       *model.DB
+	wx       WeChatIdentity
+	kv       KV
+	bus      Bus
+	cfg      AuthConfig
+	now      func() time.Time
+	sessions *sessionCache
 }
 
-// NewAuth returns the identity use cases.
-func NewAuth(db *model.DB, wx WeChatIdentity, kv KV, cfg AuthConfig, now func() time.Time) *Auth {
+// NewAuth returns the identity use cases. bus carries "sessions changed"
+// between instances (Watch listens).
+func NewAuth(db *model.DB, wx WeChatIdentity, kv KV, bus Bus, cfg AuthConfig, now func() time.Time) *Auth {
 	if cfg.PatientTTL == 0 {
 		cfg.PatientTTL = 30 * 24 * time.Hour
 	}
@@ -123,10 +130,18 @@ func NewAuth(db *model.DB, wx WeChatIdentity, kv KV, cfg AuthConfig, now func() 
 	if cfg.MaxPatientSessions == 0 {
 		cfg.MaxPatientSessions = 10
 	}
+	if cfg.SessionCacheTTL == 0 {
+		cfg.SessionCacheTTL = 5 * time.Second
+	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Auth{db: db, wx: wx, kv: kv, cfg: cfg, now: now}
+	a := &Auth{db: db, wx: wx, kv: kv, bus: bus, cfg: cfg, now: now, sessions: newSessionCache(cfg.SessionCacheTTL)}
+	if err := db.OnChange([]string{db.TableOf(&model.Session{}), db.TableOf(&model.Staff{})}, a.sessionsChanged); err != nil {
+		cfg.Log.Error("session cache off: cannot watch session changes", "err", err)
+		a.sessions = newSessionCache(0)
+	}
+	return a
 }
 
 // PatientLogin exchanges a wx.login code for a session, creating the patient
@@ -163,13 +178,17 @@ func (a *Auth) PatientLogin(ctx context.Context, code, ip string) (string, *mode
 	if p.BlockedAt != nil {
 		return "", nil, ErrBlocked
 	}
-	tok, err := a.newSession(ctx, model.SubjectPatient, p.ID, a.cfg.PatientTTL)
+	epoch := a.sessions.current()
+	tok, sid, err := a.newSession(ctx, model.SubjectPatient, p.ID, a.cfg.PatientTTL)
 	if err != nil {
 		return "", nil, err
 	}
 	if err := a.capSessions(ctx, p.ID); err != nil {
 		return "", nil, err
 	}
+	// The session is live (it was just made): the patient's next request
+	// need not read it, unless something changed sessions meanwhile.
+	a.sessions.put(Principal{Kind: model.SubjectPatient, ID: p.ID, SessionID: sid}, a.now(), epoch)
 	return tok, p, nil
 }
 
@@ -246,7 +265,7 @@ func (a *Auth) StaffLogin(ctx context.Context, username, password, ip string) (s
 	if st.DisabledAt != nil {
 		return "", nil, ErrBlocked
 	}
-	tok, err := a.newSession(ctx, model.SubjectStaff, st.ID, a.cfg.StaffTTL)
+	tok, _, err := a.newSession(ctx, model.SubjectStaff, st.ID, a.cfg.StaffTTL)
 	if err != nil {
 		return "", nil, err
 	}
@@ -342,20 +361,21 @@ func (a *Auth) sign(payload []byte) string {
 	return enc.EncodeToString(payload) + "." + enc.EncodeToString(m.Sum(nil))
 }
 
-func (a *Auth) newSession(ctx context.Context, subject string, id uint64, ttl time.Duration) (string, error) {
+// newSession stores a session and returns its token and id.
+func (a *Auth) newSession(ctx context.Context, subject string, id uint64, ttl time.Duration) (string, string, error) {
 	sid := make([]byte, 16)
 	if _, err := rand.Read(sid); err != nil {
-		return "", err
+		return "", "", err
 	}
 	exp := a.now().Add(ttl).UTC().Truncate(time.Second)
 	s := model.Session{ID: hex.EncodeToString(sid), Subject: subject, SubjectID: id, ExpiresAt: exp}
 	if err := a.db.Conn(ctx).Create(&s).Error; err != nil {
-		return "", fmt.Errorf("create session: %w", err)
+		return "", "", fmt.Errorf("create session: %w", err)
 	}
 	payload := make([]byte, 24)
 	copy(payload, sid)
 	binary.BigEndian.PutUint64(payload[16:], uint64(exp.Unix()))
-	return a.sign(payload), nil
+	return a.sign(payload), s.ID, nil
 }
 
 // Authenticate checks a bearer token: signature, expiry, and that its session
@@ -380,8 +400,13 @@ func (a *Auth) Authenticate(ctx context.Context, token string) (Principal, error
 	if exp := time.Unix(int64(binary.BigEndian.Uint64(payload[16:])), 0); !now.Before(exp) {
 		return Principal{}, ErrTokenExpired
 	}
+	sid := hex.EncodeToString(payload[:16])
+	if p, ok := a.sessions.get(sid, now); ok {
+		return p, nil
+	}
+	epoch := a.sessions.current()
 	var s model.Session
-	if err := a.db.Conn(ctx).Where("id = ?", hex.EncodeToString(payload[:16])).Take(&s).Error; err != nil {
+	if err := a.db.Conn(ctx).Where("id = ?", sid).Take(&s).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			return Principal{}, ErrBadToken
 		}
@@ -401,6 +426,7 @@ func (a *Auth) Authenticate(ctx context.Context, token string) (Principal, error
 		}
 		p.Role = st.Role
 	}
+	a.sessions.put(p, now, epoch)
 	return p, nil
 }
 
