@@ -240,6 +240,18 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				return err
 			},
 			func(ctx context.Context, p service.Principal) error { return d.FrontDesk.People(ctx, p, nil) },
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.FrontDesk.Book(ctx, p, service.DeskBookInput{PatientID: none, PackageID: none, SlotID: none, IdempotencyKey: "k"})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.FrontDesk.Cancel(ctx, p, none, "")
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.FrontDesk.Reschedule(ctx, p, none, none)
+				return err
+			},
 		},
 		service.ActChatAnswer: {
 			func(ctx context.Context, p service.Principal) error {

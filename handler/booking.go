@@ -40,6 +40,9 @@ func (h bookingHandlers) registerAdmin(rg *gin.RouterGroup) {
 	rg.POST("/closed-days", schedule, h.closeDay)
 	rg.DELETE("/closed-days/:date", schedule, h.openDay)
 	rg.GET("/bookings", desk, h.search)
+	rg.POST("/bookings", desk, h.deskBook)
+	rg.POST("/bookings/:id/cancel", desk, h.deskCancel)
+	rg.POST("/bookings/:id/reschedule", desk, h.deskReschedule)
 	rg.POST("/bookings/:id/check-in", desk, h.transition(model.BookingCheckedIn))
 	rg.POST("/bookings/:id/complete", desk, h.transition(model.BookingCompleted))
 	rg.POST("/bookings/:id/no-show", desk, h.transition(model.BookingNoShow))
@@ -375,4 +378,76 @@ func (h bookingHandlers) transition(to string) gin.HandlerFunc {
 		}
 		h.render(c, http.StatusOK, *b)
 	}
+}
+
+// walkInRequest is a patient the front desk registers while booking.
+type walkInRequest struct {
+	Name      string `json:"name"`
+	Phone     string `json:"phone"`
+	Gender    string `json:"gender"`
+	BirthDate string `json:"birth_date"`
+	IDCard    string `json:"id_card"`
+}
+
+type deskBookRequest struct {
+	PatientID uint64         `json:"patient_id"`
+	Patient   *walkInRequest `json:"patient"`
+	PackageID uint64         `json:"package_id" binding:"required"`
+	SlotID    uint64         `json:"slot_id" binding:"required"`
+}
+
+// deskBook books for a patient at the front desk (a walk-in or a caller),
+// registering them when new.
+func (h bookingHandlers) deskBook(c *gin.Context) {
+	var req deskBookRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	in := service.DeskBookInput{PatientID: req.PatientID, PackageID: req.PackageID, SlotID: req.SlotID, IdempotencyKey: c.GetHeader("Idempotency-Key")}
+	if p := req.Patient; p != nil {
+		in.New = &service.WalkInPatient{Name: p.Name, Phone: p.Phone, Gender: p.Gender, BirthDate: p.BirthDate, IDCard: p.IDCard}
+	}
+	b, created, err := h.desk.Book(c.Request.Context(), principal(c), in)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if !created {
+		c.Header("Idempotent-Replayed", "true")
+	}
+	h.render(c, http.StatusCreated, *b)
+}
+
+type deskCancelRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (h bookingHandlers) deskCancel(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	var req deskCancelRequest // the reason is optional, and so is the body
+	if c.Request.ContentLength != 0 && !bindJSON(c, &req) {
+		return
+	}
+	b, err := h.desk.Cancel(c.Request.Context(), principal(c), id, req.Reason)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	h.render(c, http.StatusOK, *b)
+}
+
+func (h bookingHandlers) deskReschedule(c *gin.Context) {
+	id, req, ok := idAndJSON[rescheduleRequest](c)
+	if !ok {
+		return
+	}
+	b, err := h.desk.Reschedule(c.Request.Context(), principal(c), id, req.SlotID)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	h.render(c, http.StatusOK, *b)
 }

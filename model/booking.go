@@ -49,6 +49,12 @@ func (s *Slot) StartsAt() time.Time {
 	return t
 }
 
+// EndsAt is the slot's end in Asia/Shanghai.
+func (s *Slot) EndsAt() time.Time {
+	t, _ := time.ParseInLocation("2006-01-02 15:04", s.Date+" "+s.End, Shanghai)
+	return t
+}
+
 // Booking statuses.
 const (
 	BookingBooked    = "booked"

@@ -27,6 +27,7 @@ var (
 	ErrSlotMismatch     = model.NewError(model.KindRule, "slot_mismatch", "该时段不适用于所选套餐")
 	ErrPastCutoff       = model.NewError(model.KindRule, "past_cutoff", "已过预约截止时间（体检前一天 18:00）")
 	ErrOutsideWindow    = model.NewError(model.KindRule, "outside_window", "该日期暂未开放预约")
+	ErrSlotOver         = model.NewError(model.KindRule, "slot_over", "该时段已结束，请选择其他时段")
 	ErrGenderLimit      = model.NewError(model.KindRule, "gender_restricted", "该套餐不适用于该就诊人的性别")
 	ErrAgeLimit         = model.NewError(model.KindRule, "age_restricted", "就诊人年龄不符合该套餐要求")
 	ErrProfileMissing   = model.NewError(model.KindRule, "profile_incomplete", "请先完善就诊人的性别和出生日期")
@@ -296,20 +297,21 @@ type person struct {
 	familyID  *uint64
 }
 
-func (s *Bookings) person(ctx context.Context, p Principal, familyID *uint64, pkg *model.Package) (person, error) {
+// person is who comes: patientID themself, or the family member of theirs.
+func (s *Bookings) person(ctx context.Context, patientID uint64, familyID *uint64, pkg *model.Package) (person, error) {
 	if familyID == nil && pkg != nil && (pkg.Gender == "any" || pkg.Gender == "") && pkg.MinAge == 0 && pkg.MaxAge == 0 {
 		// No limits to check: the caller is who they are.
-		return person{key: fmt.Sprintf("p:%d", p.ID)}, nil
+		return person{key: fmt.Sprintf("p:%d", patientID)}, nil
 	}
 	if familyID != nil {
 		var m model.FamilyMember
-		if err := s.db.Conn(ctx).Where("id = ? AND owner_id = ?", *familyID, p.ID).Take(&m).Error; err != nil {
+		if err := s.db.Conn(ctx).Where("id = ? AND owner_id = ?", *familyID, patientID).Take(&m).Error; err != nil {
 			return person{}, model.NotFound(err)
 		}
 		return person{key: fmt.Sprintf("f:%d", m.ID), gender: m.Gender, birthDate: m.BirthDate, familyID: &m.ID}, nil
 	}
 	var pt model.Patient
-	if err := s.db.Conn(ctx).Select("id", "gender", "birth_date").Where("id = ?", p.ID).Take(&pt).Error; err != nil {
+	if err := s.db.Conn(ctx).Select("id", "gender", "birth_date").Where("id = ?", patientID).Take(&pt).Error; err != nil {
 		return person{}, model.NotFound(err)
 	}
 	return person{key: fmt.Sprintf("p:%d", pt.ID), gender: pt.Gender, birthDate: pt.BirthDate}, nil
@@ -324,7 +326,9 @@ func ageOn(birth time.Time, day time.Time) int {
 }
 
 // checkRules applies the package's and the calendar's rules to a slot.
-func (s *Bookings) checkRules(ctx context.Context, pkg *model.Package, sl *model.Slot, who person) error {
+// Patients book until the cut-off the evening before; the front desk
+// (desk) books a walk-in or a caller until the slot ends.
+func (s *Bookings) checkRules(ctx context.Context, pkg *model.Package, sl *model.Slot, who person, desk bool) error {
 	now := s.now().In(model.Shanghai)
 	if sl.Group != pkg.Group {
 		return ErrSlotMismatch
@@ -339,7 +343,10 @@ func (s *Bookings) checkRules(ctx context.Context, pkg *model.Package, sl *model
 	if closed {
 		return ErrSlotClosed
 	}
-	if !now.Before(model.CutOff(sl.Date, s.cfg.CutoffHour)) {
+	switch {
+	case desk && !now.Before(sl.EndsAt()):
+		return ErrSlotOver
+	case !desk && !now.Before(model.CutOff(sl.Date, s.cfg.CutoffHour)):
 		return ErrPastCutoff
 	}
 	if sl.Date > now.AddDate(0, 0, s.cfg.WindowDays).Format(time.DateOnly) {
@@ -383,12 +390,19 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 	if !p.IsPatient() {
 		return nil, false, model.ErrForbidden
 	}
+	if ok, _, err := s.limiter.Allow(ctx, fmt.Sprintf("booking:%d", p.ID), s.cfg.RatePerMinute, time.Minute); err == nil && !ok {
+		return nil, false, model.ErrTooMany.WithMessage("预约操作过于频繁，请稍后再试")
+	}
+	return s.book(ctx, p.ID, in, false)
+}
+
+// book books for patientID under the patient's rules or, with desk, the
+// front desk's (checkRules); everything else is the same: the person's
+// limits, the price, the idempotency key, the notices in the transaction.
+func (s *Bookings) book(ctx context.Context, patientID uint64, in BookInput, desk bool) (*model.Booking, bool, error) {
 	in.IdempotencyKey = strings.TrimSpace(in.IdempotencyKey)
 	if in.IdempotencyKey == "" || len(in.IdempotencyKey) > 64 {
 		return nil, false, ErrIdemKeyMissing
-	}
-	if ok, _, err := s.limiter.Allow(ctx, fmt.Sprintf("booking:%d", p.ID), s.cfg.RatePerMinute, time.Minute); err == nil && !ok {
-		return nil, false, model.ErrTooMany.WithMessage("预约操作过于频繁，请稍后再试")
 	}
 	pkg, err := s.Package(ctx, in.PackageID)
 	if err != nil {
@@ -399,21 +413,21 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 		return nil, false, err
 	}
 	sl := *slp
-	who, err := s.person(ctx, p, in.FamilyMemberID, pkg)
+	who, err := s.person(ctx, patientID, in.FamilyMemberID, pkg)
 	if err != nil {
 		return nil, false, err
 	}
-	if err := s.checkRules(ctx, pkg, &sl, who); err != nil {
+	if err := s.checkRules(ctx, pkg, &sl, who, desk); err != nil {
 		return nil, false, err
 	}
 	rules := s.care.Current(ctx)
 	price := pkg.PriceFen
 	if s.prices != nil {
-		price = s.prices.DiscountedPrice(ctx, p.ID, price)
+		price = s.prices.DiscountedPrice(ctx, patientID, price)
 	}
 	var coupon model.Coupon
 	if in.CouponID != nil {
-		err := s.db.Conn(ctx).Where("id = ? AND patient_id = ? AND status = ? AND expires_at > ?", *in.CouponID, p.ID, model.CouponUnused, s.now().UTC()).Take(&coupon).Error
+		err := s.db.Conn(ctx).Where("id = ? AND patient_id = ? AND status = ? AND expires_at > ?", *in.CouponID, patientID, model.CouponUnused, s.now().UTC()).Take(&coupon).Error
 		if err != nil {
 			return nil, false, ErrCouponUnusable
 		}
@@ -421,7 +435,7 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 	}
 	for attempt := 0; attempt < 3; attempt++ {
 		b := model.Booking{
-			Code: newBookingCode(), PatientID: p.ID, FamilyMemberID: who.familyID, PersonKey: who.key, ActiveDay: &sl.Date,
+			Code: newBookingCode(), PatientID: patientID, FamilyMemberID: who.familyID, PersonKey: who.key, ActiveDay: &sl.Date,
 			PackageID: pkg.ID, SlotID: sl.ID, Date: sl.Date, Status: model.BookingBooked, PriceFen: price,
 			IdempotencyKey: in.IdempotencyKey,
 		}
@@ -456,7 +470,7 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 		if !model.IsDuplicate(err) {
 			if errors.Is(err, ErrSlotFull) {
 				// A full slot may still be a replay of a booking this key made.
-				if b, rerr := s.replay(ctx, p, in); b != nil || rerr != nil {
+				if b, rerr := s.replay(ctx, patientID, in); b != nil || rerr != nil {
 					return b, false, rerr
 				}
 				closed, cerr := model.Count(s.db.Conn(ctx).Model(&model.Slot{}).Where("id = ? AND closed = ?", sl.ID, true))
@@ -471,7 +485,7 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 		}
 		// Which unique key? A replay of this request, another active booking
 		// that day, or (rarely) a booking code already taken.
-		if b, rerr := s.replay(ctx, p, in); b != nil || rerr != nil {
+		if b, rerr := s.replay(ctx, patientID, in); b != nil || rerr != nil {
 			return b, false, rerr
 		}
 		n, cerr := model.Count(s.db.Conn(ctx).Model(&model.Booking{}).Where("person_key = ? AND active_day = ?", who.key, sl.Date))
@@ -486,9 +500,9 @@ func (s *Bookings) Book(ctx context.Context, p Principal, in BookInput) (*model.
 }
 
 // replay returns the booking an earlier request with this key made.
-func (s *Bookings) replay(ctx context.Context, p Principal, in BookInput) (*model.Booking, error) {
+func (s *Bookings) replay(ctx context.Context, patientID uint64, in BookInput) (*model.Booking, error) {
 	var b model.Booking
-	err := s.db.Conn(ctx).Where("patient_id = ? AND idempotency_key = ?", p.ID, in.IdempotencyKey).Take(&b).Error
+	err := s.db.Conn(ctx).Where("patient_id = ? AND idempotency_key = ?", patientID, in.IdempotencyKey).Take(&b).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, nil
 	}
@@ -698,24 +712,33 @@ func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint6
 	if !b.CanChange(s.now(), s.cfg.CutoffHour) {
 		return nil, ErrNotChangeable
 	}
+	if err := s.move(ctx, b, slotID, false); err != nil {
+		return nil, err
+	}
+	return s.Get(ctx, p, id)
+}
+
+// move moves booked b to slotID under the patient's rules or, with desk,
+// the front desk's; b is updated.
+func (s *Bookings) move(ctx context.Context, b *model.Booking, slotID uint64, desk bool) error {
 	if slotID == b.SlotID {
-		return b, nil
+		return nil
 	}
 	oldSlot := b.SlotID
 	var pkg model.Package
 	if err := s.db.Conn(ctx).Where("id = ?", b.PackageID).Take(&pkg).Error; err != nil {
-		return nil, err
+		return err
 	}
 	var sl model.Slot
 	if err := s.db.Conn(ctx).Where("id = ?", slotID).Take(&sl).Error; err != nil {
-		return nil, model.NotFound(err)
+		return model.NotFound(err)
 	}
-	who, err := s.person(ctx, p, b.FamilyMemberID, &pkg)
+	who, err := s.person(ctx, b.PatientID, b.FamilyMemberID, &pkg)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := s.checkRules(ctx, &pkg, &sl, who); err != nil {
-		return nil, err
+	if err := s.checkRules(ctx, &pkg, &sl, who, desk); err != nil {
+		return err
 	}
 	rules := s.care.Current(ctx)
 	err = s.db.InTx(ctx, func(ctx context.Context) error {
@@ -723,7 +746,7 @@ func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint6
 		if err := takeSeat(db, sl.ID); err != nil {
 			return err
 		}
-		res := db.Model(&model.Booking{}).Where("id = ? AND patient_id = ? AND status = ? AND slot_id = ?", id, p.ID, model.BookingBooked, b.SlotID).
+		res := db.Model(&model.Booking{}).Where("id = ? AND patient_id = ? AND status = ? AND slot_id = ?", b.ID, b.PatientID, model.BookingBooked, oldSlot).
 			Updates(map[string]any{"slot_id": sl.ID, "date": sl.Date, "active_day": sl.Date})
 		if res.Error != nil {
 			if model.IsDuplicate(res.Error) {
@@ -734,21 +757,23 @@ func (s *Bookings) Reschedule(ctx context.Context, p Principal, id, slotID uint6
 		if res.RowsAffected == 0 {
 			return ErrNotChangeable
 		}
-		if err := returnSeat(db, b.SlotID); err != nil {
+		if err := returnSeat(db, oldSlot); err != nil {
 			return err
 		}
 		if err := s.cancelReminders(ctx, b); err != nil {
 			return err
 		}
-		b.SlotID, b.Date = sl.ID, sl.Date
-		return s.notifyBooked(ctx, b, &pkg, &sl, rules, notify.ReasonBookingChanged)
+		moved := *b
+		moved.SlotID, moved.Date = sl.ID, sl.Date
+		return s.notifyBooked(ctx, &moved, &pkg, &sl, rules, notify.ReasonBookingChanged)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("move booking %d to slot %d: %w", id, slotID, err)
+		return fmt.Errorf("move booking %d to slot %d: %w", b.ID, slotID, err)
 	}
+	b.SlotID, b.Date = sl.ID, sl.Date
 	s.out.Wake(ctx)
 	s.seatsChanged(ctx, oldSlot, slotID)
-	return s.Get(ctx, p, id)
+	return nil
 }
 
 // PackageItems decodes a package's item list.
