@@ -281,7 +281,7 @@ func (h bookingHandlers) staffSlots(c *gin.Context) {
 	items := make([]gin.H, 0, len(ss))
 	for i := range ss {
 		items = append(items, gin.H{"id": ss[i].ID, "date": ss[i].Date, "start": ss[i].Start, "end": ss[i].End, "group": ss[i].Group,
-			"capacity": ss[i].Capacity, "booked": ss[i].Booked, "remaining": ss[i].Remaining()})
+			"capacity": ss[i].Capacity, "booked": ss[i].Booked, "remaining": ss[i].Remaining(), "closed": ss[i].Closed})
 	}
 	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
 }

@@ -1,6 +1,7 @@
 // Browser test of the staff console against a running careloop (BASE, a
 // sandbox with demo data): sign-in per role, the navigation each role sees,
-// the front desk's day board and a check-in, no console error and no failed
+// the front desk's day board, a check-in and a walk-in booked and checked
+// in, no console error and no failed
 // request on any page. Screenshots go to test-results/.
 //
 //   BASE=http://127.0.0.1:8080 node e2e/smoke.mjs
@@ -91,6 +92,52 @@ async function signIn(username) {
     check((await found.first().innerText()).includes('李娜'), 'frontdesk: checks the patient found by 尾号 in')
     await page.screenshot({ path: out + 'frontdesk-checked-in.png' })
   } else check(false, 'frontdesk: a booking to check in')
+
+  // A walk-in: registered and booked in the 代约 dialog, then found by 尾号
+  // and checked in. A slot open all day today (made through the schedule
+  // API, as the desk would) lets the check run at any hour.
+  const tok = await page.evaluate(() => JSON.parse(sessionStorage.getItem('careloop.session')).token)
+  const today = new Intl.DateTimeFormat('sv-SE', { timeZone: 'Asia/Shanghai' }).format(new Date())
+  const weekday = new Date(today + 'T12:00:00+08:00').getUTCDay()
+  const sched = await page.request.post(BASE + '/api/admin/schedules', {
+    headers: { Authorization: 'Bearer ' + tok },
+    data: { from: today, to: today, weekdays: { [weekday]: [{ start: '00:00', end: '23:59', capacity: 20 }] } },
+  })
+  check(sched.ok(), `frontdesk: a walk-in slot for today (${sched.status()})`)
+  await page.fill('input[data-test=search], [data-test=search] input', '')
+  await page.click('[data-test=search-go]')
+  await page.click('[data-test=walk-in-open]')
+  await page.waitForSelector('[data-test=walk-in] [data-test=mode-new]')
+  await page.screenshot({ path: out + 'frontdesk-walk-in-open.png' })
+  await page.click('[data-test=walk-in] [data-test=mode-new]')
+  await page.fill('input[data-test=new-name], [data-test=new-name] input', '孙立新')
+  await page.fill('input[data-test=new-phone], [data-test=new-phone] input', '13700004321')
+  await page.fill('[data-test=new-birth] input', '1980-05-20')
+  await page.keyboard.press('Enter')
+  await page.click('[data-test=walk-in] [data-test=package]')
+  await page.locator('.el-select-dropdown__item:visible').first().click()
+  const slot = page.locator('[data-test=walk-in] [data-test="slot-00:00"]')
+  await slot.waitFor()
+  await slot.click()
+  await page.screenshot({ path: out + 'frontdesk-walk-in-filled.png' })
+  const bookedRes = page.waitForResponse((r) => r.url().endsWith('/api/admin/bookings') && r.request().method() === 'POST')
+  await page.click('[data-test=walk-in-submit]')
+  const res = await bookedRes
+  check(res.status() === 201, `frontdesk: books the walk-in (${res.status()} ${res.status() === 201 ? '' : await res.text()})`)
+  await page.locator('[data-test=walk-in]').waitFor({ state: 'hidden' })
+  await page.fill('input[data-test=search], [data-test=search] input', '4321')
+  const again = page.waitForResponse((r) => r.url().includes('/api/admin/bookings?') && r.url().includes('q=4321'))
+  await page.click('[data-test=search-go]')
+  await again
+  for (let i = 0; i < 50 && (await found.count()) !== 1; i++) await page.waitForTimeout(100)
+  check((await found.count()) === 1 && (await found.first().innerText()).includes('孙立新'), 'frontdesk: finds the walk-in by 尾号 4321')
+  const walkInButton = page.locator('[data-test^=check-in-]').first()
+  if (await walkInButton.count()) {
+    await walkInButton.click()
+    await page.getByText('已签到').first().waitFor()
+    check((await found.first().innerText()).includes('已签到'), 'frontdesk: checks the walk-in in')
+    await page.screenshot({ path: out + 'frontdesk-walk-in-checked-in.png' })
+  } else check(false, 'frontdesk: the walk-in can be checked in')
   await ctx.close()
 }
 

@@ -3643,7 +3643,10 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            items?: components["schemas"]["StaffSlot"][];
+                            next_cursor?: string;
+                        };
                     };
                 };
                 403: components["responses"]["Error"];
@@ -3871,7 +3874,207 @@ export interface paths {
             };
         };
         put?: never;
-        post?: never;
+        /**
+         * 前台代约（现场或电话患者；新患者同时登记；需 Idempotency-Key）
+         * @description Books for an existing patient (`patient_id`) or registers a new one (`patient`: name and phone required; an ID card decides birth date and gender). A phone or ID card already registered under the same name is that patient; under another name the request is refused (409 `patient_exists`, details name the patient). The package's limits and one booking per person per day hold as for the patient's own booking; the front desk may book until the slot ends (`slot_over` after), not only until 18:00 the day before. The patient is told as usual, and the audit log records who booked.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header: {
+                    "Idempotency-Key": string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        patient_id?: number;
+                        patient?: {
+                            name: string;
+                            /** @example 13800138000 */
+                            phone: string;
+                            /** @enum {string} */
+                            gender?: "male" | "female" | "unknown" | "";
+                            /** Format: date */
+                            birth_date?: string;
+                            id_card?: string;
+                        };
+                        package_id: number;
+                        slot_id: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description booked (a replay of the same key answers the same booking with Idempotent-Replayed: true) */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Booking"];
+                    };
+                };
+                /** @description idempotency_key_required, patient_required */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description forbidden, account_blocked */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                404: components["responses"]["Error"];
+                /** @description slot_full, duplicate_booking, patient_exists */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description slot_over, slot_closed, gender_restricted, age_restricted, invalid_phone, invalid_name, invalid_id_card, id_card_mismatch */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/bookings/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 前台取消预约（患者来电或医院原因；退还名额与优惠券，通知患者） */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": {
+                        /** @description told to the patient */
+                        reason?: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description cancelled */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Booking"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description booking_not_changeable (no longer booked), bad_reason */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/bookings/{id}/reschedule": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 前台改约（新名额与旧名额原子交换，通知患者新时间） */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        slot_id: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description moved */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Booking"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description slot_full, duplicate_booking */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description booking_not_changeable, slot_over and the booking rules */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -7145,6 +7348,22 @@ export interface components {
             end?: string;
             capacity?: number;
             remaining?: number;
+        };
+        StaffSlot: {
+            id?: number;
+            /** Format: date */
+            date?: string;
+            /** @example 08:00 */
+            start?: string;
+            /** @example 08:30 */
+            end?: string;
+            /** @description the slot group; a package books the slots of its group */
+            group?: string;
+            capacity?: number;
+            booked?: number;
+            remaining?: number;
+            /** @description takes no booking (the day or the slot is closed) */
+            closed?: boolean;
         };
         Booking: {
             id?: number;
