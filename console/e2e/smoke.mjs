@@ -152,6 +152,87 @@ async function signIn(username) {
   await ctx.close()
 }
 
+// The doctor's inbox: a patient's message (sent through the sandbox's
+// official account) appears without reload, patient text stays text, the
+// reply leaves as a customer message, and a burst of 20 messages a second
+// arrives whole and in order.
+{
+  const { ctx, page } = await signIn('doctor')
+  const dialogs = []
+  page.on('dialog', (d) => {
+    dialogs.push(d.message())
+    d.dismiss().catch(() => {})
+  })
+  check(await page.locator('[data-test=nav-inbox]').isVisible(), 'doctor: sees 医生工作台')
+  const t = Date.now()
+  await page.click('[data-test=nav-inbox]')
+  await page.waitForSelector('[data-test=conversations]')
+  await page.waitForLoadState('networkidle')
+  figure('doctor: inbox usable after', Date.now() - t)
+  await page.locator('[data-test=live-state].on').waitFor({ timeout: 5000 })
+  await page.click('[data-test=scope-all]')
+  const sandbox = (path, data) => page.request.post(BASE + '/sandbox/wechat' + path, { data })
+  const openid = 'oa-e2e-' + Date.now()
+  await sandbox('/oa/event', { openid, event: 'subscribe' })
+  const sent = Date.now()
+  await sandbox('/oa/user-message', { openid, content: '体检前一天可以喝水吗' })
+  const row = page.locator('[data-test^=conversation-]', { hasText: '体检前一天可以喝水吗' }).first()
+  let arrived = true
+  await row.waitFor({ timeout: 2000 }).catch(() => (arrived = false))
+  figure('doctor: a patient message in the open inbox after', Date.now() - sent)
+  check(arrived, 'doctor: a new patient message appears in the open inbox within 2 s, without reload')
+  if (arrived) {
+    const convID = Number((await row.getAttribute('data-test')).split('-')[1]) // the preview changes below
+    await row.click()
+    const pane = page.locator('[data-test=messages]')
+    await pane.getByText('体检前一天可以喝水吗').waitFor()
+    await page.locator('[data-test=patient-360]').waitFor()
+    check(true, 'doctor: opens the conversation with the patient beside it')
+
+    // Patient text is text: no element made, no script run.
+    const evil = '<img src=x onerror=alert(1)>'
+    await sandbox('/oa/user-message', { openid, content: evil })
+    await pane.getByText(evil).waitFor({ timeout: 2000 })
+    await page.waitForTimeout(300)
+    check((await page.locator('img[src="x"]').count()) === 0 && dialogs.length === 0, 'doctor: patient HTML is shown as text (no element, no dialog)')
+
+    // The reply reaches the patient as a customer-service message.
+    const reply = '可以少量喝水，早上空腹即可'
+    await page.fill('textarea[data-test=reply], [data-test=reply] textarea', reply)
+    const posted = page.waitForResponse((r) => /\/api\/admin\/conversations\/\d+\/messages$/.test(r.url()) && r.request().method() === 'POST')
+    await page.click('[data-test=send]')
+    check((await posted).status() === 201, 'doctor: the reply is sent')
+    await pane.getByText(reply).waitFor()
+    let delivered = false
+    for (let i = 0; i < 30 && !delivered; i++) {
+      const out = await (await page.request.get(BASE + '/sandbox/wechat/messages')).json()
+      delivered = out.items.some((m) => m.api === 'custom_send' && m.touser === openid && JSON.stringify(m.payload).includes(reply))
+      if (!delivered) await page.waitForTimeout(100)
+    }
+    check(delivered, 'doctor: the reply reached WeChat (the sandbox) as a customer message')
+    await page.screenshot({ path: out + 'doctor-inbox.png' })
+
+    // 20 messages in a second: all shown, in the order the server keeps.
+    const burstStart = Date.now()
+    const posts = []
+    for (let i = 1; i <= 20; i++) {
+      posts.push(sandbox('/oa/user-message', { openid, content: `连发消息 ${i}` }))
+      await page.waitForTimeout(50)
+    }
+    await Promise.all(posts)
+    const shown = async () => (await pane.locator('.bubble.text').allInnerTexts()).filter((x) => x.startsWith('连发消息'))
+    for (let i = 0; i < 50 && (await shown()).length < 20; i++) await page.waitForTimeout(100)
+    figure('doctor: 20 messages sent at 20/s all shown after', Date.now() - burstStart)
+    const got = await shown()
+    const tok = await page.evaluate(() => JSON.parse(sessionStorage.getItem('careloop.session')).token)
+    const kept = await (await page.request.get(`${BASE}/api/admin/conversations/${convID}/messages`, { headers: { Authorization: 'Bearer ' + tok } })).json()
+    const order = kept.items.map((m) => m.content).filter((x) => x.startsWith('连发消息'))
+    check(got.length === 20 && got.join('|') === order.join('|'), `doctor: the burst is shown whole and in order (${got.length} of 20)`)
+    await page.screenshot({ path: out + 'doctor-inbox-burst.png' })
+  }
+  await ctx.close()
+}
+
 // Admin and doctor reach their dashboards.
 for (const who of ['admin', 'doctor']) {
   const { ctx, page } = await signIn(who)

@@ -29,3 +29,11 @@ export function message(err: unknown): string {
   const e = err as ApiError | undefined
   return e?.error?.message ?? '请求失败，请稍后重试'
 }
+
+// blobURL fetches a protected file (a chat image) with the session's token
+// and returns an object URL for an <img>; empty when it cannot be read.
+export async function blobURL(path: string): Promise<string> {
+  const res = await fetch(path, { headers: { Authorization: `Bearer ${session.token}` } })
+  if (!res.ok) return ''
+  return URL.createObjectURL(await res.blob())
+}

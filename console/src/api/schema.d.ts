@@ -6910,7 +6910,10 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            items?: components["schemas"]["CannedReply"][];
+                            next_cursor?: string;
+                        };
                     };
                 };
             };
@@ -6940,7 +6943,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["CannedReply"];
                     };
                 };
                 400: components["responses"]["Error"];
@@ -7074,6 +7077,13 @@ export interface components {
             doctor_id?: number;
             message?: components["schemas"]["ChatMessage"];
         };
+        CannedReply: {
+            id?: number;
+            title?: string;
+            content?: string;
+            /** @description everyone's (added by an admin), else the doctor's own */
+            shared?: boolean;
+        };
         Doctor: {
             id?: number;
             name?: string;
@@ -7189,7 +7199,17 @@ export interface components {
             consents?: components["schemas"]["ConsentList"]["items"];
             health_archive?: components["schemas"]["Health"];
             /** @description the latest 20 */
-            bookings?: Record<string, never>[];
+            bookings?: {
+                id?: number;
+                code?: string;
+                /** Format: date */
+                date?: string;
+                /** @enum {string} */
+                status?: "booked" | "checked_in" | "completed" | "cancelled" | "no_show";
+                package_id?: number;
+                family_member_id?: number | null;
+                price_fen?: number;
+            }[];
             /** @description the latest 20; admin and doctor only */
             reports?: components["schemas"]["ReportSummary"][];
             /** @description the latest 20 */
