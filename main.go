@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,7 +23,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -270,14 +268,7 @@ func importPatients(ctx context.Context, cfg app.Config, path string, stdout, st
 		return err
 	}
 	defer f.Close()
-	_, _ = f.Write([]byte{0xEF, 0xBB, 0xBF}) // so that Excel reads it as UTF-8
-	w := csv.NewWriter(f)
-	_ = w.Write([]string{"行号", "字段", "原因"})
-	for _, e := range rep.Errors {
-		_ = w.Write([]string{strconv.Itoa(e.Row), e.Field, e.Reason})
-	}
-	w.Flush()
-	if err := w.Error(); err != nil {
+	if err := service.WriteImportErrors(f, rep.Errors); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "refused rows are listed in %s\n", reportPath)

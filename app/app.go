@@ -55,6 +55,8 @@ type App struct {
 	OA       *service.OA
 	Chat     *service.Chat
 	Live     *service.Live
+	// Imports runs HIS imports uploaded in the console (Run does the work).
+	Imports *service.Imports
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -172,6 +174,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		onUserMessage = func(openID string) { a.Sandbox.OpenWindow(cfg.OAAppID, openID) }
 	}
 	a.OA = service.NewOA(a.DB, a.Outbox, followers, a.Chat, onUserMessage, log, nil)
+	a.Imports = service.NewImports(a.DB, files, service.NewImporter(a.DB, sealer, nil), audit, filepath.Join(cfg.DataDir, "tmp"), log, nil)
 
 	if cfg.AdminUser != "" {
 		if err := a.Auth.EnsureStaff(ctx, cfg.AdminUser, cfg.AdminPassword, model.RoleAdmin, "管理员"); err != nil {
@@ -212,6 +215,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		CareRules:          a.CareRules,
 		OA:                 a.OA,
 		Chat:               a.Chat,
+		Imports:            a.Imports,
 		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
@@ -327,8 +331,8 @@ func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 }
 
 // Run runs careloop's background loops until ctx ends and waits for every
-// one of them: the live fan-out with its session checks and the worker that
-// finishes official-account events always, the dispatcher and the care
+// one of them: the live fan-out with its session checks, the worker that
+// finishes official-account events and the console's imports always, the dispatcher and the care
 // rules when workers is set. Nothing it starts outlives it, so Close may
 // close the database once it has returned.
 func (a *App) Run(ctx context.Context, workers bool) error {
@@ -341,6 +345,9 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	g.Go(func() error { return a.OA.RunPending(ctx, time.Second) })
 	g.Go(func() error { return a.Bookings.Watch(ctx) })
 	g.Go(func() error { return a.Auth.Watch(ctx) })
+	// Imports run wherever they are uploaded (a claim keeps each to one
+	// instance): the uploader is waiting.
+	g.Go(func() error { return a.Imports.Run(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error { return a.Scheduler.Run(ctx) })

@@ -43,6 +43,7 @@ type Deps struct {
 	CareRules    *service.CareRules
 	OA           *service.OA
 	Chat         *service.Chat
+	Imports      *service.Imports
 	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
@@ -135,6 +136,8 @@ func NewRouter(d Deps) *gin.Engine {
 	chh := chatHandlers{chat: d.Chat, patients: d.PatientAdmin, heartbeat: d.LiveHeartbeat}
 	// Chat images are larger than other bodies: their own limit.
 	r.POST("/api/mp/chat/images", authenticate(d.Auth, model.SubjectPatient), bodyLimit(service.MaxChatImage+64<<10), chh.upload)
+	ih := importHandlers{imports: d.Imports}
+	ih.registerUpload(r, d.Auth) // a HIS export: its own limit too
 	r.Use(bodyLimit(d.MaxBodyBytes))
 	con := &console{files: d.Console}
 	con.register(r, d.ConsoleConfig)
@@ -185,6 +188,7 @@ func NewRouter(d Deps) *gin.Engine {
 	sh.registerAdmin(staff)
 	ch.registerAdmin(staff)
 	taskHandlers{t: d.Tasks}.register(staff)
+	ih.register(staff)
 	oaAdmin{oa: d.OA, menus: d.OAMenus}.register(staff)
 	chh.p360 = ap.dto360
 	chh.registerMP(mpAuth)

@@ -120,5 +120,6 @@ func AllModels() []any {
 		&Level{}, &PointsAccount{}, &PointsEntry{}, &Reward{}, &Coupon{},
 		&Survey{}, &SurveyInvite{}, &SurveyResponse{}, &Complaint{}, &ComplaintStep{},
 		&OAEvent{}, &AutoReply{},
-		&Conversation{}, &ChatMessage{}, &ChatUpload{}, &DoctorDuty{}, &CannedReply{}, &FileChunk{}}
+		&Conversation{}, &ChatMessage{}, &ChatUpload{}, &DoctorDuty{}, &CannedReply{}, &FileChunk{},
+		&ImportJob{}}
 }

@@ -137,6 +137,7 @@ func PatientRegistry() []PatientData {
 func NotPatientData() map[any]string {
 	return map[any]string{
 		&Staff{}:       "hospital employees",
+		&ImportJob{}:   "an upload's progress and counts; the rows themselves become Patient rows, and the upload is deleted when the job ends",
 		&Setting{}:     "runtime settings",
 		&Tag{}:         "the tag catalogue; assignments are PatientTag",
 		&Package{}:     "the package catalogue",

@@ -20,6 +20,7 @@ const (
 	ActPatientsRead      Action = "patients.read"      // search patients, open a patient's 360° view
 	ActPatientsTag       Action = "patients.tag"       // put a tag on a patient or take it off
 	ActPatientsBlock     Action = "patients.block"     // block or unblock a patient
+	ActPatientsImport    Action = "patients.import"    // upload a HIS export and follow its import
 	ActTagsRead          Action = "tags.read"          // list the tag catalogue
 	ActTagsManage        Action = "tags.manage"        // create and delete tags
 	ActStaffManage       Action = "staff.manage"       // staff accounts
@@ -52,6 +53,7 @@ var roleTable = map[Action][]string{
 	ActPatientsRead:      {model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk},
 	ActPatientsTag:       {model.RoleMarketing, model.RoleDoctor},
 	ActPatientsBlock:     {},
+	ActPatientsImport:    {},
 	ActTagsRead:          {model.RoleMarketing, model.RoleDoctor, model.RoleFrontDesk},
 	ActTagsManage:        {model.RoleMarketing},
 	ActStaffManage:       {},

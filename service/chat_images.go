@@ -2,8 +2,6 @@ package service
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -93,11 +91,7 @@ func (s *Chat) ExpireUploads(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-func newImageName() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func newImageName() string { return randomHex(16) }
 
 // Image opens a stored chat image: a patient only from their own
 // conversations; staff reads are audited.
