@@ -1,11 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"careloop/tabular"
 	"careloop/testenv"
 )
 
@@ -40,13 +42,17 @@ func TestConsoleInBrowser(t *testing.T) {
 				"CARELOOP_REDIS_ADDR=" + testenv.RedisAddr(), "CARELOOP_REDIS_PREFIX=" + prefix}
 		}},
 	}
+	his := filepath.Join(t.TempDir(), "his-5000.xlsx")
+	if err := writeHISExport(his, 5000); err != nil {
+		t.Fatal(err)
+	}
 	for _, b := range backends {
 		name := b.name
 		t.Run(name, func(t *testing.T) {
 			c := startChild(t, b.env(t))
 			cmd := exec.Command("node", "e2e/smoke.mjs")
 			cmd.Dir = "console"
-			cmd.Env = append(os.Environ(), "BASE=http://"+c.addr, "CHROMIUM="+chromium, "SHOTS="+name)
+			cmd.Env = append(os.Environ(), "BASE=http://"+c.addr, "CHROMIUM="+chromium, "SHOTS="+name, "HIS_XLSX="+his)
 			out, err := cmd.CombinedOutput()
 			t.Logf("%s", out)
 			if err != nil {
@@ -54,6 +60,29 @@ func TestConsoleInBrowser(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeHISExport writes a HIS export of n patients as a workbook, every
+// 50th row with a phone the import refuses.
+func writeHISExport(path string, n int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	i := 0
+	return tabular.WriteXLSX(f, "患者", func() ([]any, bool) {
+		defer func() { i++ }()
+		switch {
+		case i == 0:
+			return []any{"姓名", "HIS号", "手机号", "性别", "出生日期"}, true
+		case i > n:
+			return nil, false
+		case i%50 == 0:
+			return []any{fmt.Sprintf("导入患者%d", i), fmt.Sprintf("E2E%06d", i), "1234", "女", "1975-03-01"}, true
+		}
+		return []any{fmt.Sprintf("导入患者%d", i), fmt.Sprintf("E2E%06d", i), fmt.Sprintf("136%08d", i), "男", "1980-06-15"}, true
+	})
 }
 
 func unavailableTool(t *testing.T, what string) {

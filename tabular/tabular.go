@@ -160,13 +160,16 @@ func openXLSX(p string) (*Rows, error) {
 		}
 	}
 	// The sheets' dimensions give the size ahead, when each has one (Excel
-	// writes them; some tools write "A1").
+	// writes them; some tools write "A1" or nothing): else the rows are
+	// counted in a first pass, so that progress can be told.
 	total := 0
 	for _, s := range table {
 		n := sheetRows(f, s)
 		if n == 0 {
-			total = 0
-			break
+			if n, err = countRows(f, s); err != nil {
+				f.Close()
+				return nil, err
+			}
 		}
 		total += n
 	}
@@ -251,6 +254,20 @@ func sheetRows(f *excelize.File, sheet string) int {
 	}
 	n, _ := strconv.Atoi(strings.TrimLeft(last, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 	return n
+}
+
+// countRows counts a sheet's rows by reading it through once.
+func countRows(f *excelize.File, sheet string) (int, error) {
+	rows, err := f.Rows(sheet)
+	if err != nil {
+		return 0, fmt.Errorf("read xlsx sheet %q: %w", sheet, err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	return n, rows.Error()
 }
 
 func trimRight(row []string) []string {

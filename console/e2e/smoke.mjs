@@ -235,6 +235,41 @@ async function signIn(username) {
   await ctx.close()
 }
 
+// The admin imports a HIS export of 5,000 patients through the 患者 page: the
+// progress bar moves to 100% and the refused rows download as CSV.
+if (process.env.HIS_XLSX) {
+  const { ctx, page } = await signIn('admin')
+  await page.click('[data-test=nav-patients]')
+  await page.waitForSelector('[data-test=patients]')
+  await page.waitForLoadState('networkidle')
+  await page.screenshot({ path: out + 'admin-patients.png' })
+  await page.click('[data-test=import-open]')
+  await page.waitForSelector('[data-test=import-upload]')
+  const started = Date.now()
+  await page.setInputFiles('[data-test=import-upload] input[type=file]', process.env.HIS_XLSX)
+  await page.waitForSelector('[data-test=import-progress]')
+  const seen = new Set()
+  const result = page.locator('[data-test=import-result]')
+  for (let i = 0; i < 600 && !(await result.isVisible()); i++) {
+    const v = await page.locator('[data-test=import-progress]').getAttribute('data-percent').catch(() => null)
+    if (v !== null) seen.add(Number(v))
+    await page.waitForTimeout(50)
+  }
+  figure('admin: 5,000-row import finished after', Date.now() - started)
+  const pct = await page.locator('[data-test=import-progress]').innerText()
+  console.log(`figure admin: progress seen ${[...seen].sort((a, b) => a - b).join(',')} %`)
+  check((await result.isVisible()) && pct.includes('100%'), 'admin: the import progress bar reaches 100%')
+  check(seen.size >= 2, `admin: the progress bar moved (${[...seen].join(',')})`)
+  check((await result.innerText()).includes('新建 4900') && (await result.innerText()).includes('拒绝 100'), `admin: the import counts (${await result.innerText().catch(() => '')})`)
+  await page.screenshot({ path: out + 'admin-import-done.png' })
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-test=import-rejected]')])
+  const file = await download.path()
+  const { readFileSync } = await import('node:fs')
+  const lines = readFileSync(file, 'utf8').replace(/^\uFEFF/, '').trim().split('\n')
+  check(lines.length === 101 && lines[1].startsWith('51,phone,'), `admin: the refused rows download (${lines.length - 1} rows)`)
+  await ctx.close()
+}
+
 // Admin and doctor reach their dashboards.
 for (const who of ['admin', 'doctor']) {
   const { ctx, page } = await signIn(who)

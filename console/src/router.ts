@@ -16,6 +16,7 @@ export interface Page {
 export const pages: Page[] = [
   { path: '/', name: 'dashboard', title: '工作台', icon: 'Odometer', component: () => import('./views/Dashboard.vue') },
   { path: '/frontdesk', name: 'frontdesk', title: '前台', icon: 'Calendar', action: 'bookings.desk', component: () => import('./views/FrontDesk.vue') },
+  { path: '/patients', name: 'patients', title: '患者', icon: 'User', action: 'patients.read', component: () => import('./views/Patients.vue') },
   { path: '/inbox', name: 'inbox', title: '医生工作台', icon: 'ChatDotRound', action: 'chat.answer', component: () => import('./views/Inbox.vue') },
 ]
 
