@@ -177,9 +177,18 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				_, err := d.Imports.Start(ctx, p, "x.txt", nil)
 				return err
 			},
-			func(ctx context.Context, p service.Principal) error { _, err := d.Imports.Get(ctx, p, none); return err },
-			func(ctx context.Context, p service.Principal) error { _, _, err := d.Imports.List(ctx, p, "", 10); return err },
-			func(ctx context.Context, p service.Principal) error { _, _, err := d.Imports.Rejected(ctx, p, none); return err },
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Imports.Get(ctx, p, none)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.Imports.List(ctx, p, "", 10)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.Imports.Rejected(ctx, p, none)
+				return err
+			},
 		},
 		service.ActTagsRead: {func(ctx context.Context, p service.Principal) error { _, err := d.Tags.List(ctx, p, ""); return err }},
 		service.ActTagsManage: {
