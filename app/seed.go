@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"careloop/model"
@@ -149,6 +150,42 @@ func (a *App) seedToday(ctx context.Context, catalog *service.Catalog) error {
 		in := service.BookInput{PackageID: pkg.ID, SlotID: slots[i%len(slots)].ID, IdempotencyKey: "demo-" + row[4]}
 		if _, _, err := early.Book(ctx, service.Principal{Kind: model.SubjectPatient, ID: p.ID}, in); err != nil {
 			return err
+		}
+	}
+	return a.seedReports(ctx, now)
+}
+
+// seedReports gives the 报告 page something to work on: a critical value
+// for the doctors, a patient's request for an interpretation, and a report
+// the PEIS sent for nobody careloop knows.
+func (a *App) seedReports(ctx context.Context, now time.Time) error {
+	day := func(d int) string { return now.AddDate(0, 0, d).Format(time.DateOnly) }
+	reports := []service.ReportPayload{
+		{ExternalID: "DEMO-R1", HISPatientID: "H10001", ExamDate: day(-7), Doctor: "赵主任",
+			Sections: []service.ReportSection{{Name: "生化", Items: []service.ReportItem{
+				{Code: "K", Name: "血钾", Value: "6.8", Unit: "mmol/L", ReferenceRange: "3.5-5.3", Abnormal: "high", Critical: true},
+				{Code: "GLU", Name: "空腹血糖", Value: "7.2", Unit: "mmol/L", ReferenceRange: "3.9-6.1", Abnormal: "high"}}}},
+			Conclusions: []string{"血钾显著升高（危急值）", "空腹血糖升高"}, Recommendations: []string{"立即复查血钾并就诊", "内分泌科随诊"}},
+		{ExternalID: "DEMO-R2", HISPatientID: "H10002", ExamDate: day(-30), Doctor: "赵主任",
+			Sections: []service.ReportSection{{Name: "血脂", Items: []service.ReportItem{
+				{Code: "TC", Name: "总胆固醇", Value: "6.1", Unit: "mmol/L", ReferenceRange: "<5.2", Abnormal: "high"},
+				{Code: "LDL", Name: "低密度脂蛋白", Value: "3.9", Unit: "mmol/L", ReferenceRange: "<3.4", Abnormal: "high"}}}},
+			Conclusions: []string{"血脂偏高"}, Recommendations: []string{"低脂饮食，三个月后复查血脂"}},
+		{ExternalID: "DEMO-R3", HISPatientID: "H19999", ExamDate: day(-3), Doctor: "赵主任",
+			Sections: []service.ReportSection{{Name: "血常规", Items: []service.ReportItem{
+				{Code: "WBC", Name: "白细胞", Value: "6.2", Unit: "10^9/L", ReferenceRange: "3.5-9.5"}}}},
+			Conclusions: []string{"未见明显异常"}},
+	}
+	for i := range reports {
+		res, err := a.Reports.Ingest(ctx, "demo", &reports[i], nil)
+		if err != nil {
+			return fmt.Errorf("demo report %s: %w", reports[i].ExternalID, err)
+		}
+		if reports[i].ExternalID == "DEMO-R2" && res.Matched && res.Report.PatientID != nil {
+			who := service.Principal{Kind: model.SubjectPatient, ID: *res.Report.PatientID}
+			if err := a.Reports.RequestInterpretation(ctx, who, res.Report.ID, "血脂偏高需要吃药吗？"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

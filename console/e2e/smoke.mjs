@@ -37,7 +37,11 @@ async function signIn(username) {
     if (m.type() === 'error') problems.push(`${username}: console: ${m.text()}`)
   })
   page.on('pageerror', (e) => problems.push(`${username}: page error: ${e.message}`))
-  page.on('requestfailed', (r) => problems.push(`${username}: request failed: ${r.url()} ${r.failure()?.errorText}`))
+  page.on('requestfailed', (r) => {
+    // Leaving the inbox closes its live stream on purpose.
+    if (r.url().endsWith('/conversations/stream') && r.failure()?.errorText === 'net::ERR_ABORTED') return
+    problems.push(`${username}: request failed: ${r.url()} ${r.failure()?.errorText}`)
+  })
   page.on('response', (r) => {
     if (r.status() >= 400 && !r.url().endsWith('/api/admin/me')) problems.push(`${username}: ${r.status()} ${r.url()}`)
   })
@@ -140,6 +144,23 @@ async function signIn(username) {
     check((await found.first().innerText()).includes('已签到'), 'frontdesk: checks the walk-in in')
     await page.screenshot({ path: out + 'frontdesk-walk-in-checked-in.png' })
   } else check(false, 'frontdesk: the walk-in can be checked in')
+
+  // 报告: the report the PEIS sent for nobody is linked to its patient.
+  await page.click('[data-test=nav-reports]')
+  await page.waitForSelector('[data-test=unmatched]')
+  await page.waitForLoadState('networkidle')
+  const unmatchedRows = page.locator('[data-test=unmatched] .el-table__body tr')
+  check((await unmatchedRows.count()) === 1, `frontdesk: one report waits to be linked (${await unmatchedRows.count()})`)
+  await page.screenshot({ path: out + 'frontdesk-reports.png' })
+  await unmatchedRows.first().getByRole('button', { name: '关联患者' }).click()
+  await page.fill('input[data-test=patient-q], [data-test=patient-q] input', '13800000103')
+  await page.click('[data-test=patient-find]')
+  await page.locator('[data-test^=patient-]', { hasText: '李娜' }).first().waitFor()
+  const linked = page.waitForResponse((r) => /\/api\/admin\/reports\/\d+\/link$/.test(r.url()))
+  await page.getByRole('button', { name: '关联并通知患者' }).click()
+  check((await linked).status() === 200, 'frontdesk: links the report to 李娜')
+  for (let i = 0; i < 30 && (await unmatchedRows.count()) !== 0; i++) await page.waitForTimeout(100)
+  check((await unmatchedRows.count()) === 0, 'frontdesk: no report left to link')
   await ctx.close()
 }
 
@@ -232,6 +253,25 @@ async function signIn(username) {
     check(got.length === 20 && got.join('|') === order.join('|'), `doctor: the burst is shown whole and in order (${got.length} of 20)`)
     await page.screenshot({ path: out + 'doctor-inbox-burst.png' })
   }
+
+  // 报告: the critical value waits on top; the interpretation a patient asked
+  // for is written and leaves the list.
+  await page.click('[data-test=nav-reports]')
+  await page.waitForSelector('[data-test=critical]')
+  await page.waitForLoadState('networkidle')
+  check((await page.locator('[data-test=critical] .el-table__body tr').count()) >= 1, 'doctor: the critical value is listed')
+  await page.getByRole('tab', { name: /解读申请/ }).click()
+  const asks = page.locator('[data-test=interpretations] .el-table__body tr')
+  await asks.first().waitFor()
+  const before = await asks.count()
+  await asks.first().getByRole('button', { name: '解读' }).click()
+  await page.getByPlaceholder('用通俗的话向患者解释结果和下一步').fill('血脂略高，先调整饮食并增加运动，三个月后复查，暂不需要用药。')
+  await page.screenshot({ path: out + 'doctor-interpretation.png' })
+  const saved = page.waitForResponse((r) => /\/interpretation$/.test(r.url()))
+  await page.getByRole('button', { name: '保存并通知患者' }).click()
+  check((await saved).status() === 200, 'doctor: the interpretation is saved')
+  for (let i = 0; i < 30 && (await asks.count()) >= before; i++) await page.waitForTimeout(100)
+  check((await asks.count()) === before - 1, 'doctor: the answered request leaves the list')
   await ctx.close()
 }
 

@@ -9,7 +9,7 @@ export interface Page {
   name: string
   title: string
   icon: string
-  action?: string // none: every staff member
+  action?: string | string[] // none: every staff member; a list: any of them
   component: RouteRecordRaw['component']
 }
 
@@ -17,6 +17,7 @@ export const pages: Page[] = [
   { path: '/', name: 'dashboard', title: '工作台', icon: 'Odometer', component: () => import('./views/Dashboard.vue') },
   { path: '/frontdesk', name: 'frontdesk', title: '前台', icon: 'Calendar', action: 'bookings.desk', component: () => import('./views/FrontDesk.vue') },
   { path: '/patients', name: 'patients', title: '患者', icon: 'User', action: 'patients.read', component: () => import('./views/Patients.vue') },
+  { path: '/reports', name: 'reports', title: '报告', icon: 'Document', action: ['reports.link', 'reports.clinical'], component: () => import('./views/Reports.vue') },
   { path: '/inbox', name: 'inbox', title: '医生工作台', icon: 'ChatDotRound', action: 'chat.answer', component: () => import('./views/Inbox.vue') },
 ]
 
@@ -33,9 +34,16 @@ export const router = createRouter({
   ],
 })
 
+// allowed reports whether the signed-in member may open a page needing action.
+export function allowed(action?: string | string[]): boolean {
+  if (!action) return true
+  const mine = session.staff?.actions ?? []
+  return (Array.isArray(action) ? action : [action]).some((a) => mine.includes(a))
+}
+
 router.beforeEach((to) => {
   if (to.name !== 'login' && !session.token) return { name: 'login', query: { next: to.fullPath } }
-  const action = to.meta.action as string | undefined
-  if (action && session.staff && !(session.staff.actions ?? []).includes(action)) return { name: 'dashboard' }
+  const action = to.meta.action as string | string[] | undefined
+  if (action && session.staff && !allowed(action)) return { name: 'dashboard' }
   document.title = `${(to.meta.title as string) ?? '登录'} · careloop 管理后台`
 })

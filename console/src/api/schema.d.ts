@@ -4493,7 +4493,10 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            items?: components["schemas"]["UnmatchedReport"][];
+                            next_cursor?: string;
+                        };
                     };
                 };
                 403: components["responses"]["Error"];
@@ -4532,7 +4535,10 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            report?: components["schemas"]["Report"];
+                            patient_id?: number;
+                        };
                     };
                 };
                 403: components["responses"]["Error"];
@@ -4673,7 +4679,10 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            items?: components["schemas"]["Task"][];
+                            next_cursor?: string;
+                        };
                     };
                 };
                 403: components["responses"]["Error"];
@@ -5280,7 +5289,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Task"];
                     };
                 };
                 /** @description forbidden (role), not_your_task (a task for another role) */
@@ -7553,6 +7562,34 @@ export interface components {
             end?: string;
             capacity?: number;
             remaining?: number;
+        };
+        UnmatchedReport: {
+            id?: number;
+            /** @description the sending system (PEIS) */
+            source?: string;
+            external_id?: string;
+            /** Format: date */
+            exam_date?: string;
+            /** @description what identified (or failed to identify) the patient */
+            match?: string;
+            critical?: boolean;
+            /** Format: date-time */
+            received_at?: string;
+        };
+        Task: {
+            id?: number;
+            /** @enum {string} */
+            kind?: "critical_value" | "interpretation_request" | "follow_up";
+            urgent?: boolean;
+            patient_id?: number | null;
+            report_id?: number | null;
+            note?: string;
+            status?: string;
+            /** Format: date-time */
+            created_at?: string;
+            /** Format: date-time */
+            done_at?: string | null;
+            done_by?: number | null;
         };
         ImportJob: {
             id?: number;
