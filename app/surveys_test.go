@@ -77,6 +77,16 @@ func TestSurveys(t *testing.T) {
 		if res.Body["responses"].(float64) != 2 || res.Body["nps"].(float64) != 0 || res.Body["csat"].(float64) != 3.5 {
 			t.Fatalf("results: %s", res.Raw)
 		}
+		// The same by month: one answer moved to last month splits them.
+		now := time.Now().In(model.Shanghai)
+		lastMonth := time.Date(now.Year(), now.Month(), 1, 12, 0, 0, 0, model.Shanghai).AddDate(0, 0, -1)
+		a.DB.Gorm().Model(&model.SurveyResponse{}).Where("patient_id = ?", pid2).Update("created_at", lastMonth.UTC())
+		res = call(t, h, "GET", "/api/admin/surveys/results?code=checkup", mkt, nil)
+		months := res.Body["by_month"].([]any)
+		if len(months) != 2 || months[0].(map[string]any)["nps"].(float64) != 100 || months[1].(map[string]any)["csat"].(float64) != 2 ||
+			months[0].(map[string]any)["month"] != lastMonth.Format("2006-01") {
+			t.Fatalf("by month: %s", res.Raw)
+		}
 		// Expired invitations cannot be answered.
 		tok3, pid3 := login(t, h, "dev:late")
 		completeCheckup(t, a, pid3, "05:20", desk)

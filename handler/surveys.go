@@ -117,5 +117,5 @@ func (h surveyHandlers) results(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"responses": r.Responses, "nps": r.NPS, "csat": r.CSAT, "promoters": r.Promoters, "passives": r.Passives,
-		"detractors": r.Detractors, "comments": r.Comments, "by_package": r.ByPackage})
+		"detractors": r.Detractors, "comments": r.Comments, "by_package": r.ByPackage, "by_month": r.ByMonth})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -338,6 +339,59 @@ type Results struct {
 	Detractors int
 	Comments   []string
 	ByPackage  map[uint64]int
+	// ByMonth is the same per calendar month (Asia/Shanghai), oldest first.
+	ByMonth []MonthResult
+}
+
+// MonthResult is one month's responses, NPS and CSAT.
+type MonthResult struct {
+	Month     string   `json:"month"` // 2026-11
+	Responses int      `json:"responses"`
+	NPS       *float64 `json:"nps"`
+	CSAT      *float64 `json:"csat"`
+}
+
+// scores accumulates NPS and CSAT answers.
+type scores struct {
+	responses, promoters, passives, detractors, npsN, csatN int
+	csatSum                                                 float64
+}
+
+func (sc *scores) add(r *model.SurveyResponse) {
+	sc.responses++
+	if r.NPS != nil {
+		sc.npsN++
+		switch {
+		case *r.NPS >= 9:
+			sc.promoters++
+		case *r.NPS >= 7:
+			sc.passives++
+		default:
+			sc.detractors++
+		}
+	}
+	if r.CSAT != nil {
+		sc.csatSum += *r.CSAT
+		sc.csatN++
+	}
+}
+
+// nps is promoters% − detractors%, nil without answers.
+func (sc *scores) nps() *float64 {
+	if sc.npsN == 0 {
+		return nil
+	}
+	v := float64(sc.promoters-sc.detractors) * 100 / float64(sc.npsN)
+	return &v
+}
+
+// csat is the mean rating, nil without answers.
+func (sc *scores) csat() *float64 {
+	if sc.csatN == 0 {
+		return nil
+	}
+	v := sc.csatSum / float64(sc.csatN)
+	return &v
 }
 
 // Results computes NPS and CSAT over the responses the filter selects.
@@ -368,25 +422,19 @@ func (s *Surveys) Results(ctx context.Context, by Principal, f ResultFilter) (*R
 	if err := q.Order("id").Limit(100000).Find(&rows).Error; err != nil {
 		return nil, err
 	}
-	out := &Results{Responses: len(rows), Comments: []string{}, ByPackage: map[uint64]int{}}
-	var csatSum float64
-	csatN, npsN := 0, 0
-	for _, r := range rows {
-		if r.NPS != nil {
-			npsN++
-			switch {
-			case *r.NPS >= 9:
-				out.Promoters++
-			case *r.NPS >= 7:
-				out.Passives++
-			default:
-				out.Detractors++
-			}
+	out := &Results{Responses: len(rows), Comments: []string{}, ByPackage: map[uint64]int{}, ByMonth: []MonthResult{}}
+	var all scores
+	months := map[string]*scores{}
+	var order []string
+	for i := range rows {
+		r := &rows[i]
+		all.add(r)
+		m := r.CreatedAt.In(model.Shanghai).Format("2006-01")
+		if months[m] == nil {
+			months[m] = &scores{}
+			order = append(order, m)
 		}
-		if r.CSAT != nil {
-			csatSum += *r.CSAT
-			csatN++
-		}
+		months[m].add(r)
 		if r.Comment != "" && len(out.Comments) < 200 {
 			out.Comments = append(out.Comments, r.Comment)
 		}
@@ -394,13 +442,12 @@ func (s *Surveys) Results(ctx context.Context, by Principal, f ResultFilter) (*R
 			out.ByPackage[*r.PackageID]++
 		}
 	}
-	if npsN > 0 {
-		v := float64(out.Promoters-out.Detractors) * 100 / float64(npsN)
-		out.NPS = &v
-	}
-	if csatN > 0 {
-		v := csatSum / float64(csatN)
-		out.CSAT = &v
+	out.Promoters, out.Passives, out.Detractors = all.promoters, all.passives, all.detractors
+	out.NPS, out.CSAT = all.nps(), all.csat()
+	sort.Strings(order)
+	for _, m := range order {
+		sc := months[m]
+		out.ByMonth = append(out.ByMonth, MonthResult{Month: m, Responses: sc.responses, NPS: sc.nps(), CSAT: sc.csat()})
 	}
 	return out, nil
 }
