@@ -56,7 +56,8 @@ type App struct {
 	Chat     *service.Chat
 	Live     *service.Live
 	// Imports runs HIS imports uploaded in the console (Run does the work).
-	Imports *service.Imports
+	Imports    *service.Imports
+	Complaints *service.Complaints
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -174,6 +175,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		onUserMessage = func(openID string) { a.Sandbox.OpenWindow(cfg.OAAppID, openID) }
 	}
 	a.OA = service.NewOA(a.DB, a.Outbox, followers, a.Chat, onUserMessage, log, nil)
+	a.Complaints = service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil)
 	a.Imports = service.NewImports(a.DB, files, service.NewImporter(a.DB, sealer, nil), audit, filepath.Join(cfg.DataDir, "tmp"), log, nil)
 
 	if cfg.AdminUser != "" {
@@ -209,7 +211,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Reports:            a.Reports,
 		Points:             a.Points,
 		Surveys:            a.Surveys,
-		Complaints:         service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil),
+		Complaints:         a.Complaints,
 		Tasks:              service.NewTasks(a.DB, nil),
 		Notices:            service.NewNotices(a.DB, a.Outbox, a.Dispatcher),
 		CareRules:          a.CareRules,

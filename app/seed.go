@@ -152,7 +152,68 @@ func (a *App) seedToday(ctx context.Context, catalog *service.Catalog) error {
 			return err
 		}
 	}
-	return a.seedReports(ctx, now)
+	if err := a.seedReports(ctx, now); err != nil {
+		return err
+	}
+	return a.seedFeedback(ctx, now)
+}
+
+// seedFeedback gives 满意度与投诉 half a year of answered surveys and two
+// complaints, one of them past its step's due time.
+func (a *App) seedFeedback(ctx context.Context, now time.Time) error {
+	var patients []model.Patient
+	if err := a.DB.Conn(ctx).Where("his_id LIKE ?", "H1000%").Order("id").Find(&patients).Error; err != nil {
+		return err
+	}
+	answers := []map[string]any{ // numbers as JSON decodes them
+		{"overall": 5.0, "nps": 10.0, "comment": "前台很耐心，流程清楚"},
+		{"overall": 4.0, "nps": 9.0},
+		{"overall": 3.0, "nps": 6.0, "comment": "采血排队时间有点长"},
+		{"overall": 5.0, "nps": 9.0, "comment": "报告解读很专业"},
+		{"overall": 4.0, "nps": 8.0},
+		{"overall": 2.0, "nps": 4.0, "comment": "停车不方便"},
+	}
+	for i := 0; i < 18 && len(patients) > 0; i++ {
+		p := patients[i%len(patients)]
+		occurrence := fmt.Sprintf("demo-%d", i)
+		if err := a.Surveys.InviteAfter(ctx, model.TriggerAfterCheckup, p.ID, occurrence, "体检中心", 0); err != nil {
+			return err
+		}
+		var inv model.SurveyInvite
+		if err := a.DB.Conn(ctx).Where("patient_id = ? AND occurrence = ?", p.ID, occurrence).Take(&inv).Error; err != nil {
+			return err
+		}
+		r, err := a.Surveys.Answer(ctx, service.Principal{Kind: model.SubjectPatient, ID: p.ID}, inv.ID, answers[i%len(answers)])
+		if err != nil {
+			return err
+		}
+		// Spread over the last six months, as a running center's would be.
+		at := now.AddDate(0, -(i % 6), -(i % 20)).UTC()
+		if err := a.DB.Conn(ctx).Model(&model.SurveyResponse{}).Where("id = ?", r.ID).Update("created_at", at).Error; err != nil {
+			return err
+		}
+	}
+	complaints := []struct{ category, content string }{
+		{"service_attitude", "上周体检时采血窗口的工作人员态度很差，问了两次都不理人。"},
+		{"environment", "体检中心二楼候诊区太拥挤，座位不够，老人只能站着等。"},
+	}
+	for i, c := range complaints {
+		if i >= len(patients) {
+			break
+		}
+		cp, err := a.Complaints.File(ctx, service.Principal{Kind: model.SubjectPatient, ID: patients[i].ID}, c.category, c.content)
+		if err != nil {
+			return err
+		}
+		if i == 0 { // filed three days ago and not yet picked up: overdue
+			past := now.AddDate(0, 0, -3).UTC()
+			if err := a.DB.Conn(ctx).Model(&model.Complaint{}).Where("id = ?", cp.ID).
+				Updates(map[string]any{"created_at": past, "step_due_at": past.Add(24 * time.Hour)}).Error; err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // seedReports gives the 报告 page something to work on: a critical value

@@ -172,6 +172,27 @@ async function signIn(username) {
   const res = await page.request.get(BASE + '/api/admin/bookings', { headers: { Authorization: 'Bearer ' + tok } })
   check(res.status() === 403, `marketing: the front desk's API answers ${res.status()}`)
   await page.screenshot({ path: out + 'marketing-dashboard.png' })
+
+  // 满意度与投诉: charts drawn from the results; a complaint moves a step.
+  const t = Date.now()
+  await page.click('[data-test=nav-satisfaction]')
+  await page.locator('[data-test=chart-trend] canvas').waitFor()
+  await page.waitForLoadState('networkidle')
+  figure('marketing: satisfaction page usable after', Date.now() - t)
+  check((await page.locator('[data-test=chart-nps] canvas').count()) === 1, 'marketing: the NPS chart is drawn')
+  await page.waitForTimeout(600) // the charts' entry animation
+  await page.screenshot({ path: out + 'marketing-satisfaction.png' })
+  await page.getByRole('tab', { name: '投诉' }).click()
+  const complaintRows = page.locator('[data-test=complaints] .el-table__body tr')
+  await complaintRows.first().waitFor()
+  check((await complaintRows.count()) >= 2, `marketing: complaints are listed (${await complaintRows.count()})`)
+  await complaintRows.filter({ hasText: '超时' }).first().click()
+  await page.getByPlaceholder('处理科室，如：体检中心前台').fill('体检中心采血室')
+  const stepped = page.waitForResponse((r) => /\/complaints\/\d+\/steps$/.test(r.url()))
+  await page.getByRole('button', { name: '确认已分派' }).click()
+  check((await stepped).status() === 200, 'marketing: assigns the overdue complaint to a department')
+  await page.getByRole('heading', { name: '下一步：调查中' }).waitFor()
+  await page.screenshot({ path: out + 'marketing-complaint.png' })
   await ctx.close()
 }
 

@@ -5016,7 +5016,10 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            items?: components["schemas"]["Survey"][];
+                            next_cursor?: string;
+                        };
                     };
                 };
                 403: components["responses"]["Error"];
@@ -5107,7 +5110,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["SurveyResults"];
                     };
                 };
                 403: components["responses"]["Error"];
@@ -5147,7 +5150,10 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            items?: components["schemas"]["Complaint"][];
+                            next_cursor?: string;
+                        };
                     };
                 };
                 403: components["responses"]["Error"];
@@ -5186,7 +5192,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["ComplaintDetail"];
                     };
                 };
                 404: components["responses"]["Error"];
@@ -5239,7 +5245,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Complaint"];
                     };
                 };
                 400: components["responses"]["Error"];
@@ -5346,7 +5352,13 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            /** Format: date-time */
+                            from?: string;
+                            /** Format: date-time */
+                            to?: string;
+                            items?: components["schemas"]["KPIRow"][];
+                        };
                         "text/csv": string;
                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": string;
                     };
@@ -7562,6 +7574,88 @@ export interface components {
             end?: string;
             capacity?: number;
             remaining?: number;
+        };
+        Survey: {
+            id?: number;
+            code?: string;
+            version?: number;
+            name?: string;
+            /** @enum {string} */
+            trigger?: "after_checkup" | "after_chat" | "after_complaint";
+            active?: boolean;
+            questions?: {
+                id?: string;
+                /** @enum {string} */
+                kind?: "rating" | "nps" | "single" | "multiple" | "text";
+                title?: string;
+                options?: string[];
+                required?: boolean;
+            }[];
+        };
+        SurveyResults: {
+            responses?: number;
+            /** @description promoters% − detractors%, -100..100 */
+            nps?: number | null;
+            /** @description mean rating 1..5 */
+            csat?: number | null;
+            promoters?: number;
+            passives?: number;
+            detractors?: number;
+            /** @description the latest 200 */
+            comments?: string[];
+            /** @description responses per package id */
+            by_package?: {
+                [key: string]: number;
+            };
+            by_month?: {
+                /** @example 2026-11 */
+                month?: string;
+                responses?: number;
+                nps?: number | null;
+                csat?: number | null;
+            }[];
+        };
+        Complaint: {
+            id?: number;
+            patient_id?: number;
+            category?: string;
+            content?: string;
+            /** @enum {string} */
+            status?: "received" | "assigned" | "investigating" | "proposed" | "approved" | "replied" | "rated";
+            department?: string;
+            assignee_id?: number | null;
+            resolution?: string;
+            reply?: string;
+            rating?: number | null;
+            /** @description the current step is past its due time */
+            overdue?: boolean;
+            /** Format: date-time */
+            step_due_at?: string;
+            /** Format: date-time */
+            created_at?: string;
+        };
+        ComplaintDetail: components["schemas"]["Complaint"] & {
+            steps?: {
+                from?: string;
+                to?: string;
+                by?: number;
+                note?: string;
+                /** Format: date-time */
+                at?: string;
+            }[];
+        };
+        KPIRow: {
+            /** @enum {string} */
+            scope?: "department" | "staff";
+            name?: string;
+            staff_id?: number;
+            complaints?: number;
+            resolved?: number;
+            avg_resolution_hours?: number | null;
+            survey_responses?: number;
+            csat?: number | null;
+            nps?: number | null;
+            follow_ups_done?: number;
         };
         UnmatchedReport: {
             id?: number;
