@@ -307,6 +307,9 @@ func (a *App) seedDemo(ctx context.Context, catalog *service.Catalog) error {
 	if err := seedSurvey(ctx, a.DB, a.Surveys); err != nil {
 		return err
 	}
+	if err := a.seedMenu(ctx); err != nil {
+		return err
+	}
 	if a.Cfg.DemoPatients {
 		// Demo patients are a courtesy: an instance that lost a race to seed
 		// them (another seeded the same database at once) still starts.

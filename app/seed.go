@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -250,4 +252,18 @@ func (a *App) seedReports(ctx context.Context, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// seedMenu gives the sandbox's official account a menu to start from:
+// booking and reports open the mini-program, a click asks for the phone.
+func (a *App) seedMenu(ctx context.Context) error {
+	if _, err := a.OA.LoadMenu(ctx, service.System); !errors.Is(err, model.ErrNotFound) {
+		return err // there is one already (or the read failed)
+	}
+	button := func(s string) json.RawMessage { return json.RawMessage(s) }
+	return a.OA.SaveMenu(ctx, service.System, service.Menu{Button: []json.RawMessage{
+		button(`{"type":"miniprogram","name":"预约体检","url":"https://careloop.example/booking","appid":"` + a.Cfg.MPAppID + `","pagepath":"pages/booking/index"}`),
+		button(`{"type":"miniprogram","name":"我的报告","url":"https://careloop.example/reports","appid":"` + a.Cfg.MPAppID + `","pagepath":"pages/reports/index"}`),
+		button(`{"type":"click","name":"联系我们","key":"CONTACT"}`),
+	}})
 }

@@ -193,6 +193,22 @@ async function signIn(username) {
   check((await stepped).status() === 200, 'marketing: assigns the overdue complaint to a department')
   await page.getByRole('heading', { name: '下一步：调查中' }).waitFor()
   await page.screenshot({ path: out + 'marketing-complaint.png' })
+
+  // 设置: marketing keeps packages, member benefits and the official account;
+  // the administrators' settings are neither shown nor answered.
+  await page.keyboard.press('Escape')
+  await page.click('[data-test=nav-settings]')
+  await page.waitForSelector('[data-test=settings-tabs]')
+  await page.waitForLoadState('networkidle')
+  const mine = await page.locator('[data-test=settings-tabs] .el-tabs__item').allInnerTexts()
+  check(mine.join(',') === '套餐,会员等级,积分商品,公众号', `marketing: settings tabs are its own (${mine.join('、')})`)
+  await page.screenshot({ path: out + 'marketing-settings.png' })
+  for (const path of ['/api/admin/staff', '/api/admin/audit', '/api/admin/chat/settings', '/api/admin/notification-rules']) {
+    const res = await page.request.get(BASE + path, { headers: { Authorization: 'Bearer ' + tok } })
+    const method = path.endsWith('chat/settings') ? 'PUT' : 'GET'
+    const r = method === 'PUT' ? await page.request.put(BASE + path, { headers: { Authorization: 'Bearer ' + tok }, data: {} }) : res
+    check(r.status() === 403, `marketing: ${method} ${path} answers ${r.status()}`)
+  }
   await ctx.close()
 }
 
@@ -328,6 +344,22 @@ if (process.env.HIS_XLSX) {
   const { readFileSync } = await import('node:fs')
   const lines = readFileSync(file, 'utf8').replace(/^\uFEFF/, '').trim().split('\n')
   check(lines.length === 101 && lines[1].startsWith('51,phone,'), `admin: the refused rows download (${lines.length - 1} rows)`)
+  await page.keyboard.press('Escape')
+
+  // 设置: every tab opens on real data without an error.
+  await page.click('[data-test=nav-settings]')
+  await page.waitForSelector('[data-test=settings-tabs]')
+  const names = await page.locator('[data-test=settings-tabs] .el-tabs__item').allInnerTexts()
+  check(names.length === 9, `admin: sees every settings tab (${names.join('、')})`)
+  for (const name of names) {
+    const t0 = Date.now()
+    await page.getByRole('tab', { name }).click()
+    await page.waitForLoadState('networkidle')
+    figure(`admin: settings ${name} usable after`, Date.now() - t0)
+  }
+  await page.getByRole('tab', { name: '员工与角色' }).click()
+  await page.locator('[data-test=settings-staff] .el-table__body tr').first().waitFor()
+  await page.screenshot({ path: out + 'admin-settings-staff.png' })
   await ctx.close()
 }
 

@@ -20,6 +20,11 @@ export const pages: Page[] = [
   { path: '/reports', name: 'reports', title: '报告', icon: 'Document', action: ['reports.link', 'reports.clinical'], component: () => import('./views/Reports.vue') },
   { path: '/satisfaction', name: 'satisfaction', title: '满意度与投诉', icon: 'DataLine', action: ['surveys.manage', 'complaints.handle', 'kpi.read'], component: () => import('./views/Satisfaction.vue') },
   { path: '/inbox', name: 'inbox', title: '医生工作台', icon: 'ChatDotRound', action: 'chat.answer', component: () => import('./views/Inbox.vue') },
+  {
+    path: '/settings', name: 'settings', title: '设置', icon: 'Setting',
+    action: ['packages.manage', 'schedule.manage', 'points.manage', 'oa.manage', 'care_rules.manage', 'chat.settings', 'staff.manage', 'audit.read'],
+    component: () => import('./views/Settings.vue'),
+  },
 ]
 
 export const router = createRouter({

@@ -4719,7 +4719,9 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            items?: components["schemas"]["Level"][];
+                        };
                     };
                 };
                 403: components["responses"]["Error"];
@@ -4792,7 +4794,10 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            items?: components["schemas"]["Reward"][];
+                            next_cursor?: string;
+                        };
                     };
                 };
                 403: components["responses"]["Error"];
@@ -5397,7 +5402,10 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": {
+                            items?: components["schemas"]["AutoReply"][];
+                            next_cursor?: string;
+                        };
                     };
                 };
                 403: components["responses"]["Error"];
@@ -5430,7 +5438,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["AutoReply"];
                     };
                 };
                 403: components["responses"]["Error"];
@@ -7828,6 +7836,15 @@ export interface components {
             cost_points?: number;
             stock?: number;
             coupon_value_fen?: number;
+            active?: boolean;
+        };
+        AutoReply: {
+            id?: number;
+            keyword?: string;
+            /** @enum {string} */
+            match?: "exact" | "contains";
+            priority?: number;
+            reply?: string;
             active?: boolean;
         };
         Menu: {
