@@ -47,3 +47,9 @@ export const roleName: Record<Role, string> = {
   doctor: '医生',
   frontdesk: '前台',
 }
+
+// may reports whether the signed-in member's role may do action (the
+// server's role table, from /api/admin/me); the server still judges.
+export function may(action: string): boolean {
+  return (session.staff?.actions ?? []).includes(action)
+}

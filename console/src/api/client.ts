@@ -37,3 +37,17 @@ export async function blobURL(path: string): Promise<string> {
   if (!res.ok) return ''
   return URL.createObjectURL(await res.blob())
 }
+
+// download fetches a protected file with the session's token and saves it
+// under fileName; the server's error when it refuses.
+export async function download(path: string, fileName: string): Promise<ApiError | null> {
+  const res = await fetch(path, { headers: { Authorization: `Bearer ${session.token}` } })
+  if (!res.ok) return ((await res.json().catch(() => ({}))) as ApiError) ?? {}
+  const url = URL.createObjectURL(await res.blob())
+  const a = document.createElement('a')
+  a.href = url
+  a.download = fileName
+  a.click()
+  setTimeout(() => URL.revokeObjectURL(url), 10000)
+  return null
+}
