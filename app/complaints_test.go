@@ -160,3 +160,25 @@ func TestComplaintWorkflowAndKPI(t *testing.T) {
 		}
 	})
 }
+
+// Staff read complaints newest first a page at a time.
+func TestComplaintsPage(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	h := a.Router
+	admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+	tok, _ := login(t, h, "dev:pages")
+	var filed []float64
+	for i := 0; i < 3; i++ {
+		r := call(t, h, "POST", "/api/mp/complaints", tok, map[string]any{"category": "environment", "content": fmt.Sprintf("候诊区太拥挤了，第 %d 次反映这个问题", i+1)})
+		filed = append(filed, r.Body["id"].(float64))
+	}
+	first := call(t, h, "GET", "/api/admin/complaints?limit=2", admin, nil)
+	items := first.Body["items"].([]any)
+	if len(items) != 2 || items[0].(map[string]any)["id"] != filed[2] || first.Body["next_cursor"] == "" {
+		t.Fatalf("first page: %s", first.Raw)
+	}
+	second := call(t, h, "GET", "/api/admin/complaints?limit=2&cursor="+first.Body["next_cursor"].(string), admin, nil)
+	if items := second.Body["items"].([]any); len(items) != 1 || items[0].(map[string]any)["id"] != filed[0] || second.Body["next_cursor"] != "" {
+		t.Fatalf("second page: %s", second.Raw)
+	}
+}

@@ -162,3 +162,57 @@ func TestFrontDeskBooksUntilTheSlotEnds(t *testing.T) {
 		t.Fatalf("moved into a slot that is over: %v", err)
 	}
 }
+
+// The front desk's list pages on the server in the day's order (date, slot
+// time, booking; the 07:00 slot was made before the 06:00 one): every
+// booking once, none skipped; a forged cursor is refused.
+func TestFrontDeskListPages(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		desk := newStaff(t, a, admin, "desk", "frontdesk")
+		pkg := anyPackage(t, a)
+		slots := []model.Slot{testSlot(t, a, "07:00", 5), testSlot(t, a, "06:00", 5)} // the later slot made first
+		want := map[float64]bool{}
+		for i := 0; i < 7; i++ {
+			r := deskBook(t, h, desk, fmt.Sprintf("page-%d", i), map[string]any{
+				"patient": map[string]any{"name": fmt.Sprintf("分页%d", i), "phone": fmt.Sprintf("1370000%04d", i)}, "package_id": pkg.ID, "slot_id": slots[i%2].ID})
+			if r.Status != 201 {
+				t.Fatalf("book %d: %d %s", i, r.Status, r.Raw)
+			}
+			want[r.Body["id"].(float64)] = true
+		}
+		seen, pages, cursor := []map[string]any{}, 0, ""
+		for {
+			r := call(t, h, "GET", "/api/admin/bookings?limit=3&date="+slots[0].Date+"&cursor="+cursor, desk, nil)
+			if r.Status != 200 {
+				t.Fatalf("page: %d %s", r.Status, r.Raw)
+			}
+			for _, it := range r.Body["items"].([]any) {
+				seen = append(seen, it.(map[string]any))
+			}
+			pages++
+			if cursor = r.Body["next_cursor"].(string); cursor == "" {
+				break
+			}
+		}
+		if pages != 3 || len(seen) != 7 {
+			t.Fatalf("%d bookings in %d pages", len(seen), pages)
+		}
+		for i, b := range seen {
+			if !want[b["id"].(float64)] {
+				t.Fatalf("booking %v twice or unknown", b["id"])
+			}
+			delete(want, b["id"].(float64))
+			if i > 0 && b["start"].(string) < seen[i-1]["start"].(string) {
+				t.Fatalf("out of the day's order at %d", i)
+			}
+		}
+		if r := call(t, h, "GET", "/api/admin/bookings?cursor=bm90LWEtY3Vyc29y", desk, nil); r.Status != 400 || r.ErrCode() != "invalid_cursor" {
+			t.Fatalf("a forged cursor: %d %s", r.Status, r.Raw)
+		}
+		if r := call(t, h, "GET", "/api/admin/bookings?limit=500", desk, nil); r.Status != 422 {
+			t.Fatalf("a page of 500: %d", r.Status)
+		}
+	})
+}

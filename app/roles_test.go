@@ -246,7 +246,7 @@ func TestServicesCheckTheirActions(t *testing.T) {
 		},
 		service.ActBookingsDesk: {
 			func(ctx context.Context, p service.Principal) error {
-				_, err := d.FrontDesk.Search(ctx, p, service.FrontDeskQuery{Date: day, Code: "NONE"})
+				_, _, err := d.FrontDesk.Search(ctx, p, service.FrontDeskQuery{Date: day, Code: "NONE"})
 				return err
 			},
 			func(ctx context.Context, p service.Principal) error {
@@ -311,7 +311,7 @@ func TestServicesCheckTheirActions(t *testing.T) {
 		}},
 		service.ActComplaintsHandle: {
 			func(ctx context.Context, p service.Principal) error {
-				_, err := d.Complaints.List(ctx, p, "", false)
+				_, _, err := d.Complaints.List(ctx, p, "", false, "", 0)
 				return err
 			},
 			func(ctx context.Context, p service.Principal) error {

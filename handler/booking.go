@@ -132,7 +132,14 @@ func bookingDTO(v service.BookingView) BookingDTO {
 		CreatedAt: model.LocalTime(v.CreatedAt), PersonName: v.PersonName, Phone: v.Phone}
 }
 
+// render answers one booking with status, or (status 0) a whole list.
 func (h bookingHandlers) render(c *gin.Context, status int, bs ...model.Booking) {
+	h.renderPage(c, status, "", bs)
+}
+
+// renderPage answers bookings as render does, a list with its next page's
+// cursor; staff see who comes.
+func (h bookingHandlers) renderPage(c *gin.Context, status int, next string, bs []model.Booking) {
 	vs, err := h.b.Views(c.Request.Context(), bs)
 	if err == nil && principal(c).IsStaff() {
 		err = h.desk.People(c.Request.Context(), principal(c), vs)
@@ -149,7 +156,7 @@ func (h bookingHandlers) render(c *gin.Context, status int, bs ...model.Booking)
 	for _, v := range vs {
 		items = append(items, bookingDTO(v))
 	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
 }
 
 type bookRequest struct {
@@ -343,12 +350,17 @@ func (h bookingHandlers) openDay(c *gin.Context) {
 func (h bookingHandlers) search(c *gin.Context) {
 	q := service.FrontDeskQuery{Date: c.Query("date"), Phone: c.Query("phone"), Code: c.Query("code"), Status: c.Query("status"), Q: c.Query("q")}
 	q.SlotID, _ = strconv.ParseUint(c.Query("slot_id"), 10, 64)
-	bs, err := h.desk.Search(c.Request.Context(), principal(c), q)
+	limit, ok := queryLimit(c)
+	if !ok {
+		return
+	}
+	q.Cursor, q.Limit = c.Query("cursor"), limit
+	bs, next, err := h.desk.Search(c.Request.Context(), principal(c), q)
 	if err != nil {
 		fail(c, err)
 		return
 	}
-	h.render(c, 0, bs...)
+	h.renderPage(c, 0, next, bs)
 }
 
 // undo takes back a check-in or a no-show on the booking's day.

@@ -109,8 +109,20 @@ func (h complaintHandlers) withSteps(c *gin.Context, dto func(*model.Complaint) 
 }
 
 func (h complaintHandlers) list(c *gin.Context) {
-	cs, err := h.c.List(c.Request.Context(), principal(c), c.Query("status"), c.Query("overdue") == "true")
-	renderList(c, cs, err, h.dto)
+	limit, ok := queryLimit(c)
+	if !ok {
+		return
+	}
+	cs, next, err := h.c.List(c.Request.Context(), principal(c), c.Query("status"), c.Query("overdue") == "true", c.Query("cursor"), limit)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	items := make([]gin.H, 0, len(cs))
+	for i := range cs {
+		items = append(items, h.dto(&cs[i]))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
 }
 
 func (h complaintHandlers) get(c *gin.Context) {

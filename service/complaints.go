@@ -192,20 +192,20 @@ func (s *Complaints) Rate(ctx context.Context, p Principal, id uint64, rating in
 	})
 }
 
-// List lists complaints for staff, optionally by status or only overdue.
-func (s *Complaints) List(ctx context.Context, by Principal, status string, overdue bool) ([]model.Complaint, error) {
+// List lists complaints for staff, newest first a page at a time,
+// optionally by status or only overdue.
+func (s *Complaints) List(ctx context.Context, by Principal, status string, overdue bool, cursor string, limit int) ([]model.Complaint, string, error) {
 	if err := by.must(ActComplaintsHandle); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	q := s.db.Conn(ctx).Order("id DESC").Limit(500)
+	q := s.db.Conn(ctx).Model(&model.Complaint{})
 	if status != "" {
 		q = q.Where("status = ?", status)
 	}
 	if overdue {
 		q = q.Where("step_due_at < ?", s.now().UTC())
 	}
-	var out []model.Complaint
-	return out, q.Find(&out).Error
+	return page(q, "id", cursor, limit, func(c model.Complaint) uint64 { return c.ID })
 }
 
 // Overdue reports whether the complaint's current step is late.

@@ -2,8 +2,10 @@ package service
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +25,10 @@ type FrontDeskQuery struct {
 	// Q is the one search box: a booking code, a full phone, its last four
 	// digits (尾号), an ID card, a HIS id or a name.
 	Q string
+	// Cursor continues after the page it came with; Limit is the page size
+	// (default and at most 100).
+	Cursor string
+	Limit  int
 }
 
 var (
@@ -45,12 +51,15 @@ func NewFrontDesk(b *Bookings, sealer *Sealer, audit *Audit) *FrontDesk {
 	return &FrontDesk{db: b.db, now: b.now, out: b.out, b: b, sealer: sealer, audit: audit}
 }
 
-// Search lists bookings by day and slot, or finds them by phone or code.
-func (f *FrontDesk) Search(ctx context.Context, by Principal, q FrontDeskQuery) ([]model.Booking, error) {
+// Search lists bookings by day and slot, or finds them by phone or code, in
+// the order the day runs (date, slot time, booking), a page at a time: the
+// next page's cursor is empty after the last.
+func (f *FrontDesk) Search(ctx context.Context, by Principal, q FrontDeskQuery) ([]model.Booking, string, error) {
 	if err := by.must(ActBookingsDesk); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	db := f.db.Conn(ctx).Model(&model.Booking{})
+	// The day's order is the slots' times: the booking's slot comes along.
+	db := f.db.Conn(ctx).Table("bookings b").Select("b.*").Joins("JOIN slots s ON s.id = b.slot_id")
 	q.Q = strings.TrimSpace(q.Q)
 	switch up := strings.ToUpper(q.Q); {
 	case q.Q == "":
@@ -62,32 +71,79 @@ func (f *FrontDesk) Search(ctx context.Context, by Principal, q FrontDeskQuery) 
 	switch {
 	case q.Q != "" && q.Phone == "" && q.Code == "":
 		// The person who comes: the patient themself, or a family member.
-		db = db.Where("(family_member_id IS NULL AND patient_id IN (?)) OR family_member_id IN (?)", f.patientsMatching(ctx, q.Q), f.familyMatching(ctx, q.Q))
+		db = db.Where("(b.family_member_id IS NULL AND b.patient_id IN (?)) OR b.family_member_id IN (?)", f.patientsMatching(ctx, q.Q), f.familyMatching(ctx, q.Q))
 		if q.Date != "" {
-			db = db.Where("date = ?", q.Date)
+			db = db.Where("b.date = ?", q.Date)
 		}
 	case strings.TrimSpace(q.Code) != "":
-		db = db.Where("code = ?", strings.ToUpper(strings.TrimSpace(q.Code)))
+		db = db.Where("b.code = ?", strings.ToUpper(strings.TrimSpace(q.Code)))
 	case strings.TrimSpace(q.Phone) != "":
 		h := f.sealer.Hash(strings.TrimSpace(q.Phone))
-		db = db.Where("patient_id IN (?) OR family_member_id IN (?)",
+		db = db.Where("b.patient_id IN (?) OR b.family_member_id IN (?)",
 			f.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("phone_hash = ?", h),
 			f.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id").Where("phone_hash = ?", h))
 	default:
 		if q.Date == "" {
 			q.Date = f.now().In(model.Shanghai).Format(time.DateOnly)
 		}
-		db = db.Where("date = ?", q.Date)
+		db = db.Where("b.date = ?", q.Date)
 	}
 	if q.SlotID != 0 {
-		db = db.Where("slot_id = ?", q.SlotID)
+		db = db.Where("b.slot_id = ?", q.SlotID)
 	}
 	if q.Status != "" {
-		db = db.Where("status = ?", q.Status)
+		db = db.Where("b.status = ?", q.Status)
 	}
-	var out []model.Booking
-	err := db.Order("date, slot_id, id").Limit(500).Find(&out).Error
-	return out, err
+	if q.Cursor != "" {
+		date, start, id, ok := parseDeskCursor(q.Cursor)
+		if !ok {
+			return nil, "", ErrBadCursor
+		}
+		db = db.Where("(b.date > ? OR (b.date = ? AND s.`start` > ?) OR (b.date = ? AND s.`start` = ? AND b.id > ?))", date, date, start, date, start, id)
+	}
+	limit := q.Limit
+	if limit <= 0 || limit > 100 {
+		limit = 100
+	}
+	var rows []struct {
+		model.Booking
+		SlotStart string `gorm:"column:slot_start"`
+	}
+	if err := db.Select("b.*, s.`start` AS slot_start").Order("b.date, s.`start`, b.id").Limit(limit + 1).Find(&rows).Error; err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[limit-1]
+		next = base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "%s|%s|%d", last.Date, last.SlotStart, last.ID))
+	}
+	out := make([]model.Booking, len(rows))
+	for i := range rows {
+		out[i] = rows[i].Booking
+	}
+	return out, next, nil
+}
+
+// parseDeskCursor reads a cursor Search gave out: the last row's date, slot
+// start and id.
+func parseDeskCursor(c string) (date, start string, id uint64, ok bool) {
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return "", "", 0, false
+	}
+	parts := strings.Split(string(raw), "|")
+	if len(parts) != 3 {
+		return "", "", 0, false
+	}
+	if _, err := time.Parse(time.DateOnly, parts[0]); err != nil {
+		return "", "", 0, false
+	}
+	if _, err := time.Parse("15:04", parts[1]); err != nil {
+		return "", "", 0, false
+	}
+	id, err = strconv.ParseUint(parts[2], 10, 64)
+	return parts[0], parts[1], id, err == nil
 }
 
 // patientsMatching selects the ids of patients a search box text names: by

@@ -4036,6 +4036,10 @@ export interface paths {
                     phone?: string;
                     code?: string;
                     status?: string;
+                    /** @description next_cursor of the previous page */
+                    cursor?: components["parameters"]["Cursor"];
+                    /** @description page size (default and at most 100); pages follow the day's order: date, slot time, booking */
+                    limit?: number;
                 };
                 header?: never;
                 path?: never;
@@ -5142,6 +5146,9 @@ export interface paths {
                 query?: {
                     status?: "received" | "assigned" | "investigating" | "proposed" | "approved" | "replied" | "rated";
                     overdue?: boolean;
+                    /** @description next_cursor of the previous page */
+                    cursor?: components["parameters"]["Cursor"];
+                    limit?: components["parameters"]["Limit"];
                 };
                 header?: never;
                 path?: never;
