@@ -46,9 +46,13 @@ async function signIn(username) {
     if (r.status() >= 400 && !r.url().endsWith('/api/admin/me')) problems.push(`${username}: ${r.status()} ${r.url()}`)
   })
   let bytes = 0
+  let wire = 0 // as sent: gzipped where the browser took gzip
   const weigh = (r) => {
-    const t = r.headers()['content-type'] ?? ''
-    if (/javascript|css/.test(t)) r.body().then((b) => (bytes += b.length), () => {})
+    const h = r.headers()
+    if (/javascript|css/.test(h['content-type'] ?? '')) {
+      r.request().sizes().then((z) => (wire += z.responseBodySize), () => {})
+      r.body().then((b) => (bytes += b.length), () => {})
+    }
   }
   page.on('response', weigh)
   const started = Date.now()
@@ -61,6 +65,7 @@ async function signIn(username) {
   await page.waitForLoadState('networkidle')
   page.off('response', weigh)
   figure(`${username}: first load, JS and CSS before gzip`, bytes, 'bytes')
+  figure(`${username}: first load, JS and CSS as sent (gzip)`, wire, 'bytes')
   await page.screenshot({ path: out + 'login.png' })
   await page.fill('input[data-test=username], [data-test=username] input', username)
   await page.fill('input[data-test=password], [data-test=password] input', PASSWORD)

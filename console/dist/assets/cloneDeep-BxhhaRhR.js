@@ -1,0 +1,1 @@
+import{i as e}from"./css-Bz2HZDzz.js";var t=1,n=4;function r(r){return e(r,t|n)}export{r as t};

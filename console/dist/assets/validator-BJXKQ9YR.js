@@ -1,0 +1,1 @@
+import{zt as e}from"./session-r82PQAmy.js";var t=t=>[``,...e].includes(t);export{t};
