@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/url"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"careloop/app"
 	"careloop/model"
+	"careloop/service"
 )
 
 func newStaff(t *testing.T, a *app.App, admin, username, role string) string {
@@ -362,4 +364,56 @@ func TestNameSearchIsLiteral(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The 360 carries each kind of work to the roles that do it: points to the
+// front desk and marketing, survey answers to marketing, complaints to every
+// role handling them, conversations (without messages) to doctors.
+func TestPatient360ByRole(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	h := a.Router
+	ctx := context.Background()
+	admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+	doc := newStaff(t, a, admin, "doc360", "doctor")
+	mkt := newStaff(t, a, admin, "mkt360", "marketing")
+	desk := newStaff(t, a, admin, "desk360", "frontdesk")
+	tok, pid := login(t, h, "dev:p360")
+	if r := call(t, h, "POST", "/api/mp/complaints", tok, map[string]any{"category": "environment", "content": "候诊区太拥挤了，希望增加座位"}); r.Status != 201 {
+		t.Fatalf("complaint: %d %s", r.Status, r.Raw)
+	}
+	if r := call(t, h, "POST", "/api/mp/conversations", tok, map[string]any{"topic": "报告解读"}); r.Status/100 != 2 {
+		t.Fatalf("conversation: %d %s", r.Status, r.Raw)
+	}
+	if err := a.Points.Adjust(ctx, service.System, pid, 120, "测试"); err != nil {
+		t.Fatal(err)
+	}
+	a.DB.Gorm().Create(&model.SurveyResponse{InviteID: 999, SurveyID: 1, PatientID: pid, Comment: "很满意"})
+	view := func(token string) map[string]any {
+		r := call(t, h, "GET", fmt.Sprintf("/api/admin/patients/%d", pid), token, nil)
+		if r.Status != 200 {
+			t.Fatalf("360: %d %s", r.Status, r.Raw)
+		}
+		return r.Body
+	}
+	has := func(v map[string]any, key string) bool { _, ok := v[key]; return ok }
+	for _, c := range []struct {
+		who                                       string
+		token                                     string
+		points, surveys, complaints, conversation bool
+	}{
+		{"marketing", mkt, true, true, true, false},
+		{"doctor", doc, false, false, true, true},
+		{"frontdesk", desk, true, false, true, false},
+		{"admin", admin, true, true, true, true},
+	} {
+		v := view(c.token)
+		if has(v, "points") != c.points || has(v, "surveys") != c.surveys || has(v, "complaints") != c.complaints || has(v, "conversations") != c.conversation {
+			t.Errorf("%s sees points %v, surveys %v, complaints %v, conversations %v", c.who, has(v, "points"), has(v, "surveys"), has(v, "complaints"), has(v, "conversations"))
+		}
+	}
+	v := view(admin)
+	if v["points"].(map[string]any)["balance"].(float64) != 120 || len(v["complaints"].([]any)) != 1 || len(v["conversations"].([]any)) != 1 ||
+		v["surveys"].([]any)[0].(map[string]any)["comment"] != "很满意" {
+		t.Fatalf("the admin's 360: %v", v)
+	}
 }

@@ -215,6 +215,17 @@ func (a *App) seedFeedback(ctx context.Context, now time.Time) error {
 			}
 		}
 	}
+	// A question waiting in the doctors' inbox.
+	if len(patients) > 1 {
+		who := service.Principal{Kind: model.SubjectPatient, ID: patients[1].ID}
+		cv, _, err := a.Chat.Start(ctx, who, service.StartRequest{Topic: "报告解读"})
+		if err != nil {
+			return err
+		}
+		if _, _, err := a.Chat.Send(ctx, who, cv.ID, service.PatientMessage{Kind: "text", Content: "医生您好，我的血脂偏高，需要吃药吗？", ClientKey: "demo-1"}); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

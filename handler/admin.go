@@ -99,6 +99,11 @@ type Patient360DTO struct {
 	// Reports are listed only for roles that may read them (admin, doctor).
 	Reports       []ReportSummaryDTO `json:"reports,omitempty"`
 	Notifications []gin.H            `json:"notifications"`
+	// The rest only for the roles whose work they are.
+	Points        *gin.H  `json:"points,omitempty"`
+	Surveys       []gin.H `json:"surveys,omitempty"`
+	Complaints    []gin.H `json:"complaints,omitempty"`
+	Conversations []gin.H `json:"conversations,omitempty"`
 }
 
 func (h adminPatients) view(c *gin.Context) {
@@ -146,6 +151,30 @@ func (h adminPatients) dto360(v *service.Patient360, role string) Patient360DTO 
 			d.BirthDate = model.DateString(*m.BirthDate)
 		}
 		out.Family = append(out.Family, d)
+	}
+	if v.Points != nil {
+		out.Points = &gin.H{"balance": v.Points.Balance, "growth": v.Points.Growth}
+	}
+	if v.Surveys != nil {
+		out.Surveys = []gin.H{}
+		for _, r := range v.Surveys {
+			out.Surveys = append(out.Surveys, gin.H{"id": r.ID, "survey_id": r.SurveyID, "nps": r.NPS, "csat": r.CSAT, "comment": r.Comment,
+				"department": r.Department, "created_at": model.LocalTime(r.CreatedAt)})
+		}
+	}
+	if v.Complaints != nil {
+		out.Complaints = []gin.H{}
+		for _, c := range v.Complaints {
+			out.Complaints = append(out.Complaints, gin.H{"id": c.ID, "category": c.Category, "status": c.Status, "content": c.Content,
+				"created_at": model.LocalTime(c.CreatedAt)})
+		}
+	}
+	if v.Conversations != nil {
+		out.Conversations = []gin.H{}
+		for _, c := range v.Conversations {
+			out.Conversations = append(out.Conversations, gin.H{"id": c.ID, "topic": c.Topic, "status": c.Status, "doctor_id": c.DoctorID,
+				"last_message_at": model.LocalTime(c.LastMessageAt)})
+		}
 	}
 	return out
 }

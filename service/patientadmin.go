@@ -95,6 +95,14 @@ type Patient360 struct {
 	Bookings []model.Booking      // the latest 20
 	Reports  []model.Report       // the latest 20; clinical roles only
 	Notices  []model.Notification // the latest 20
+	// Each of these is there only for the roles whose work it is (nil
+	// otherwise): points (points.read), survey answers (surveys.manage),
+	// complaints (complaints.handle), conversations without their messages
+	// (chat.answer); the latest 20 of each.
+	Points        *model.PointsAccount
+	Surveys       []model.SurveyResponse
+	Complaints    []model.Complaint
+	Conversations []model.Conversation
 }
 
 // View loads the 360 of patient id, auditing the read (and, separately, the
@@ -144,6 +152,9 @@ func (s *PatientAdmin) View(ctx context.Context, by Principal, id uint64) (*Pati
 			return nil, err
 		}
 	}
+	if err := s.workOf(ctx, by, id, &out); err != nil {
+		return nil, err
+	}
 	if err := s.audit.Record(ctx, by, AuditPatientView, &id, ""); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
@@ -158,6 +169,42 @@ func (s *PatientAdmin) View(ctx context.Context, by Principal, id uint64) (*Pati
 		}
 	}
 	return &out, nil
+}
+
+// workOf loads into out the parts of the 360 that belong to one kind of
+// work, each only for a role that does it.
+func (s *PatientAdmin) workOf(ctx context.Context, by Principal, id uint64, out *Patient360) error {
+	db := s.db.Conn(ctx)
+	if by.May(ActPointsRead) {
+		var acc []model.PointsAccount
+		if err := db.Where("patient_id = ?", id).Limit(1).Find(&acc).Error; err != nil {
+			return fmt.Errorf("points of patient %d: %w", id, err)
+		}
+		out.Points = &model.PointsAccount{PatientID: id}
+		if len(acc) == 1 {
+			out.Points = &acc[0]
+		}
+	}
+	if by.May(ActSurveysManage) {
+		out.Surveys = []model.SurveyResponse{}
+		if err := db.Select("id", "survey_id", "patient_id", "nps", "csat", "comment", "department", "created_at").
+			Where("patient_id = ?", id).Order("id DESC").Limit(20).Find(&out.Surveys).Error; err != nil {
+			return fmt.Errorf("surveys of patient %d: %w", id, err)
+		}
+	}
+	if by.May(ActComplaintsHandle) {
+		out.Complaints = []model.Complaint{}
+		if err := db.Where("patient_id = ?", id).Order("id DESC").Limit(20).Find(&out.Complaints).Error; err != nil {
+			return fmt.Errorf("complaints of patient %d: %w", id, err)
+		}
+	}
+	if by.May(ActChatAnswer) {
+		out.Conversations = []model.Conversation{}
+		if err := db.Where("patient_id = ?", id).Order("last_message_at DESC, id DESC").Limit(20).Find(&out.Conversations).Error; err != nil {
+			return fmt.Errorf("conversations of patient %d: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // SetBlocked blocks (or unblocks) a patient; blocking ends every session.

@@ -7435,6 +7435,41 @@ export interface components {
             reports?: components["schemas"]["ReportSummary"][];
             /** @description the latest 20 */
             notifications?: Record<string, never>[];
+            /** @description roles with points.read */
+            points?: {
+                balance?: number;
+                growth?: number;
+            };
+            /** @description the latest 20 answers; roles with surveys.manage */
+            surveys?: {
+                id?: number;
+                survey_id?: number;
+                nps?: number | null;
+                csat?: number | null;
+                comment?: string;
+                department?: string;
+                /** Format: date-time */
+                created_at?: string;
+            }[];
+            /** @description the latest 20; roles with complaints.handle */
+            complaints?: {
+                id?: number;
+                category?: string;
+                status?: string;
+                content?: string;
+                /** Format: date-time */
+                created_at?: string;
+            }[];
+            /** @description the latest 20, without their messages; roles with chat.answer */
+            conversations?: {
+                id?: number;
+                topic?: string;
+                /** @enum {string} */
+                status?: "open" | "closed";
+                doctor_id?: number | null;
+                /** Format: date-time */
+                last_message_at?: string;
+            }[];
         };
         StaffInput: {
             username?: string;
