@@ -233,8 +233,15 @@ func (s *Imports) run(ctx context.Context, j *model.ImportJob) {
 			}
 		}
 	}
-	if err := s.db.Conn(ctx).Model(&model.ImportJob{}).Where("id = ? AND claim_token = ?", j.ID, j.ClaimToken).Updates(upd).Error; err != nil {
-		s.log.Error("settle import", "job", j.ID, "err", err)
+	res := s.db.Conn(ctx).Model(&model.ImportJob{}).Where("id = ? AND claim_token = ?", j.ID, j.ClaimToken).Updates(upd)
+	if res.Error != nil {
+		s.log.Error("settle import", "job", j.ID, "err", res.Error)
+		return
+	}
+	if res.RowsAffected == 0 {
+		// Another worker took the job over (this one was too slow to renew
+		// its lease): the job, and its upload, are that worker's now.
+		s.log.Warn("import taken over by another worker", "job", j.ID)
 		return
 	}
 	// The upload is patient data: it goes once its rows are in.
