@@ -127,3 +127,28 @@ func TestCareRulesScheduler(t *testing.T) {
 		}
 	})
 }
+
+// Staff read the kinds of notice and their channels, as configured; a
+// patient cannot.
+func TestNotificationReasonsListed(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	admin := staffLogin(t, a.Router, app.DemoAdminUser, app.DemoAdminPassword)
+	r := call(t, a.Router, "GET", "/api/admin/notification-reasons", admin, nil)
+	if r.Status != 200 {
+		t.Fatalf("reasons: %d %s", r.Status, r.Raw)
+	}
+	found := false
+	for _, it := range r.Body["items"].([]any) {
+		m := it.(map[string]any)
+		if m["name"] == notify.ReasonBookingConfirmed {
+			found = m["title"] != "" && len(m["channels"].([]any)) > 0
+		}
+	}
+	if !found {
+		t.Fatalf("booking_confirmed with its channels not listed: %s", r.Raw)
+	}
+	tok, _ := login(t, a.Router, "dev:reasons")
+	if r := call(t, a.Router, "GET", "/api/admin/notification-reasons", tok, nil); r.Status != 403 {
+		t.Fatalf("a patient: %d", r.Status)
+	}
+}

@@ -335,6 +335,7 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				_, err := d.Notices.List(ctx, p, notify.Filter{})
 				return err
 			},
+			func(ctx context.Context, p service.Principal) error { _, err := d.Notices.Reasons(ctx, p); return err },
 		},
 		service.ActNotificationsFix: {
 			func(ctx context.Context, p service.Principal) error {

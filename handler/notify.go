@@ -32,6 +32,7 @@ func (h notifyHandlers) registerMP(rg *gin.RouterGroup) {
 func (h notifyHandlers) registerAdmin(rg *gin.RouterGroup) {
 	staff := allow(service.ActNotificationsRead)
 	rg.GET("/notifications", staff, h.list)
+	rg.GET("/notification-reasons", staff, h.reasons)
 	rg.POST("/notifications/:id/retry", allow(service.ActNotificationsFix), h.retry)
 	rg.POST("/notifications/:id/cancel", allow(service.ActNotificationsFix), h.cancel)
 	rg.GET("/notification-rules", allow(service.ActCareRules), h.rules)
@@ -223,4 +224,32 @@ func (h notifyHandlers) saveRules(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, r)
+}
+
+// ReasonDTO is a kind of notice and how it reaches the patient.
+type ReasonDTO struct {
+	Name              string       `json:"name"`
+	Title             string       `json:"title"`
+	Category          string       `json:"category"`
+	Scene             string       `json:"scene"`
+	Channels          []ChannelDTO `json:"channels"`
+	NoticeOnceMinutes int          `json:"notice_once_minutes"`
+}
+
+// ChannelDTO is one way a notice goes, in fallback order.
+type ChannelDTO struct {
+	Channel    string `json:"channel"`
+	TemplateID string `json:"template_id"`
+	LongTerm   bool   `json:"long_term"`
+}
+
+func (h notifyHandlers) reasons(c *gin.Context) {
+	rs, err := h.notices.Reasons(c.Request.Context(), principal(c))
+	renderList(c, rs, err, func(r *notify.Reason) ReasonDTO {
+		out := ReasonDTO{Name: r.Name, Title: r.Title, Category: r.Category, Scene: r.Scene, NoticeOnceMinutes: r.NoticeOnceMinutes, Channels: []ChannelDTO{}}
+		for _, ch := range r.Channels {
+			out.Channels = append(out.Channels, ChannelDTO{Channel: ch.Channel, TemplateID: ch.TemplateID, LongTerm: ch.LongTerm})
+		}
+		return out
+	})
 }

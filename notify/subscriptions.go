@@ -42,6 +42,12 @@ func (o *Outbox) TemplatesForScene(scene string) []SceneTemplate {
 	return out
 }
 
+// Reasons returns the kinds of notice with their channels and templates,
+// as configured.
+func (o *Outbox) Reasons() []Reason {
+	return append([]Reason(nil), o.cfg.Reasons...)
+}
+
 func (o *Outbox) knownTemplate(id string) bool {
 	for _, r := range o.cfg.Reasons {
 		for _, ch := range r.Channels {

@@ -36,6 +36,15 @@ type NoticePage struct {
 	Held   map[string]time.Time
 }
 
+// Reasons lists the kinds of notice careloop sends, with the WeChat
+// channels and templates each goes through (set in the configuration file).
+func (s *Notices) Reasons(ctx context.Context, by Principal) ([]notify.Reason, error) {
+	if err := by.must(ActNotificationsRead); err != nil {
+		return nil, err
+	}
+	return s.out.Reasons(), nil
+}
+
 // List returns the outbox, newest first.
 func (s *Notices) List(ctx context.Context, by Principal, f notify.Filter) (*NoticePage, error) {
 	if err := by.must(ActNotificationsRead); err != nil {

@@ -206,7 +206,7 @@ async function signIn(username) {
   await page.waitForSelector('[data-test=settings-tabs]')
   await page.waitForLoadState('networkidle')
   const mine = await page.locator('[data-test=settings-tabs] .el-tabs__item').allInnerTexts()
-  check(mine.join(',') === '套餐,会员等级,积分商品,公众号', `marketing: settings tabs are its own (${mine.join('、')})`)
+  check(mine.join(',') === '套餐,会员等级,积分商品,公众号,通知类型', `marketing: settings tabs are its own (${mine.join('、')})`)
   await page.screenshot({ path: out + 'marketing-settings.png' })
   for (const path of ['/api/admin/staff', '/api/admin/audit', '/api/admin/chat/settings', '/api/admin/notification-rules']) {
     const res = await page.request.get(BASE + path, { headers: { Authorization: 'Bearer ' + tok } })
@@ -357,7 +357,7 @@ if (process.env.HIS_XLSX) {
   await page.click('[data-test=nav-settings]')
   await page.waitForSelector('[data-test=settings-tabs]')
   const names = await page.locator('[data-test=settings-tabs] .el-tabs__item').allInnerTexts()
-  check(names.length === 9, `admin: sees every settings tab (${names.join('、')})`)
+  check(names.length === 10, `admin: sees every settings tab (${names.join('、')})`)
   for (const name of names) {
     const t0 = Date.now()
     await page.getByRole('tab', { name }).click()

@@ -3612,6 +3612,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/notification-reasons": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 通知类型：每类通知的分类、订阅场景与发送渠道（按回退顺序；配置文件设置） */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description reasons */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["NoticeReason"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/notification-rules": {
         parameters: {
             query?: never;
@@ -7879,6 +7919,23 @@ export interface components {
             stock?: number;
             coupon_value_fen?: number;
             active?: boolean;
+        };
+        NoticeReason: {
+            /** @example booking_confirmed */
+            name?: string;
+            /** @example 预约成功 */
+            title?: string;
+            /** @description service or marketing (marketing needs the patient's consent) */
+            category?: string;
+            /** @description where the mini-program asks for the subscription */
+            scene?: string;
+            notice_once_minutes?: number;
+            channels?: {
+                /** @enum {string} */
+                channel?: "subscribe" | "template" | "customer";
+                template_id?: string;
+                long_term?: boolean;
+            }[];
         };
         AutoReply: {
             id?: number;
