@@ -261,9 +261,15 @@ func TestStaffSchedules(t *testing.T) {
 	if r := bookCall(t, h, tok, "closed", map[string]any{"package_id": pkg.ID, "slot_id": closedSlot.ID}); r.Status != 422 || r.ErrCode() != "slot_closed" {
 		t.Fatalf("booking a closed day: %d %s", r.Status, r.Raw)
 	}
+	if r := call(t, h, "GET", "/api/admin/closed-days", admin, nil); len(r.Body["items"].([]any)) != 1 || r.Body["items"].([]any)[0].(map[string]any)["reason"] != "元旦" {
+		t.Fatalf("closed days: %s", r.Raw)
+	}
 	// Reopened, the day takes bookings at once (no cached "closed" lingers).
 	if r := call(t, h, "DELETE", "/api/admin/closed-days/"+day3, admin, nil); r.Status != 204 {
 		t.Fatalf("reopen day: %d %s", r.Status, r.Raw)
+	}
+	if r := call(t, h, "GET", "/api/admin/closed-days", admin, nil); len(r.Body["items"].([]any)) != 0 {
+		t.Fatalf("closed days after reopening: %s", r.Raw)
 	}
 	if r := bookCall(t, h, tok, "reopened", map[string]any{"package_id": pkg.ID, "slot_id": closedSlot.ID}); r.Status != 201 {
 		t.Fatalf("booking a reopened day: %d %s", r.Status, r.Raw)

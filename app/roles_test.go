@@ -227,10 +227,16 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				return err
 			},
 		},
-		service.ActScheduleRead: {func(ctx context.Context, p service.Principal) error {
-			_, err := d.Catalog.SlotsBetween(ctx, p, day, day)
-			return err
-		}},
+		service.ActScheduleRead: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Catalog.SlotsBetween(ctx, p, day, day)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Catalog.ClosedDays(ctx, p)
+				return err
+			},
+		},
 		service.ActScheduleManage: {
 			func(ctx context.Context, p service.Principal) error {
 				_, err := d.Catalog.Generate(ctx, p, service.ScheduleInput{})

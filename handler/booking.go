@@ -37,6 +37,7 @@ func (h bookingHandlers) registerAdmin(rg *gin.RouterGroup) {
 	rg.PUT("/packages/:id", catalog, h.updatePackage)
 	rg.GET("/slots", allow(service.ActScheduleRead), h.staffSlots)
 	rg.POST("/schedules", schedule, h.generate)
+	rg.GET("/closed-days", allow(service.ActScheduleRead), h.closedDays)
 	rg.POST("/closed-days", schedule, h.closeDay)
 	rg.DELETE("/closed-days/:date", schedule, h.openDay)
 	rg.GET("/bookings", desk, h.search)
@@ -341,6 +342,11 @@ func (h bookingHandlers) closeDay(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"date": day.Date, "reason": day.Reason, "cancelled_bookings": n})
+}
+
+func (h bookingHandlers) closedDays(c *gin.Context) {
+	ds, err := h.catalog.ClosedDays(c.Request.Context(), principal(c))
+	renderList(c, ds, err, func(d *model.ClosedDay) gin.H { return gin.H{"date": d.Date, "reason": d.Reason} })
 }
 
 func (h bookingHandlers) openDay(c *gin.Context) {

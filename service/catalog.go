@@ -185,3 +185,14 @@ func (c *Catalog) SlotsBetween(ctx context.Context, by Principal, from, to strin
 	var out []model.Slot
 	return out, c.db.Conn(ctx).Where("date >= ? AND date <= ?", from, to).Order("date, slot_group, start").Limit(5000).Find(&out).Error
 }
+
+// ClosedDays lists the closed days from today on (Asia/Shanghai), soonest
+// first.
+func (c *Catalog) ClosedDays(ctx context.Context, by Principal) ([]model.ClosedDay, error) {
+	if err := by.must(ActScheduleRead); err != nil {
+		return nil, err
+	}
+	today := time.Now().In(model.Shanghai).Format(time.DateOnly)
+	var out []model.ClosedDay
+	return out, c.db.Conn(ctx).Where("date >= ?", today).Order("date").Limit(366).Find(&out).Error
+}

@@ -3961,7 +3961,35 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** 停诊日（今天起） */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description closed days */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: {
+                                /** Format: date */
+                                date?: string;
+                                reason?: string;
+                            }[];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
         put?: never;
         /**
          * 设置停诊日（节假日）
