@@ -145,7 +145,8 @@ async function signIn(username) {
   const walkInButton = page.locator('[data-test^=check-in-]').first()
   if (await walkInButton.count()) {
     await walkInButton.click()
-    await page.getByText('已签到').first().waitFor()
+    // The row itself changes (a toast of the earlier check-in may still say 已签到).
+    for (let i = 0; i < 50 && !(await found.first().innerText()).includes('已签到'); i++) await page.waitForTimeout(100)
     check((await found.first().innerText()).includes('已签到'), 'frontdesk: checks the walk-in in')
     await page.screenshot({ path: out + 'frontdesk-walk-in-checked-in.png' })
   } else check(false, 'frontdesk: the walk-in can be checked in')
@@ -155,6 +156,7 @@ async function signIn(username) {
   await page.waitForSelector('[data-test=unmatched]')
   await page.waitForLoadState('networkidle')
   const unmatchedRows = page.locator('[data-test=unmatched] .el-table__body tr')
+  await unmatchedRows.first().waitFor({ timeout: 5000 }).catch(() => {})
   check((await unmatchedRows.count()) === 1, `frontdesk: one report waits to be linked (${await unmatchedRows.count()})`)
   await page.screenshot({ path: out + 'frontdesk-reports.png' })
   await unmatchedRows.first().getByRole('button', { name: '关联患者' }).click()
@@ -300,8 +302,8 @@ async function signIn(username) {
   // for is written and leaves the list.
   await page.click('[data-test=nav-reports]')
   await page.waitForSelector('[data-test=critical]')
-  await page.waitForLoadState('networkidle')
-  check((await page.locator('[data-test=critical] .el-table__body tr').count()) >= 1, 'doctor: the critical value is listed')
+  const criticalRow = page.locator('[data-test=critical] .el-table__body tr').first()
+  check(await criticalRow.waitFor({ timeout: 5000 }).then(() => true, () => false), 'doctor: the critical value is listed')
   await page.getByRole('tab', { name: /解读申请/ }).click()
   const asks = page.locator('[data-test=interpretations] .el-table__body tr')
   await asks.first().waitFor()
