@@ -78,7 +78,7 @@ type AuthConfig struct {
 	MPLoginsPerOpenID  int
 	MaxPatientSessions int
 	// SessionCacheTTL is how long a checked session is believed live
-	// without reading it again (default 5 s; negative: always read). Any
+	// without reading it again (default 30 s; negative: always read). Any
 	// change to sessions or staff accounts drops the cache at once.
 	SessionCacheTTL time.Duration
 }
@@ -131,7 +131,7 @@ func NewAuth(db *model.DB, wx WeChatIdentity, kv KV, bus Bus, cfg AuthConfig, no
 		cfg.MaxPatientSessions = 10
 	}
 	if cfg.SessionCacheTTL == 0 {
-		cfg.SessionCacheTTL = 5 * time.Second
+		cfg.SessionCacheTTL = 30 * time.Second
 	}
 	if now == nil {
 		now = time.Now

@@ -13,7 +13,7 @@ const sessionsTopic = "auth.sessions"
 // sessionCacheMax bounds the cache; a full cache starts again empty.
 const sessionCacheMax = 100_000
 
-// sessionCache remembers, for a few seconds, who a live session's token
+// sessionCache remembers, for up to 30 s, who a live session's token
 // stands for, so most requests do not read their session row. Any update or
 // delete of a session or staff row, on any path, drops the whole cache once
 // committed (model.DB.OnChange), here and on the other instances through the
