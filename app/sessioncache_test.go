@@ -14,7 +14,7 @@ import (
 // A token is believed for a few seconds without reading its session, but
 // whatever ends a session or changes a staff account is seen at once: on the
 // instance that made the change and, through Redis, on another one (each
-// check below waits far less than the cache's 5 s).
+// check below waits far less than the cache's 30 s).
 func TestSessionChangesReachEveryInstanceAtOnce(t *testing.T) {
 	prefix := "careloop-test-" + testenv.Suffix() + ":"
 	rdb := testenv.Redis(t)
