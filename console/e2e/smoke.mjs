@@ -277,6 +277,19 @@ async function signIn(username) {
       if (!delivered) await page.waitForTimeout(100)
     }
     check(delivered, 'doctor: the reply reached WeChat (the sandbox) as a customer message')
+
+    // A canned reply of the doctor's own fills the reply box.
+    await page.getByRole('button', { name: '管理快捷回复' }).click()
+    await page.getByPlaceholder('标题，如：空腹说明').fill('复查提醒')
+    await page.getByPlaceholder('回复内容').fill('建议三个月后复查，届时可在小程序预约。')
+    await page.getByRole('button', { name: '添加' }).click()
+    await page.getByRole('cell', { name: '复查提醒' }).waitFor()
+    await page.keyboard.press('Escape')
+    await page.click('[data-test=canned]')
+    await page.locator('.el-select-dropdown__item:visible', { hasText: '复查提醒' }).click()
+    const draft = await page.locator('textarea[data-test=reply], [data-test=reply] textarea').inputValue()
+    check(draft.includes('三个月后复查'), 'doctor: a canned reply of their own fills the reply box')
+    await page.fill('textarea[data-test=reply], [data-test=reply] textarea', '')
     await page.screenshot({ path: out + 'doctor-inbox.png' })
 
     // 20 messages in a second: all shown, in the order the server keeps.
