@@ -417,3 +417,37 @@ func TestPatient360ByRole(t *testing.T) {
 		t.Fatalf("the admin's 360: %v", v)
 	}
 }
+
+// The 患者 page's one search box finds a patient by ID card (audited), 尾号,
+// HIS id or the start of a name.
+func TestPatientSearchBox(t *testing.T) {
+	a := newApp(t, "sqlite", nil)
+	h := a.Router
+	admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+	doc := newStaff(t, a, admin, "docbox", "doctor")
+	rows := [][]string{{"姓名", "身份证号", "手机号", "HIS号"}, {"欧阳明", "11010519491231002X", "13911112222", "HB001"}, {"欧阳红", "", "13933334444", "HB002"}}
+	if _, err := service.NewImporter(a.DB, a.Sealer, nil).Import(context.Background(), rows, nil); err != nil {
+		t.Fatal(err)
+	}
+	names := func(q string) string {
+		r := call(t, h, "GET", "/api/admin/patients?q="+url.QueryEscape(q), doc, nil)
+		if r.Status != 200 {
+			t.Fatalf("search %q: %d %s", q, r.Status, r.Raw)
+		}
+		var out []string
+		for _, it := range r.Body["items"].([]any) {
+			out = append(out, it.(map[string]any)["name"].(string))
+		}
+		return strings.Join(out, ",")
+	}
+	for q, want := range map[string]string{"11010519491231002X": "欧阳明", "2222": "欧阳明", "HB002": "欧阳红", "欧阳": "欧阳红,欧阳明", "阳": ""} {
+		if got := names(q); got != want {
+			t.Errorf("search %q: %q, want %q", q, got, want)
+		}
+	}
+	var audited int64
+	a.DB.Gorm().Model(&model.AuditLog{}).Where("action = ? AND detail LIKE ?", service.AuditPatientSearch, "by id card%").Count(&audited)
+	if audited != 1 {
+		t.Fatalf("searches by ID card audited: %d", audited)
+	}
+}

@@ -52,7 +52,7 @@ func (h adminPatients) summary(p *model.Patient, role string) PatientSummaryDTO 
 }
 
 func (h adminPatients) search(c *gin.Context) {
-	q := service.PatientQuery{Name: c.Query("name"), Phone: c.Query("phone"), Cursor: c.Query("cursor")}
+	q := service.PatientQuery{Name: c.Query("name"), Phone: c.Query("phone"), Q: c.Query("q"), Cursor: c.Query("cursor")}
 	var ok bool
 	if q.Limit, ok = queryLimit(c); !ok {
 		return

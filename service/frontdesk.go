@@ -146,11 +146,16 @@ func parseDeskCursor(c string) (date, start string, id uint64, ok bool) {
 	return parts[0], parts[1], id, err == nil
 }
 
-// patientsMatching selects the ids of patients a search box text names: by
-// ID card, phone tail, HIS id or name (exact, else the start of it).
+// patientsMatching selects the ids of patients a search box text names.
 func (f *FrontDesk) patientsMatching(ctx context.Context, q string) *gorm.DB {
-	db := f.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("erased_at IS NULL")
-	if h, ok := f.idCardHashOf(q); ok {
+	return whereIdentity(f.db.Conn(ctx).Model(&model.Patient{}).Select("id").Where("erased_at IS NULL"), f.sealer, f.now(), q)
+}
+
+// whereIdentity narrows a query of patients to those one search box text
+// names: an ID card; four digits as a phone's tail (尾号) or a HIS id; else
+// a HIS id or the start of a name.
+func whereIdentity(db *gorm.DB, sealer *Sealer, now time.Time, q string) *gorm.DB {
+	if h, ok := idCardHashOf(sealer, now, q); ok {
 		return db.Where("id_card_hash = ?", h)
 	}
 	if phoneTailRe.MatchString(q) {
@@ -163,7 +168,7 @@ func (f *FrontDesk) patientsMatching(ctx context.Context, q string) *gorm.DB {
 // tail, name).
 func (f *FrontDesk) familyMatching(ctx context.Context, q string) *gorm.DB {
 	db := f.db.Conn(ctx).Model(&model.FamilyMember{}).Select("id")
-	if h, ok := f.idCardHashOf(q); ok {
+	if h, ok := idCardHashOf(f.sealer, f.now(), q); ok {
 		return db.Where("id_card_hash = ?", h)
 	}
 	if phoneTailRe.MatchString(q) {
@@ -173,15 +178,15 @@ func (f *FrontDesk) familyMatching(ctx context.Context, q string) *gorm.DB {
 }
 
 // idCardHashOf is the lookup hash of q when q is a valid ID card number.
-func (f *FrontDesk) idCardHashOf(q string) (string, bool) {
+func idCardHashOf(sealer *Sealer, now time.Time, q string) (string, bool) {
 	if len(q) != 18 {
 		return "", false
 	}
-	id, err := model.ParseIDCard(q, f.now())
+	id, err := model.ParseIDCard(q, now)
 	if err != nil {
 		return "", false
 	}
-	return f.sealer.idCardHash(id.Number), true
+	return sealer.idCardHash(id.Number), true
 }
 
 // likePrefix is a LIKE pattern for text starting with s.

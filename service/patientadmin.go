@@ -48,14 +48,18 @@ func MaskPhone(p string) string {
 
 // PatientQuery searches patients.
 type PatientQuery struct {
-	Name   string
-	Phone  string
+	Name  string
+	Phone string
+	// Q is the front desk's one search box: an ID card, a phone's tail
+	// (尾号), a HIS id or the start of a name.
+	Q      string
 	TagIDs []uint64 // patients carrying every one of these
 	Cursor string
 	Limit  int
 }
 
-// Search finds patients by name (part), phone (exact) and tags.
+// Search finds patients by name (part), phone (exact), the one search box
+// and tags. A search that names a person by phone or ID card is audited.
 func (s *PatientAdmin) Search(ctx context.Context, by Principal, q PatientQuery) ([]model.Patient, string, error) {
 	if err := by.must(ActPatientsRead); err != nil {
 		return nil, "", err
@@ -66,6 +70,9 @@ func (s *PatientAdmin) Search(ctx context.Context, by Principal, q PatientQuery)
 	}
 	if ph := strings.TrimSpace(q.Phone); ph != "" {
 		db = db.Where("patients.phone_hash = ?", s.profile.sealer.Hash(ph))
+	}
+	if box := strings.TrimSpace(q.Q); box != "" {
+		db = whereIdentity(db, s.profile.sealer, s.now(), box)
 	}
 	if len(q.TagIDs) > 0 {
 		db = db.Where("patients.id IN (?)", s.db.Conn(ctx).Model(&model.PatientTag{}).Select("patient_id").
@@ -78,6 +85,9 @@ func (s *PatientAdmin) Search(ctx context.Context, by Principal, q PatientQuery)
 	if q.Phone != "" {
 		// A search by phone reveals who owns a number: audit it.
 		_ = s.audit.Record(ctx, by, AuditPatientSearch, nil, "by phone "+MaskPhone(q.Phone))
+	}
+	if _, card := idCardHashOf(s.profile.sealer, s.now(), strings.TrimSpace(q.Q)); card {
+		_ = s.audit.Record(ctx, by, AuditPatientSearch, nil, "by id card "+model.MaskIDCard(strings.TrimSpace(q.Q)))
 	}
 	return rows, next, nil
 }

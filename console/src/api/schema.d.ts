@@ -3015,12 +3015,13 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * 搜索患者（姓名、手机号、标签）
-         * @description Phones are masked except for admin and frontdesk. A search by phone is audited.
+         * 搜索患者（姓名、手机号、尾号、HIS号、身份证号、标签）
+         * @description Phones are masked except for admin and frontdesk. `q` is the one search box: an ID card, four digits as a phone's tail (尾号) or a HIS id, else a HIS id or the start of a name. A search by phone or ID card is audited.
          */
         get: {
             parameters: {
                 query?: {
+                    q?: string;
                     name?: string;
                     phone?: string;
                     /** @description comma-separated tag ids; patients carrying all of them */
