@@ -8,6 +8,12 @@
 # Chromium skip without them, or fail when CI=true.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Under CI the browser test must run: Chromium (and a Chinese font for its
+# screenshots) come from Debian's packages when missing.
+if [ "${CI:-}" = "true" ] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+	apt-get install -y -q chromium fonts-wqy-microhei >/dev/null ||
+		{ apt-get update -q >/dev/null && apt-get install -y -q chromium fonts-wqy-microhei >/dev/null; }
+fi
 if command -v npm >/dev/null; then
 	(cd console && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build >/dev/null)
 	# The committed build is what `go run .` serves: it must be the sources'.
