@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -213,6 +214,53 @@ func TestFrontDeskListPages(t *testing.T) {
 		}
 		if r := call(t, h, "GET", "/api/admin/bookings?limit=500", desk, nil); r.Status != 422 {
 			t.Fatalf("a page of 500: %d", r.Status)
+		}
+	})
+}
+
+// A walk-in booked by racing requests with one key (a double click, a retry)
+// is registered once and takes one seat; every request answers with that
+// one booking.
+func TestFrontDeskRacingWalkIn(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		desk := newStaff(t, a, admin, "desk", "frontdesk")
+		pkg := anyPackage(t, a)
+		sl := testSlot(t, a, "06:00", 3)
+		body := map[string]any{"patient": map[string]any{"name": "冯一鸣", "phone": "13655556666"}, "package_id": pkg.ID, "slot_id": sl.ID}
+		const n = 8
+		ids := make([]float64, n)
+		statuses := make([]int, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				r := deskBook(t, h, desk, "same-click", body)
+				statuses[i] = r.Status
+				if id, ok := r.Body["id"].(float64); ok {
+					ids[i] = id
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for i := range n {
+			if statuses[i] != 201 || ids[i] != ids[0] {
+				t.Fatalf("request %d: %d, booking %v (first %v)", i, statuses[i], ids[i], ids[0])
+			}
+		}
+		var patients, bookings, registered int64
+		a.DB.Gorm().Model(&model.Patient{}).Where("phone_tail = ?", "6666").Count(&patients)
+		a.DB.Gorm().Model(&model.Booking{}).Where("slot_id = ?", sl.ID).Count(&bookings)
+		a.DB.Gorm().Model(&model.AuditLog{}).Where("action = ?", service.AuditDeskRegister).Count(&registered)
+		var seat model.Slot
+		a.DB.Gorm().Where("id = ?", sl.ID).Take(&seat)
+		if patients != 1 || bookings != 1 || registered != 1 || seat.Booked != 1 {
+			t.Fatalf("patients %d, bookings %d, registrations %d, seats taken %d", patients, bookings, registered, seat.Booked)
 		}
 	})
 }

@@ -129,10 +129,42 @@ func (f *FrontDesk) register(ctx context.Context, by Principal, in WalkInPatient
 		b := id.Birth
 		birth, gender = &b, id.Gender
 	}
-	// The same person again: their ID card, else their phone.
-	q := f.db.Conn(ctx).Where("erased_at IS NULL AND phone_hash = ?", f.sealer.Hash(phone))
+	p := model.Patient{Name: name, Gender: gender, BirthDate: birth, Source: "前台登记"}
+	p.PhoneHash, p.PhoneEnc, p.PhoneTail = f.sealer.phoneForms(phone)
 	if card != nil {
-		q = f.db.Conn(ctx).Where("erased_at IS NULL AND (id_card_hash = ? OR phone_hash = ?)", f.sealer.idCardHash(card.Number), f.sealer.Hash(phone))
+		p.IDCardHash, p.IDCardEnc, p.IDCardMask = f.sealer.idCardForms(card.Number)
+		p.RegionCode, p.Region = card.Region, model.RegionName(card.Region)
+	}
+	// The same person again (their ID card, else their phone) is found; a
+	// racing request that registered them first (a double click, a retry)
+	// is found on the second look.
+	for attempt := 0; ; attempt++ {
+		if id, err := f.registered(ctx, name, p.PhoneHash, p.IDCardHash); id != 0 || err != nil {
+			return id, err
+		}
+		err := f.db.InTx(ctx, func(ctx context.Context) error {
+			if err := f.db.Conn(ctx).Create(&p).Error; err != nil {
+				return err
+			}
+			return f.audit.Record(ctx, by, AuditDeskRegister, &p.ID, "walk-in")
+		})
+		switch {
+		case err == nil:
+			return p.ID, nil
+		case !model.IsDuplicate(err) || attempt > 0:
+			return 0, fmt.Errorf("register walk-in patient: %w", err)
+		}
+		p.ID = 0
+	}
+}
+
+// registered finds the patient who already holds the ID card hash (when
+// given) or the phone hash: their id under the same name, ErrPatientExists
+// under another; 0 for nobody.
+func (f *FrontDesk) registered(ctx context.Context, name string, phoneHash, cardHash *string) (uint64, error) {
+	q := f.db.Conn(ctx).Where("erased_at IS NULL AND phone_hash = ?", *phoneHash)
+	if cardHash != nil {
+		q = f.db.Conn(ctx).Where("erased_at IS NULL AND (id_card_hash = ? OR phone_hash = ?)", *cardHash, *phoneHash)
 	}
 	var found []model.Patient
 	if err := q.Limit(2).Find(&found).Error; err != nil {
@@ -144,25 +176,7 @@ func (f *FrontDesk) register(ctx context.Context, by Principal, in WalkInPatient
 		}
 		return p.ID, nil
 	}
-	p := model.Patient{Name: name, Gender: gender, BirthDate: birth, Source: "前台登记"}
-	p.PhoneHash, p.PhoneEnc, p.PhoneTail = f.sealer.phoneForms(phone)
-	if card != nil {
-		p.IDCardHash, p.IDCardEnc, p.IDCardMask = f.sealer.idCardForms(card.Number)
-		p.RegionCode, p.Region = card.Region, model.RegionName(card.Region)
-	}
-	err = f.db.InTx(ctx, func(ctx context.Context) error {
-		if err := f.db.Conn(ctx).Create(&p).Error; err != nil {
-			return err
-		}
-		return f.audit.Record(ctx, by, AuditDeskRegister, &p.ID, "walk-in")
-	})
-	if model.IsDuplicate(err) {
-		return 0, ErrPatientExists // registered by a racing request
-	}
-	if err != nil {
-		return 0, fmt.Errorf("register walk-in patient: %w", err)
-	}
-	return p.ID, nil
+	return 0, nil
 }
 
 // Cancel cancels a booking for its patient (they called, or the hospital
