@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,4 +169,41 @@ func TestImportJobTakenOverAndFailures(t *testing.T) {
 	if did, _ := im.RunOnce(ctx); did {
 		t.Fatal("a job left to run")
 	}
+}
+
+// Workers racing for one queued job: exactly one claims and runs it.
+func TestImportJobClaimedOnce(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		ctx := context.Background()
+		files := app.Files(a.Cfg, a.DB, a.Sealer)
+		worker := func() *service.Imports {
+			return service.NewImports(a.DB, files, service.NewImporter(a.DB, a.Sealer, nil), service.NewAudit(a.DB), t.TempDir(), nil, nil)
+		}
+		admin := service.Principal{Kind: model.SubjectStaff, ID: 1, Role: model.RoleAdmin}
+		j, err := worker().Start(ctx, admin, "race.xlsx", hisWorkbook(t, 200, "R"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 4 {
+			w := worker()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if _, err := w.RunOnce(ctx); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		got, _ := worker().Get(ctx, admin, j.ID)
+		var runs int64
+		a.DB.Gorm().Model(&model.AuditLog{}).Where("action = ? AND detail LIKE ?", service.AuditImport, "race.xlsx:%").Count(&runs)
+		if got.Status != model.ImportDone || got.Attempts != 1 || got.Created != 198 || runs != 1 {
+			t.Fatalf("status %s, attempts %d, created %d, runs audited %d", got.Status, got.Attempts, got.Created, runs)
+		}
+	})
 }
