@@ -23,10 +23,9 @@ type KPIRow struct {
 }
 
 type acc struct {
-	row                     KPIRow
-	resHours                float64
-	csatSum                 float64
-	csatN, npsN, prom, detr int
+	row      KPIRow
+	resHours float64
+	answers  scores
 }
 
 func (a *acc) finish() KPIRow {
@@ -35,14 +34,7 @@ func (a *acc) finish() KPIRow {
 		v := a.resHours / float64(r.Resolved)
 		r.AvgResolutionHours = &v
 	}
-	if a.csatN > 0 {
-		v := a.csatSum / float64(a.csatN)
-		r.CSAT = &v
-	}
-	if a.npsN > 0 {
-		v := float64(a.prom-a.detr) * 100 / float64(a.npsN)
-		r.NPS = &v
-	}
+	r.Responses, r.CSAT, r.NPS = a.answers.responses, a.answers.csat(), a.answers.nps()
 	return r
 }
 
@@ -101,19 +93,7 @@ func (s *Complaints) KPI(ctx context.Context, by Principal, from, to time.Time, 
 			targets = append(targets, staffRow(r.DoctorID))
 		}
 		for _, a := range targets {
-			a.row.Responses++
-			if r.CSAT != nil {
-				a.csatSum += *r.CSAT
-				a.csatN++
-			}
-			if r.NPS != nil {
-				a.npsN++
-				if *r.NPS >= 9 {
-					a.prom++
-				} else if *r.NPS <= 6 {
-					a.detr++
-				}
-			}
+			a.answers.add(&r)
 		}
 	}
 	var tasks []model.Task

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -425,14 +426,12 @@ func (s *Surveys) Results(ctx context.Context, by Principal, f ResultFilter) (*R
 	out := &Results{Responses: len(rows), Comments: []string{}, ByPackage: map[uint64]int{}, ByMonth: []MonthResult{}}
 	var all scores
 	months := map[string]*scores{}
-	var order []string
 	for i := range rows {
 		r := &rows[i]
 		all.add(r)
 		m := r.CreatedAt.In(model.Shanghai).Format("2006-01")
 		if months[m] == nil {
 			months[m] = &scores{}
-			order = append(order, m)
 		}
 		months[m].add(r)
 		if r.Comment != "" && len(out.Comments) < 200 {
@@ -444,8 +443,7 @@ func (s *Surveys) Results(ctx context.Context, by Principal, f ResultFilter) (*R
 	}
 	out.Promoters, out.Passives, out.Detractors = all.promoters, all.passives, all.detractors
 	out.NPS, out.CSAT = all.nps(), all.csat()
-	sort.Strings(order)
-	for _, m := range order {
+	for _, m := range slices.Sorted(maps.Keys(months)) {
 		sc := months[m]
 		out.ByMonth = append(out.ByMonth, MonthResult{Month: m, Responses: sc.responses, NPS: sc.nps(), CSAT: sc.csat()})
 	}
