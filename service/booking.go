@@ -138,24 +138,14 @@ func (s *Bookings) allListingsChanged() {
 // Watch forgets the listings other instances report changed, until ctx
 // ends.
 func (s *Bookings) Watch(ctx context.Context) error {
-	ch, stop := s.bus.Listen(ctx, seatsTopic)
-	defer stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case payload, ok := <-ch:
-			if !ok {
-				return nil
-			}
-			var groups []string
-			if json.Unmarshal(payload, &groups) == nil {
-				for _, g := range groups {
-					s.forgetListings(g)
-				}
+	return listen(ctx, s.bus, seatsTopic, func(payload []byte) {
+		var groups []string
+		if json.Unmarshal(payload, &groups) == nil {
+			for _, g := range groups {
+				s.forgetListings(g)
 			}
 		}
-	}
+	})
 }
 
 // Config returns the booking rules.

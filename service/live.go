@@ -15,6 +15,25 @@ type Bus interface {
 	Listen(ctx context.Context, topic string) (<-chan []byte, func())
 }
 
+// listen calls fn with each message of topic on bus until ctx ends or the
+// bus closes the subscription: the loop of every "another instance says"
+// watcher.
+func listen(ctx context.Context, bus Bus, topic string, fn func(payload []byte)) error {
+	ch, stop := bus.Listen(ctx, topic)
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case payload, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			fn(payload)
+		}
+	}
+}
+
 // liveTopic is the bus topic of chat events.
 const liveTopic = "chat"
 

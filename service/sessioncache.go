@@ -103,17 +103,5 @@ func (a *Auth) Watch(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	ch, stop := a.bus.Listen(ctx, sessionsTopic)
-	defer stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case _, ok := <-ch:
-			if !ok {
-				return nil
-			}
-			a.sessions.drop()
-		}
-	}
+	return listen(ctx, a.bus, sessionsTopic, func([]byte) { a.sessions.drop() })
 }
