@@ -104,8 +104,8 @@ func (f *FrontDesk) register(ctx context.Context, by Principal, in WalkInPatient
 	if err != nil {
 		return 0, err
 	}
-	phone := strings.TrimPrefix(strings.ReplaceAll(strings.TrimSpace(in.Phone), " ", ""), "+86")
-	if !mainlandMobile.MatchString(phone) {
+	phone, ok := cleanPhone(in.Phone)
+	if !ok {
 		return 0, ErrInvalidPhone
 	}
 	gender, err := ParseGender(in.Gender)

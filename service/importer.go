@@ -233,8 +233,8 @@ func (im *Importer) parseRow(line int, r []string, get func([]string, string) st
 		return bad("his_id", "HIS号过长")
 	}
 	if row.phone != "" {
-		row.phone = strings.TrimPrefix(strings.ReplaceAll(row.phone, " ", ""), "+86")
-		if !mainlandMobile.MatchString(row.phone) {
+		var ok bool
+		if row.phone, ok = cleanPhone(row.phone); !ok {
 			return bad("phone", "手机号格式不正确")
 		}
 		row.phoneHash = im.sealer.Hash(row.phone)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"gorm.io/gorm"
 
@@ -24,6 +25,13 @@ var (
 )
 
 var mainlandMobile = regexp.MustCompile(`^1[3-9]\d{9}$`)
+
+// cleanPhone reads a mainland mobile number as people write it (spaces, a
+// +86 prefix) and reports whether it is one.
+func cleanPhone(s string) (string, bool) {
+	s = strings.TrimPrefix(strings.ReplaceAll(strings.TrimSpace(s), " ", ""), "+86")
+	return s, mainlandMobile.MatchString(s)
+}
 
 // Phones binds patients' phone numbers.
 type Phones struct {
