@@ -149,7 +149,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.CareRules = service.NewCareRules(a.DB, a.Outbox, nil)
 	a.Points = service.NewPoints(a.DB, a.Outbox, audit, events, service.PointsConfig{PointsPerYuan: cfg.PointsPerYuan, SurveyPoints: cfg.SurveyPoints}, nil)
 	a.Bookings = service.NewBookings(a.DB, a.Outbox, a.Store, a.Store, a.CareRules, a.Points, events, service.BookingConfig{}, nil)
-	catalog := service.NewCatalog(a.DB)
+	catalog := service.NewCatalog(a.DB, nil)
 	followers := service.NewFollowers(a.DB, a.WX)
 	var oaKey []byte // nil: plain mode
 	if cfg.OAMode == "safe" {

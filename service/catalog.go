@@ -30,11 +30,17 @@ type PackageInput struct {
 
 // Catalog is staff management of packages and schedules.
 type Catalog struct {
-	db *model.DB
+	db  *model.DB
+	now func() time.Time
 }
 
-// NewCatalog returns the catalogue use cases.
-func NewCatalog(db *model.DB) *Catalog { return &Catalog{db: db} }
+// NewCatalog returns the catalogue use cases (now: time.Now when nil).
+func NewCatalog(db *model.DB, now func() time.Time) *Catalog {
+	if now == nil {
+		now = time.Now
+	}
+	return &Catalog{db: db, now: now}
+}
 
 func (in PackageInput) model() (model.Package, error) {
 	if err := model.CheckAll(model.BoundValue{Bound: model.BoundPriceFen, V: in.PriceFen}, model.BoundValue{Bound: model.BoundMinAge, V: int64(in.MinAge)},
@@ -192,7 +198,7 @@ func (c *Catalog) ClosedDays(ctx context.Context, by Principal) ([]model.ClosedD
 	if err := by.must(ActScheduleRead); err != nil {
 		return nil, err
 	}
-	today := time.Now().In(model.Shanghai).Format(time.DateOnly)
+	today := c.now().In(model.Shanghai).Format(time.DateOnly)
 	var out []model.ClosedDay
 	return out, c.db.Conn(ctx).Where("date >= ?", today).Order("date").Limit(366).Find(&out).Error
 }
