@@ -69,15 +69,7 @@ func (h adminPatients) search(c *gin.Context) {
 	}
 	p := principal(c)
 	rows, next, err := h.admin.Search(c.Request.Context(), p, q)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]PatientSummaryDTO, 0, len(rows))
-	for i := range rows {
-		items = append(items, h.summary(&rows[i], p.Role))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+	renderPage(c, rows, next, err, func(pt *model.Patient) PatientSummaryDTO { return h.summary(pt, p.Role) })
 }
 
 // AssignedTagDTO is a tag on a patient.
@@ -386,14 +378,8 @@ func (h adminStaff) auditLog(c *gin.Context) {
 		return
 	}
 	rows, next, err := h.audit.List(c.Request.Context(), principal(c), f)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]AuditDTO, 0, len(rows))
-	for _, l := range rows {
-		items = append(items, AuditDTO{ID: l.ID, StaffID: l.StaffID, Role: l.Role, Action: l.Action, PatientID: l.PatientID,
-			Detail: l.Detail, IP: l.IP, At: model.LocalTime(l.CreatedAt)})
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+	renderPage(c, rows, next, err, func(l *model.AuditLog) AuditDTO {
+		return AuditDTO{ID: l.ID, StaffID: l.StaffID, Role: l.Role, Action: l.Action, PatientID: l.PatientID,
+			Detail: l.Detail, IP: l.IP, At: model.LocalTime(l.CreatedAt)}
+	})
 }

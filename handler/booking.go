@@ -133,6 +133,28 @@ func bookingDTO(v service.BookingView) BookingDTO {
 		CreatedAt: model.LocalTime(v.CreatedAt), PersonName: v.PersonName, Phone: v.Phone}
 }
 
+// answerBooked answers a new booking (201), saying when it is the replay
+// of one made before with the same idempotency key.
+func (h bookingHandlers) answerBooked(c *gin.Context, b *model.Booking, created bool, err error) {
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if !created {
+		c.Header("Idempotent-Replayed", "true")
+	}
+	h.render(c, http.StatusCreated, *b)
+}
+
+// answerOne answers one booking (200), or records err.
+func (h bookingHandlers) answerOne(c *gin.Context, b *model.Booking, err error) {
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	h.render(c, http.StatusOK, *b)
+}
+
 // render answers one booking with status, or (status 0) a whole list.
 func (h bookingHandlers) render(c *gin.Context, status int, bs ...model.Booking) {
 	h.renderPage(c, status, "", bs)
@@ -176,14 +198,7 @@ func (h bookingHandlers) book(c *gin.Context) {
 		PackageID: req.PackageID, SlotID: req.SlotID, FamilyMemberID: req.FamilyMemberID, IdempotencyKey: c.GetHeader("Idempotency-Key"),
 		CouponID: req.CouponID,
 	})
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	if !created {
-		c.Header("Idempotent-Replayed", "true")
-	}
-	h.render(c, http.StatusCreated, *b)
+	h.answerBooked(c, b, created, err)
 }
 
 func (h bookingHandlers) list(c *gin.Context) {
@@ -201,11 +216,7 @@ func (h bookingHandlers) get(c *gin.Context) {
 		return
 	}
 	b, err := h.b.Get(c.Request.Context(), principal(c), id)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	h.render(c, http.StatusOK, *b)
+	h.answerOne(c, b, err)
 }
 
 func (h bookingHandlers) cancel(c *gin.Context) {
@@ -214,11 +225,7 @@ func (h bookingHandlers) cancel(c *gin.Context) {
 		return
 	}
 	b, err := h.b.Cancel(c.Request.Context(), principal(c), id)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	h.render(c, http.StatusOK, *b)
+	h.answerOne(c, b, err)
 }
 
 type rescheduleRequest struct {
@@ -231,11 +238,7 @@ func (h bookingHandlers) reschedule(c *gin.Context) {
 		return
 	}
 	b, err := h.b.Reschedule(c.Request.Context(), principal(c), id, req.SlotID)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	h.render(c, http.StatusOK, *b)
+	h.answerOne(c, b, err)
 }
 
 func (h bookingHandlers) allPackages(c *gin.Context) {
@@ -376,11 +379,7 @@ func (h bookingHandlers) undo(c *gin.Context) {
 		return
 	}
 	b, err := h.desk.Undo(c.Request.Context(), principal(c), id)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	h.render(c, http.StatusOK, *b)
+	h.answerOne(c, b, err)
 }
 
 func (h bookingHandlers) transition(to string) gin.HandlerFunc {
@@ -426,14 +425,7 @@ func (h bookingHandlers) deskBook(c *gin.Context) {
 		in.New = &service.WalkInPatient{Name: p.Name, Phone: p.Phone, Gender: p.Gender, BirthDate: p.BirthDate, IDCard: p.IDCard}
 	}
 	b, created, err := h.desk.Book(c.Request.Context(), principal(c), in)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	if !created {
-		c.Header("Idempotent-Replayed", "true")
-	}
-	h.render(c, http.StatusCreated, *b)
+	h.answerBooked(c, b, created, err)
 }
 
 type deskCancelRequest struct {
@@ -450,11 +442,7 @@ func (h bookingHandlers) deskCancel(c *gin.Context) {
 		return
 	}
 	b, err := h.desk.Cancel(c.Request.Context(), principal(c), id, req.Reason)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	h.render(c, http.StatusOK, *b)
+	h.answerOne(c, b, err)
 }
 
 func (h bookingHandlers) deskReschedule(c *gin.Context) {
@@ -463,9 +451,5 @@ func (h bookingHandlers) deskReschedule(c *gin.Context) {
 		return
 	}
 	b, err := h.desk.Reschedule(c.Request.Context(), principal(c), id, req.SlotID)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	h.render(c, http.StatusOK, *b)
+	h.answerOne(c, b, err)
 }

@@ -114,15 +114,7 @@ func (h complaintHandlers) list(c *gin.Context) {
 		return
 	}
 	cs, next, err := h.c.List(c.Request.Context(), principal(c), c.Query("status"), c.Query("overdue") == "true", c.Query("cursor"), limit)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]gin.H, 0, len(cs))
-	for i := range cs {
-		items = append(items, h.dto(&cs[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+	renderPage(c, cs, next, err, h.dto)
 }
 
 func (h complaintHandlers) get(c *gin.Context) {

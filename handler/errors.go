@@ -139,6 +139,12 @@ func renderOne[T, D any](c *gin.Context, status int, v T, err error, dto func(T)
 // renderList answers a whole list as {"items": [...], "next_cursor": ""},
 // each row through dto, or records err.
 func renderList[T, D any](c *gin.Context, rows []T, err error, dto func(*T) D) {
+	renderPage(c, rows, "", err, dto)
+}
+
+// renderPage answers one page of a list as {"items": [...], "next_cursor":
+// next}, each row through dto, or records err.
+func renderPage[T, D any](c *gin.Context, rows []T, next string, err error, dto func(*T) D) {
 	if err != nil {
 		fail(c, err)
 		return
@@ -147,7 +153,7 @@ func renderList[T, D any](c *gin.Context, rows []T, err error, dto func(*T) D) {
 	for i := range rows {
 		items = append(items, dto(&rows[i]))
 	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": ""})
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
 }
 
 // queryLimit reads the optional page size ("limit": 1–100, 0 when absent)

@@ -99,15 +99,7 @@ func (h importHandlers) list(c *gin.Context) {
 		return
 	}
 	js, next, err := h.imports.List(c.Request.Context(), principal(c), c.Query("cursor"), limit)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]ImportJobDTO, 0, len(js))
-	for i := range js {
-		items = append(items, importJobDTO(&js[i]))
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+	renderPage(c, js, next, err, importJobDTO)
 }
 
 func (h importHandlers) get(c *gin.Context) {

@@ -73,15 +73,9 @@ func (h pointsHandlers) ledger(c *gin.Context, patientID uint64) {
 		return
 	}
 	rows, next, err := h.p.Ledger(c.Request.Context(), principal(c), patientID, c.Query("cursor"), limit)
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	items := make([]gin.H, 0, len(rows))
-	for _, e := range rows {
-		items = append(items, gin.H{"id": e.ID, "kind": e.Kind, "amount": e.Amount, "reason": e.Reason, "ref": e.Ref, "at": model.LocalTime(e.CreatedAt)})
-	}
-	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+	renderPage(c, rows, next, err, func(e *model.PointsEntry) gin.H {
+		return gin.H{"id": e.ID, "kind": e.Kind, "amount": e.Amount, "reason": e.Reason, "ref": e.Ref, "at": model.LocalTime(e.CreatedAt)}
+	})
 }
 
 func (h pointsHandlers) myLedger(c *gin.Context) { h.ledger(c, principal(c).ID) }
