@@ -368,6 +368,19 @@ if (process.env.HIS_XLSX) {
   check(lines.length === 101 && lines[1].startsWith('51,phone,'), `admin: the refused rows download (${lines.length - 1} rows)`)
   await page.keyboard.press('Escape')
 
+  // 患者 pages on the server: forward to the next page and back again.
+  const patientRows = page.locator('[data-test=patients] .el-table__body tr')
+  const firstRow = async () => (await patientRows.first().innerText()).trim().split(/\s+/)[0]
+  await page.click('[data-test=patient-search]')
+  await page.waitForLoadState('networkidle')
+  const page1 = await firstRow()
+  await page.click('[data-test=patients-next]')
+  for (let i = 0; i < 50 && (await firstRow()) === page1; i++) await page.waitForTimeout(100)
+  const page2 = await firstRow()
+  await page.getByRole('button', { name: '上一页' }).click()
+  for (let i = 0; i < 50 && (await firstRow()) !== page1; i++) await page.waitForTimeout(100)
+  check(page2 !== page1 && (await firstRow()) === page1 && (await patientRows.count()) === 20, `admin: patients page forward and back (${page1} → ${page2} → ${await firstRow()})`)
+
   // 设置: every tab opens on real data without an error.
   await page.click('[data-test=nav-settings]')
   await page.waitForSelector('[data-test=settings-tabs]')
