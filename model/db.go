@@ -187,22 +187,33 @@ func (d *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error
 
 type hooksKey struct{}
 
-// commitHooks are what a transaction runs once it has committed.
+// commitHooks are what a transaction runs once it has committed, each
+// keyed hook once however often it was asked for.
 type commitHooks struct {
-	mu  sync.Mutex
-	fns []func()
+	mu   sync.Mutex
+	fns  []func()
+	keys map[string]bool
 }
 
-func (h *commitHooks) add(fn func()) {
+func (h *commitHooks) add(key string, fn func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if key != "" {
+		if h.keys[key] {
+			return
+		}
+		if h.keys == nil {
+			h.keys = map[string]bool{}
+		}
+		h.keys[key] = true
+	}
 	h.fns = append(h.fns, fn)
 }
 
 func (h *commitHooks) run() {
 	h.mu.Lock()
 	fns := h.fns
-	h.fns = nil
+	h.fns, h.keys = nil, nil
 	h.mu.Unlock()
 	for _, fn := range fns {
 		fn()
@@ -212,24 +223,27 @@ func (h *commitHooks) run() {
 // AfterCommit runs fn once the transaction carried by ctx has committed (not
 // at all when it rolls back), or at once outside a transaction. A cache
 // dropped after commit cannot be filled again from the state the
-// transaction replaced.
-func AfterCommit(ctx context.Context, fn func()) {
+// transaction replaced. A non-empty key runs fn once per transaction
+// however many times it is asked for under that key.
+func AfterCommit(ctx context.Context, key string, fn func()) {
 	if h, ok := ctx.Value(hooksKey{}).(*commitHooks); ok {
-		h.add(fn)
+		h.add(key, fn)
 		return
 	}
 	fn()
 }
 
 // OnChange calls fn after any update or delete that changed rows of one of
-// the tables, once the change is committed: whichever code path wrote them
-// (the registry's merge and erase included), a cache of those rows hears of
-// it. Raw SQL (Exec) is not seen.
+// the tables, once the change is committed (once per transaction, however
+// many statements changed them): whichever code path wrote them (the
+// registry's merge and erase included), a cache of those rows hears of it.
+// Raw SQL (Exec) is not seen.
 func (d *DB) OnChange(tables []string, fn func()) error {
 	watched := make(map[string]bool, len(tables))
 	for _, t := range tables {
 		watched[t] = true
 	}
+	name := fmt.Sprintf("careloop:onchange:%p", &watched)
 	hook := func(tx *gorm.DB) {
 		if tx.Error != nil || tx.RowsAffected == 0 || !watched[tx.Statement.Table] {
 			return
@@ -238,9 +252,8 @@ func (d *DB) OnChange(tables []string, fn func()) error {
 		if ctx == nil {
 			ctx = context.Background()
 		}
-		AfterCommit(ctx, fn)
+		AfterCommit(ctx, name, fn)
 	}
-	name := fmt.Sprintf("careloop:onchange:%p", &watched)
 	if err := d.gorm.Callback().Update().After("gorm:update").Register(name, hook); err != nil {
 		return err
 	}
