@@ -225,11 +225,15 @@ func (s *Imports) run(ctx context.Context, j *model.ImportJob) {
 		if len(rep.Errors) > 0 {
 			key := strings.TrimSuffix(j.FileKey, filepath.Ext(j.FileKey)) + ".errors.csv"
 			var buf bytes.Buffer
-			if werr := WriteImportErrors(&buf, rep.Errors); werr == nil {
+			werr := WriteImportErrors(&buf, rep.Errors)
+			if werr == nil {
 				werr = s.files.Put(ctx, key, buf.Bytes())
-				if werr == nil {
-					upd["errors_key"] = key
-				}
+			}
+			if werr != nil {
+				// The rows are in; only the list of refused ones is lost.
+				s.log.Error("keep refused rows of import", "job", j.ID, "err", werr)
+			} else {
+				upd["errors_key"] = key
 			}
 		}
 	}
