@@ -58,6 +58,8 @@ type App struct {
 	// Imports runs HIS imports uploaded in the console (Run does the work).
 	Imports    *service.Imports
 	Complaints *service.Complaints
+	// Articles is self-media; its publisher runs in Run.
+	Articles *service.Articles
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -175,6 +177,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		onUserMessage = func(openID string) { a.Sandbox.OpenWindow(cfg.OAAppID, openID) }
 	}
 	a.OA = service.NewOA(a.DB, a.Outbox, followers, a.Chat, onUserMessage, log, nil)
+	a.Articles = service.NewArticles(a.DB, files, a.WX, audit, log, nil)
+	a.Articles.PollAfter = cfg.PublishPoll
+	a.OA.OnPublishFinished(a.Articles.PublishFinished)
 	a.Complaints = service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil)
 	a.Imports = service.NewImports(a.DB, files, service.NewImporter(a.DB, sealer, nil), audit, filepath.Join(cfg.DataDir, "tmp"), log, nil)
 
@@ -218,6 +223,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		OA:                 a.OA,
 		Chat:               a.Chat,
 		Imports:            a.Imports,
+		Articles:           a.Articles,
 		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
@@ -241,16 +247,28 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		deps.Checks = append(deps.Checks, handler.Check{Name: "redis", Ping: a.Store.Ping})
 	}
 	if a.Sandbox != nil {
+		// The patient's side of WeChat posts to our own callback, in process.
+		deliver := func(q url.Values, body []byte) (int, []byte) {
+			req := httptest.NewRequest(http.MethodPost, "/wechat/oa/callback?"+q.Encode(), bytes.NewReader(body))
+			rec := httptest.NewRecorder()
+			a.Router.ServeHTTP(rec, req)
+			return rec.Code, rec.Body.Bytes()
+		}
 		deps.Sandbox = a.Sandbox.ControlHandler(wxsandbox.ControlOptions{
 			OAAppID: cfg.OAAppID, MPAppID: cfg.MPAppID, Token: cfg.OAToken, AESKey: cfg.OAAESKey, Safe: cfg.OAMode == "safe",
-			// The patient's side of WeChat posts to our own callback, in process.
-			Deliver: func(q url.Values, body []byte) (int, []byte) {
-				req := httptest.NewRequest(http.MethodPost, "/wechat/oa/callback?"+q.Encode(), bytes.NewReader(body))
-				rec := httptest.NewRecorder()
-				a.Router.ServeHTTP(rec, req)
-				return rec.Code, rec.Body.Bytes()
-			},
+			Deliver: deliver,
 		})
+		// So do the results of publishing and mass sends, a moment later.
+		a.Sandbox.SetEventSink(func(msg []byte) {
+			cb, err := wxsandbox.BuildCallback(cfg.OAToken, cfg.OAAESKey, cfg.OAAppID, msg, cfg.OAMode == "safe", time.Now())
+			if err != nil {
+				log.Error("sandbox: build event", "err", err)
+				return
+			}
+			if status, body := deliver(cb.Query, cb.Body); status != http.StatusOK {
+				log.Warn("sandbox: event refused by the callback", "status", status, "body", string(body))
+			}
+		}, cfg.SandboxJobDelay)
 		if cfg.AdminUser == "" {
 			deps.ConsoleConfig.DemoPassword, deps.ConsoleConfig.DemoAccounts = DemoAdminPassword, DemoAccounts
 		}
@@ -353,6 +371,8 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	// Imports run wherever they are uploaded (a claim keeps each to one
 	// instance): the uploader is waiting.
 	g.Go(func() error { return a.Imports.Run(ctx) })
+	// Publishing is short and the author waits for it: like imports.
+	g.Go(func() error { return a.Articles.RunPublisher(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error { return a.Scheduler.Run(ctx) })
@@ -364,6 +384,9 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 // waits for what requests left running (official-account events being
 // finished).
 func (a *App) Close() {
+	if a.Sandbox != nil {
+		a.Sandbox.WaitJobs() // its events post to our callback
+	}
 	if a.OA != nil {
 		a.OA.Wait()
 	}

@@ -91,6 +91,12 @@ type Config struct {
 	// LiveHeartbeat is how often an idle live chat stream sends a keep-alive
 	// and re-checks the staff member's session.
 	LiveHeartbeat time.Duration `env:"CARELOOP_LIVE_HEARTBEAT" yaml:"live_heartbeat"`
+	// SandboxJobDelay is how long the sandbox's publish and mass-send jobs
+	// take before their events come.
+	SandboxJobDelay time.Duration `env:"CARELOOP_SANDBOX_JOB_DELAY" yaml:"sandbox_job_delay"`
+	// PublishPoll is how long a publish task may go without WeChat's event
+	// before careloop asks WeChat (and asks again as often).
+	PublishPoll time.Duration `env:"CARELOOP_PUBLISH_POLL" yaml:"publish_poll"`
 	// The dispatcher.
 	ServeWorkers      bool          `env:"CARELOOP_SERVE_WORKERS" yaml:"serve_workers"`
 	NotifyRate        int64         `env:"CARELOOP_NOTIFY_RATE" yaml:"notify_rate"`
@@ -111,23 +117,25 @@ type Config struct {
 // Defaults returns the configuration with nothing set.
 func Defaults() Config {
 	return Config{
-		Addr:          ":8080",
-		DataDir:       "./data",
-		RedisPrefix:   "careloop:",
-		Mode:          ModeSandbox,
-		WeChatTimeout: 10 * time.Second,
-		MaxBodyBytes:  1 << 20,
-		ShutdownGrace: 20 * time.Second,
-		LiveHeartbeat: 25 * time.Second,
-		LogLevel:      "info",
-		ServeWorkers:  true,
-		DemoPatients:  true,
-		OAMode:        "safe",
-		PointsPerYuan: 1,
-		SurveyPoints:  50,
-		MySQLMaxConns: 50,
-		MPLoginsPerIP: 300,
-		NotifyRate:    200, NotifyConcurrency: 32, NotifyLease: time.Minute,
+		Addr:            ":8080",
+		DataDir:         "./data",
+		RedisPrefix:     "careloop:",
+		Mode:            ModeSandbox,
+		WeChatTimeout:   10 * time.Second,
+		MaxBodyBytes:    1 << 20,
+		ShutdownGrace:   20 * time.Second,
+		LiveHeartbeat:   25 * time.Second,
+		SandboxJobDelay: 2 * time.Second,
+		PublishPoll:     time.Minute,
+		LogLevel:        "info",
+		ServeWorkers:    true,
+		DemoPatients:    true,
+		OAMode:          "safe",
+		PointsPerYuan:   1,
+		SurveyPoints:    50,
+		MySQLMaxConns:   50,
+		MPLoginsPerIP:   300,
+		NotifyRate:      200, NotifyConcurrency: 32, NotifyLease: time.Minute,
 		QuietHours: "21:00-08:00",
 	}
 }

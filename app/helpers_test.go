@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"testing"
+	"time"
 
 	"careloop/app"
 	"careloop/model"
@@ -38,6 +39,8 @@ func newApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
 	cfg.MPLoginsPerIP = 1 << 30
 	// Tests count their own patients and bookings.
 	cfg.DemoPatients = false
+	// The sandbox's publish and mass-send jobs end at once.
+	cfg.SandboxJobDelay = 20 * time.Millisecond
 	if mutate != nil {
 		mutate(&cfg)
 	}

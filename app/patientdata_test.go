@@ -59,6 +59,9 @@ func richPatient(t *testing.T, a *app.App, tok string, pid uint64, admin, desk s
 	}
 	must(call(t, h, "POST", "/api/mp/subscriptions", tok, map[string]any{"results": map[string]string{"sbx-tmpl-booking-confirmed": "accept"}}), 200, "subscribe")
 	must(call(t, h, "PUT", "/api/mp/notification-preferences", tok, map[string]any{"care": false}), 0, "preferences")
+	art := publishedArticle(t, a, admin, fmt.Sprintf("体检须知 %d", pid))
+	must(call(t, h, "GET", fmt.Sprintf("/api/mp/articles/%d", art), tok, nil), 200, "read")
+	must(call(t, h, "POST", fmt.Sprintf("/api/mp/articles/%d/shares", art), tok, map[string]any{"scene": "timeline"}), 204, "share")
 	must(call(t, h, "POST", "/api/mp/complaints", tok, map[string]any{"category": "environment", "content": "候诊区太冷了，空调开得太低"}), 201, "complaint")
 	tag := must(call(t, h, "POST", "/api/admin/tags", newStaffOnce(t, a, admin, "mkt", "marketing"), map[string]any{"name": "高血压", "category": "basic", "kind": "fact"}), 201, "tag")
 	if err := a.DB.Gorm().Create(&model.PatientTag{PatientID: pid, TagID: uint64(tag.Body["id"].(float64)), AssignedAt: time.Now()}).Error; err != nil {

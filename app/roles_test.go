@@ -190,6 +190,32 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				return err
 			},
 		},
+		service.ActArticles: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Articles.UploadMedia(ctx, p, nil)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Articles.Create(ctx, p, service.ArticleInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Articles.Update(ctx, p, none, service.ArticleInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.Articles.List(ctx, p, service.ArticleFilter{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Articles.Get(ctx, p, none)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Articles.Publish(ctx, p, none)
+				return err
+			},
+		},
 		service.ActTagsRead: {func(ctx context.Context, p service.Principal) error { _, err := d.Tags.List(ctx, p, ""); return err }},
 		service.ActTagsManage: {
 			func(ctx context.Context, p service.Principal) error {

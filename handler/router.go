@@ -44,6 +44,7 @@ type Deps struct {
 	OA           *service.OA
 	Chat         *service.Chat
 	Imports      *service.Imports
+	Articles     *service.Articles
 	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
@@ -138,6 +139,8 @@ func NewRouter(d Deps) *gin.Engine {
 	r.POST("/api/mp/chat/images", authenticate(d.Auth, model.SubjectPatient), bodyLimit(service.MaxChatImage+64<<10), chh.upload)
 	ih := importHandlers{imports: d.Imports}
 	ih.registerUpload(r, d.Auth) // a HIS export: its own limit too
+	arh := articleHandlers{a: d.Articles}
+	arh.registerUpload(r, d.Auth) // images for articles: theirs too
 	r.Use(bodyLimit(d.MaxBodyBytes))
 	con := &console{files: d.Console}
 	con.register(r, d.ConsoleConfig)
@@ -193,6 +196,8 @@ func NewRouter(d Deps) *gin.Engine {
 	chh.p360 = ap.dto360
 	chh.registerMP(mpAuth)
 	chh.registerAdmin(staff)
+	arh.registerMP(mpAuth)
+	arh.registerAdmin(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))
@@ -204,6 +209,7 @@ func NewRouter(d Deps) *gin.Engine {
 		r.POST("/sandbox/wechat/oa/user-message", sb)
 		r.POST("/sandbox/wechat/oa/user-image", sb)
 		r.POST("/sandbox/wechat/oa/event", sb)
+		r.POST("/sandbox/wechat/events/withhold", sb)
 	}
 	return r
 }

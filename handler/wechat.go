@@ -148,6 +148,10 @@ func (h wechatHandlers) callback(c *gin.Context) {
 	}
 	in := service.InboundMessage{DedupeKey: m.DedupeKey(), From: m.FromUserName, Type: m.MsgType, Event: m.Event,
 		EventKey: m.EventKey, Content: m.Content, PicURL: m.PicURL, MsgID: m.MsgIDEvent, Status: m.Status}
+	if m.PublishEventInfo != nil {
+		r := m.PublishEventInfo.Result()
+		in.Publish = &r
+	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 4*time.Second)
 	defer cancel()
 	reply, _, err := h.oa.Handle(ctx, in)

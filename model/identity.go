@@ -121,5 +121,6 @@ func AllModels() []any {
 		&Survey{}, &SurveyInvite{}, &SurveyResponse{}, &Complaint{}, &ComplaintStep{},
 		&OAEvent{}, &AutoReply{},
 		&Conversation{}, &ChatMessage{}, &ChatUpload{}, &DoctorDuty{}, &CannedReply{}, &FileChunk{},
-		&ImportJob{}}
+		&ImportJob{},
+		&Article{}, &ArticlePublication{}, &MediaFile{}, &WxImage{}, &ArticleRead{}, &ArticleShare{}}
 }

@@ -129,6 +129,9 @@ func PatientRegistry() []PatientData {
 			NoExport: "images uploaded to be sent; a sent one is exported with its message, an unsent one expires within a day"},
 		{Model: &OAEvent{}, Parent: "open_id IN (SELECT open_id FROM followers WHERE patient_id = ?)", Merge: MergeByOpenID, Erase: EraseDelete,
 			NoExport: "the raw callbacks of the official account; what the patient wrote is exported with the conversations", EraseNote: "the raw official-account messages go"},
+		{Model: &ArticleRead{}, Column: "patient_id", Merge: MergeCombine, Export: "article_reads", Erase: EraseDelete,
+			MergeNote: "an article both records read keeps the surviving record's row"},
+		{Model: &ArticleShare{}, Column: "patient_id", Merge: MergeMove, Export: "article_shares", Erase: EraseDelete},
 	}
 }
 
@@ -136,20 +139,24 @@ func PatientRegistry() []PatientData {
 // the reason, so that a new table has to be classified.
 func NotPatientData() map[any]string {
 	return map[any]string{
-		&Staff{}:       "hospital employees",
-		&ImportJob{}:   "an upload's progress and counts; the rows themselves become Patient rows, and the upload is deleted when the job ends",
-		&Setting{}:     "runtime settings",
-		&Tag{}:         "the tag catalogue; assignments are PatientTag",
-		&Package{}:     "the package catalogue",
-		&Slot{}:        "capacity of the schedule; seats are counted, not named",
-		&ClosedDay{}:   "the center's calendar",
-		&Level{}:       "membership level definitions",
-		&Reward{}:      "the rewards catalogue",
-		&Survey{}:      "survey definitions",
-		&AutoReply{}:   "keyword replies of the official account",
-		&DoctorDuty{}:  "doctors' duty and routing counters",
-		&CannedReply{}: "doctors' prepared answers",
-		&FileChunk{}:   "file contents, owned through the row that names the file (a report version, a chat message)",
+		&Staff{}:              "hospital employees",
+		&Article{}:            "self-media articles staff write",
+		&ArticlePublication{}: "the publishing of an article to the official account",
+		&MediaFile{}:          "images staff upload for articles",
+		&WxImage{}:            "WeChat's copies of article images",
+		&ImportJob{}:          "an upload's progress and counts; the rows themselves become Patient rows, and the upload is deleted when the job ends",
+		&Setting{}:            "runtime settings",
+		&Tag{}:                "the tag catalogue; assignments are PatientTag",
+		&Package{}:            "the package catalogue",
+		&Slot{}:               "capacity of the schedule; seats are counted, not named",
+		&ClosedDay{}:          "the center's calendar",
+		&Level{}:              "membership level definitions",
+		&Reward{}:             "the rewards catalogue",
+		&Survey{}:             "survey definitions",
+		&AutoReply{}:          "keyword replies of the official account",
+		&DoctorDuty{}:         "doctors' duty and routing counters",
+		&CannedReply{}:        "doctors' prepared answers",
+		&FileChunk{}:          "file contents, owned through the row that names the file (a report version, a chat message)",
 	}
 }
 

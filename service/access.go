@@ -45,6 +45,7 @@ const (
 	ActReportsClinical   Action = "reports.clinical"   // read a report, write its interpretation
 	ActSurveysManage     Action = "surveys.manage"     // define surveys, read results
 	ActOAManage          Action = "oa.manage"          // official account: auto-replies, welcome, menu
+	ActArticles          Action = "articles.manage"    // write, preview and publish articles; upload their images; read their figures
 )
 
 // roleTable lists, per action, the roles besides admin that may do it (an
@@ -78,6 +79,7 @@ var roleTable = map[Action][]string{
 	ActReportsClinical:   {model.RoleDoctor},
 	ActSurveysManage:     {model.RoleMarketing},
 	ActOAManage:          {model.RoleMarketing},
+	ActArticles:          {model.RoleMarketing},
 }
 
 // May reports whether p, a staff member, may do a. Patients and unknown

@@ -27,8 +27,10 @@ type InboundMessage struct {
 	EventKey  string
 	Content   string
 	PicURL    string // image messages
-	MsgID     int64  // for TEMPLATESENDJOBFINISH
+	MsgID     int64  // for TEMPLATESENDJOBFINISH and MASSSENDJOBFINISH
 	Status    string
+	// Publish is the result PUBLISHJOBFINISH carries.
+	Publish *wxconfig.PublishResult `json:",omitempty"`
 }
 
 // OA handles the official account's callbacks: followers, replies, and
@@ -49,6 +51,13 @@ type OA struct {
 	// retryAfter is the worker's pause before it takes an event over.
 	finishWait, retryAfter time.Duration
 	inflight               sync.WaitGroup
+	// onPublish ends publications (PUBLISHJOBFINISH).
+	onPublish func(ctx context.Context, r wxconfig.PublishResult) error
+}
+
+// OnPublishFinished hands PUBLISHJOBFINISH events to fn (the articles).
+func (s *OA) OnPublishFinished(fn func(ctx context.Context, r wxconfig.PublishResult) error) {
+	s.onPublish = fn
 }
 
 // NewOA returns the official-account use cases.
@@ -151,6 +160,11 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (reply string, more b
 		return "", false, s.follow(ctx, m.From, false, "")
 	case m.Type == "event" && m.Event == "CLICK":
 		return s.autoReply(ctx, m.EventKey, true), false, nil
+	case m.Type == "event" && m.Event == "PUBLISHJOBFINISH":
+		if m.Publish == nil || s.onPublish == nil {
+			return "", false, nil
+		}
+		return "", false, s.onPublish(ctx, *m.Publish)
 	case m.Type == "event" && m.Event == "TEMPLATESENDJOBFINISH":
 		return "", false, s.out.TemplateReport(ctx, strconv.FormatInt(m.MsgID, 10), m.Status)
 	case m.Type == "event":

@@ -82,6 +82,7 @@ func (s *PatientData) mergeSteps() map[string]mergeStep {
 		"bookings":           s.prepareBookings,
 		"survey_invites":     prepareInvites,
 		"conversations":      s.prepareConversations,
+		"article_reads":      mergeArticleReads,
 	}
 }
 
@@ -214,6 +215,17 @@ func mergeTags(_ context.Context, db *gorm.DB, self, owner *model.Patient) error
 		return err
 	}
 	return db.Model(&model.PatientTag{}).Where("patient_id = ?", self.ID).Update("patient_id", owner.ID).Error
+}
+
+// mergeArticleReads keeps owner's reading of an article both have read
+// (the counters stay as they are: a reader counted twice is rare and
+// harmless) and moves the rest.
+func mergeArticleReads(_ context.Context, db *gorm.DB, self, owner *model.Patient) error {
+	if err := db.Where("patient_id = ? AND article_id IN (SELECT article_id FROM (SELECT article_id FROM article_reads WHERE patient_id = ?) AS o)", self.ID, owner.ID).
+		Delete(&model.ArticleRead{}).Error; err != nil {
+		return err
+	}
+	return db.Model(&model.ArticleRead{}).Where("patient_id = ?", self.ID).Update("patient_id", owner.ID).Error
 }
 
 // mergeCredits adds self's credits of a template to owner's.
@@ -437,6 +449,16 @@ func localPtr(t *time.Time) any {
 
 func (s *PatientData) exporters() map[string]exporter {
 	return map[string]exporter{
+		"article_reads": func(_ context.Context, db *gorm.DB, pt *model.Patient) (any, error) {
+			return exportList(db.Where("patient_id = ?", pt.ID).Order("id"), func(r *model.ArticleRead) map[string]any {
+				return map[string]any{"article_id": r.ArticleID, "times": r.Count, "first_at": model.LocalTime(r.FirstAt), "last_at": model.LocalTime(r.LastAt)}
+			})
+		},
+		"article_shares": func(_ context.Context, db *gorm.DB, pt *model.Patient) (any, error) {
+			return exportList(db.Where("patient_id = ?", pt.ID).Order("id"), func(r *model.ArticleShare) map[string]any {
+				return map[string]any{"article_id": r.ArticleID, "scene": r.Scene, "at": model.LocalTime(r.CreatedAt)}
+			})
+		},
 		"profile": func(_ context.Context, _ *gorm.DB, pt *model.Patient) (any, error) {
 			m := map[string]any{"id": pt.ID, "name": pt.Name, "gender": pt.Gender, "region": pt.Region, "region_code": pt.RegionCode,
 				"source": pt.Source, "phone": s.sealer.OpenString(pt.PhoneEnc), "id_card": s.sealer.IDCardOf(pt.IDCardEnc),

@@ -160,6 +160,36 @@ type Message struct {
 	Status       string `xml:"Status"`
 	PicURL       string `xml:"PicUrl"`
 	MediaID      string `xml:"MediaId"`
+	// PublishEventInfo comes with PUBLISHJOBFINISH.
+	PublishEventInfo *PublishEventInfo `xml:"PublishEventInfo"`
+	// The counts of MASSSENDJOBFINISH (its id is MsgIDEvent).
+	TotalCount  int `xml:"TotalCount"`
+	FilterCount int `xml:"FilterCount"`
+	SentCount   int `xml:"SentCount"`
+	ErrorCount  int `xml:"ErrorCount"`
+}
+
+// PublishEventInfo is the result of a publish task (PUBLISHJOBFINISH).
+type PublishEventInfo struct {
+	PublishID     string `xml:"publish_id"`
+	PublishStatus int    `xml:"publish_status"`
+	ArticleID     string `xml:"article_id"`
+	ArticleDetail struct {
+		Item []struct {
+			Idx        int    `xml:"idx"`
+			ArticleURL string `xml:"article_url"`
+		} `xml:"item"`
+	} `xml:"article_detail"`
+	FailIdx []int `xml:"fail_idx"`
+}
+
+// Result is the event as freepublish/get would answer it.
+func (p *PublishEventInfo) Result() PublishResult {
+	r := PublishResult{PublishID: p.PublishID, Status: p.PublishStatus, ArticleID: p.ArticleID, FailIdx: p.FailIdx}
+	for _, it := range p.ArticleDetail.Item {
+		r.URLs = append(r.URLs, it.ArticleURL)
+	}
+	return r
 }
 
 // ParseMessage decodes a message, refusing anything that is not one.
@@ -177,7 +207,15 @@ func (m *Message) DedupeKey() string {
 	if m.MsgID != 0 {
 		return "msg:" + strconv.FormatInt(m.MsgID, 10)
 	}
-	return "evt:" + m.FromUserName + ":" + strconv.FormatInt(m.CreateTime, 10) + ":" + m.Event
+	key := "evt:" + m.FromUserName + ":" + strconv.FormatInt(m.CreateTime, 10) + ":" + m.Event
+	// Two jobs may finish within one second: their ids tell them apart.
+	switch {
+	case m.PublishEventInfo != nil:
+		key += ":" + m.PublishEventInfo.PublishID
+	case m.MsgIDEvent != 0:
+		key += ":" + strconv.FormatInt(m.MsgIDEvent, 10)
+	}
+	return key
 }
 
 // TextReply renders a passive text reply.

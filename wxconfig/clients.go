@@ -38,6 +38,9 @@ type Clients struct {
 	OA      *officialaccount.OfficialAccount
 	MPToken *TokenSource
 	OAToken *TokenSource
+	// http is the client careloop's own WeChat calls use (the SDK's is
+	// the same, installed with Install).
+	http *http.Client
 }
 
 // New builds the clients over store (shared token cache and lock) and hc,
@@ -56,6 +59,7 @@ func New(cfg Config, store coord.Store, hc *http.Client, log *slog.Logger) *Clie
 		OA:      oa,
 		MPToken: NewTokenSource(cfg.MPAppID, cfg.MPSecret, store, hc, log),
 		OAToken: NewTokenSource(cfg.OAAppID, cfg.OASecret, store, hc, log),
+		http:    hc,
 	}
 	mp.SetAccessTokenContextHandle(c.MPToken)
 	oa.SetAccessTokenHandle(c.OAToken)

@@ -1,7 +1,10 @@
 package wxconfig_test
 
 import (
+	"bytes"
 	"context"
+	"image"
+	"image/jpeg"
 	"testing"
 	"time"
 
@@ -49,10 +52,17 @@ func TestOfficialAccountEndpointsThroughSDK(t *testing.T) {
 		}
 		return err
 	})
+	// The cover is thumb material, through careloop's own client.
+	var cover bytes.Buffer
+	_ = jpeg.Encode(&cover, image.NewRGBA(image.Rect(0, 0, 90, 60)), nil)
+	thumb, err := r.wx.AddThumb(context.Background(), "cover.jpg", cover.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var mediaID string
 	do("add draft", func() error {
 		var err error
-		mediaID, err = oa.GetDraft().AddDraft([]*draft.Article{{Title: "冬季体检须知", Content: "<p>空腹</p>", ThumbMediaID: "thumb"}})
+		mediaID, err = oa.GetDraft().AddDraft([]*draft.Article{{Title: "冬季体检须知", Content: "<p>空腹</p>", ThumbMediaID: thumb}})
 		return err
 	})
 	do("mass send by tag", func() error {

@@ -16,6 +16,8 @@ import (
 //	POST /subscribe  {"openid","template_id","count"}: the user accepted a template
 //	POST /follow     {"openid","follow","scene"}: (un)follow the official account
 //	POST /reset      forget recorded messages and faults
+//	POST /events/withhold {"event","count"}: the next count job events
+//	                 (PUBLISHJOBFINISH, MASSSENDJOBFINISH) never come
 //
 // and plays the patient's side of the official account: it builds the
 // callback exactly as WeChat does (signed, and encrypted in safe mode),
@@ -78,6 +80,18 @@ func (s *Sandbox) ControlHandler(o ControlOptions) http.Handler {
 		}
 		follow := req.Follow == nil || *req.Follow
 		s.SetFollower(oaAppID, req.OpenID, follow, req.Scene)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /events/withhold", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Event string `json:"event"`
+			Count int    `json:"count"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || (req.Event != "PUBLISHJOBFINISH" && req.Event != "MASSSENDJOBFINISH") || req.Count <= 0 {
+			badRequest(w, "需要 event（PUBLISHJOBFINISH 或 MASSSENDJOBFINISH）和 count")
+			return
+		}
+		s.WithholdEvents(req.Event, req.Count)
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) {

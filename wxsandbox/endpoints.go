@@ -496,66 +496,6 @@ func (s *Sandbox) handleMenuAddConditional(w http.ResponseWriter, r *http.Reques
 	writeJSON(w, http.StatusOK, map[string]any{"menuid": id})
 }
 
-func (s *Sandbox) handleDraftAdd(w http.ResponseWriter, r *http.Request, _ string) {
-	raw, _ := peekBody(r)
-	var req struct {
-		Articles []struct {
-			Title   string `json:"title"`
-			Content string `json:"content"`
-		} `json:"articles"`
-	}
-	if !decode(w, r, &req) {
-		return
-	}
-	if len(req.Articles) == 0 || req.Articles[0].Title == "" || req.Articles[0].Content == "" {
-		writeJSON(w, http.StatusOK, map[string]any{"errcode": 53404, "errmsg": "article title or content is empty"})
-		return
-	}
-	s.mu.Lock()
-	id := "draft_" + randHex(10)
-	s.drafts[id] = raw
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"media_id": id})
-}
-
-func (s *Sandbox) handleFreePublish(w http.ResponseWriter, r *http.Request, _ string) {
-	var req struct {
-		MediaID string `json:"media_id"`
-	}
-	if !decode(w, r, &req) {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.drafts[req.MediaID]; !ok {
-		writeJSON(w, http.StatusOK, map[string]any{"errcode": 40007, "errmsg": "invalid media_id"})
-		return
-	}
-	id := strconv.Itoa(100000000 + len(s.publish) + 1)
-	s.publish[id] = req.MediaID
-	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok", "publish_id": id, "msg_data_id": id})
-}
-
-func (s *Sandbox) handleFreePublishGet(w http.ResponseWriter, r *http.Request, _ string) {
-	var req struct {
-		PublishID json.Number `json:"publish_id"`
-	}
-	if !decode(w, r, &req) {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.publish[req.PublishID.String()]; !ok {
-		writeJSON(w, http.StatusOK, map[string]any{"errcode": 48006, "errmsg": "publish_id not exist"})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"publish_id": req.PublishID.String(), "publish_status": 0, "article_id": "art_" + req.PublishID.String(),
-		"article_detail": map[string]any{"count": 1, "item": []map[string]any{{"idx": 1, "article_url": "https://mp.weixin.qq.com/s/sandbox-" + req.PublishID.String()}}},
-		"fail_idx":       []int{},
-	})
-}
-
 func (s *Sandbox) handleTagsCreate(w http.ResponseWriter, r *http.Request, _ string) {
 	var req struct {
 		Tag struct {

@@ -183,10 +183,21 @@ type Sandbox struct {
 	menu     json.RawMessage
 	condMenu map[string]json.RawMessage
 	drafts   map[string]json.RawMessage
-	publish  map[string]string // publish_id -> media_id
-	tags     map[int]string
-	tagged   map[int]map[string]bool
-	scenes   map[string]string // oa openid -> qr scene of its subscription
+	publish  map[string]*publishTask
+	// Publishing: WeChat's copies of images, materials (media_id -> type),
+	// the planned ends of the next publish tasks.
+	images      map[string]storedImage
+	materials   map[string]string
+	publishPlan []publishTask
+	// Events the sandbox sends on its own (job results), and how long a
+	// job takes; withhold counts events of a kind not to send.
+	sink       func(msg []byte)
+	eventDelay time.Duration
+	withhold   map[string]int
+	jobs       sync.WaitGroup
+	tags       map[int]string
+	tagged     map[int]map[string]bool
+	scenes     map[string]string // oa openid -> qr scene of its subscription
 	// DevLogins makes "dev:NAME" login and phone codes valid and reusable.
 	devLogins bool
 }
@@ -226,7 +237,10 @@ func New(opts Options) *Sandbox {
 		dedupe:    map[string]sentRef{},
 		condMenu:  map[string]json.RawMessage{},
 		drafts:    map[string]json.RawMessage{},
-		publish:   map[string]string{},
+		publish:   map[string]*publishTask{},
+		images:    map[string]storedImage{},
+		materials: map[string]string{},
+		withhold:  map[string]int{},
 		tags:      map[int]string{},
 		tagged:    map[int]map[string]bool{},
 		scenes:    map[string]string{},
@@ -587,6 +601,8 @@ func (s *Sandbox) Handler() http.Handler {
 	mux.HandleFunc("/cgi-bin/menu/get", s.api(APIMenuGet, OfficialAccount, s.handleMenuGet))
 	mux.HandleFunc("/cgi-bin/menu/delete", s.api(APIMenuDelete, OfficialAccount, s.handleMenuDelete))
 	mux.HandleFunc("/cgi-bin/menu/addconditional", s.api(APIMenuAddCond, OfficialAccount, s.handleMenuAddConditional))
+	mux.HandleFunc("/cgi-bin/media/uploadimg", s.api(APIUploadImg, OfficialAccount, s.handleUploadImg))
+	mux.HandleFunc("/cgi-bin/material/add_material", s.api(APIAddMaterial, OfficialAccount, s.handleAddMaterial))
 	mux.HandleFunc("/cgi-bin/draft/add", s.api(APIDraftAdd, OfficialAccount, s.handleDraftAdd))
 	mux.HandleFunc("/cgi-bin/freepublish/submit", s.api(APIFreePublish, OfficialAccount, s.handleFreePublish))
 	mux.HandleFunc("/cgi-bin/freepublish/get", s.api(APIFreePublishGet, OfficialAccount, s.handleFreePublishGet))

@@ -2082,6 +2082,157 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/mp/articles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 已发布的文章（最新在前，可按分类） */
+        get: {
+            parameters: {
+                query?: {
+                    category?: components["schemas"]["ArticleCategory"];
+                    /** @description next_cursor of the previous page */
+                    cursor?: components["parameters"]["Cursor"];
+                    limit?: components["parameters"]["Limit"];
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description articles (without content) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["PublicArticle"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                400: components["responses"]["Error"];
+                401: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/mp/articles/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * 阅读文章（富文本 HTML，图片为绝对地址；推广的套餐可直接预约）
+         * @description Every opening is counted; each patient counts once as a reader.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the article */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["PublicArticle"];
+                    };
+                };
+                401: components["responses"]["Error"];
+                /** @description article_not_found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/mp/articles/{id}/shares": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 记录一次分享（带小程序的分享场景） */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description e.g. chat, timeline */
+                        scene: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description counted */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                400: components["responses"]["Error"];
+                401: components["responses"]["Error"];
+                /** @description article_not_found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/mp/complaints": {
         parameters: {
             query?: never;
@@ -3054,6 +3205,343 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * 上传文章图片（JPG、PNG、GIF、WebP，不超过 10MB）
+         * @description The image is kept in careloop's file store (any instance serves it) and served to anyone at the answered url (/media/KEY): articles are public. At publishing, careloop pushes it to WeChat itself, converting or shrinking what WeChat refuses. Multipart with the field `file`.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "multipart/form-data": {
+                        /** Format: binary */
+                        file: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description stored */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Media"];
+                    };
+                };
+                /** @description invalid_request, invalid_image */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                /** @description body_too_large */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/media/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 文章图片（公开） */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    key: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the image */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "image/*": string;
+                    };
+                };
+                404: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/articles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 文章列表（最新在前） */
+        get: {
+            parameters: {
+                query?: {
+                    status?: "draft" | "submitted" | "publishing" | "published" | "failed";
+                    category?: components["schemas"]["ArticleCategory"];
+                    /** @description next_cursor of the previous page */
+                    cursor?: components["parameters"]["Cursor"];
+                    limit?: components["parameters"]["Limit"];
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description articles (without content) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["Article"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        /**
+         * 写一篇文章（草稿）
+         * @description The HTML is sanitised on the server (no script, no event handler, no frame but WeChat's video player) and checked against WeChat's limits: title at most 32 characters, author 16, digest 128, content under 20,000 characters and under 1 MB. Images must be ones uploaded with POST /api/admin/files (foreign_image otherwise).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["ArticleInput"];
+                };
+            };
+            responses: {
+                /** @description the draft */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Article"];
+                    };
+                };
+                /** @description invalid_request, invalid_article (details.field names the field), foreign_image, media_not_found */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/articles/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 文章详情：内容、发布记录、阅读与转化 */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the article */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Article"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+            };
+        };
+        /**
+         * 修改文章
+         * @description Not while WeChat is publishing it (409 article_publishing). A published article stays published (its URL kept) with has_changes set until it is published again, which makes a new publication and a new URL; the mini-program shows the change at once.
+         */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["ArticleInput"];
+                };
+            };
+            responses: {
+                /** @description the article */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Article"];
+                    };
+                };
+                /** @description invalid_request, invalid_article, foreign_image, media_not_found */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description article_publishing */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/articles/{id}/publish": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * 发布到公众号（异步）
+         * @description Answers at once (202, status submitted). A worker uploads the images WeChat lacks (in-article images through media/uploadimg, the cover as thumb material), adds the draft and submits it (status publishing); WeChat's PUBLISHJOBFINISH event, or polling freepublish/get when it does not come, ends it: published (article_url) or failed (fail_reason in Chinese). The article needs a cover (cover_required).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description submitted */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Article"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description article_publishing */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description cover_required */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -6417,6 +6905,52 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sandbox/wechat/events/withhold": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * 让接下来的若干个任务结果事件不送达（测试轮询）
+         * @description The jobs still end; only freepublish/get or mass/get tells so, as when WeChat's event never comes.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        event: "PUBLISHJOBFINISH" | "MASSSENDJOBFINISH";
+                        count: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description withheld */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                400: components["responses"]["Error"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/sandbox/wechat/oa/event": {
         parameters: {
             query?: never;
@@ -7803,6 +8337,101 @@ export interface components {
             /** Format: date-time */
             done_at?: string | null;
             done_by?: number | null;
+        };
+        /**
+         * @description science 健康科普, guide 体检须知, news 医院动态, activity 活动
+         * @enum {string}
+         */
+        ArticleCategory: "science" | "guide" | "news" | "activity";
+        ArticleInput: {
+            title: string;
+            author?: string;
+            digest?: string;
+            /** @description HTML; sanitised on the server */
+            content: string;
+            /** @description an uploaded image (POST /api/admin/files); needed to publish */
+            cover_file_id?: number;
+            category: components["schemas"]["ArticleCategory"];
+            /** @description the package the article promotes */
+            package_id?: number | null;
+        };
+        Media: {
+            id?: number;
+            /** @description /media/KEY */
+            url?: string;
+            width?: number;
+            height?: number;
+        };
+        Publication: {
+            id?: number;
+            version?: number;
+            /** @enum {string} */
+            status?: "queued" | "submitting" | "publishing" | "published" | "failed";
+            article_url?: string;
+            fail_reason?: string;
+            /** Format: date-time */
+            created_at?: string;
+            /** Format: date-time */
+            submitted_at?: string;
+            /** Format: date-time */
+            finished_at?: string;
+        };
+        Article: {
+            id: number;
+            title: string;
+            author?: string;
+            digest?: string;
+            /** @description sanitised HTML (one article only) */
+            content?: string;
+            cover_file_id?: number;
+            cover_url?: string;
+            category: components["schemas"]["ArticleCategory"];
+            category_name?: string;
+            package_id?: number | null;
+            /** @enum {string} */
+            status: "draft" | "submitted" | "publishing" | "published" | "failed";
+            version?: number;
+            /** @description the version WeChat holds (0 never published) */
+            published_version?: number;
+            /** @description edited since it was published */
+            has_changes?: boolean;
+            /** @description the permanent link of the newest publication */
+            article_url?: string;
+            fail_reason?: string;
+            /** Format: date-time */
+            published_at?: string;
+            /** Format: date-time */
+            created_at?: string;
+            /** Format: date-time */
+            updated_at?: string;
+            /** @description openings in the mini-program */
+            reads?: number;
+            /** @description patients who opened it */
+            readers?: number;
+            shares?: number;
+            /** @description bookings made within 7 days of the booker's first reading (one article only) */
+            bookings_after_read?: number;
+            /** @description newest first (one article only) */
+            publications?: components["schemas"]["Publication"][];
+        };
+        PublicArticle: {
+            id?: number;
+            title?: string;
+            author?: string;
+            digest?: string;
+            cover_url?: string;
+            category?: components["schemas"]["ArticleCategory"];
+            category_name?: string;
+            /** Format: date-time */
+            published_at?: string;
+            reads?: number;
+            /** @description HTML for the rich-text component, images as absolute URLs (one article only) */
+            content?: string;
+            package?: {
+                id?: number;
+                name?: string;
+                price_fen?: number;
+            };
         };
         ImportJob: {
             id?: number;
