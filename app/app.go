@@ -60,6 +60,8 @@ type App struct {
 	Complaints *service.Complaints
 	// Articles is self-media; its publisher runs in Run.
 	Articles *service.Articles
+	// MassSends are mass sends; their worker runs in Run.
+	MassSends *service.MassSends
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -180,6 +182,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Articles = service.NewArticles(a.DB, files, a.WX, audit, log, nil)
 	a.Articles.PollAfter = cfg.PublishPoll
 	a.OA.OnPublishFinished(a.Articles.PublishFinished)
+	a.MassSends = service.NewMassSends(a.DB, a.WX, a.Articles, a.Store, audit, log, nil)
+	a.MassSends.PollAfter = cfg.PublishPoll
+	a.OA.OnMassFinished(a.MassSends.MassFinished)
 	a.Complaints = service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil)
 	a.Imports = service.NewImports(a.DB, files, service.NewImporter(a.DB, sealer, nil), audit, filepath.Join(cfg.DataDir, "tmp"), log, nil)
 
@@ -224,6 +229,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Chat:               a.Chat,
 		Imports:            a.Imports,
 		Articles:           a.Articles,
+		MassSends:          a.MassSends,
 		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
@@ -373,6 +379,7 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	g.Go(func() error { return a.Imports.Run(ctx) })
 	// Publishing is short and the author waits for it: like imports.
 	g.Go(func() error { return a.Articles.RunPublisher(ctx) })
+	g.Go(func() error { return a.MassSends.Run(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error { return a.Scheduler.Run(ctx) })

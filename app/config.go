@@ -94,8 +94,9 @@ type Config struct {
 	// SandboxJobDelay is how long the sandbox's publish and mass-send jobs
 	// take before their events come.
 	SandboxJobDelay time.Duration `env:"CARELOOP_SANDBOX_JOB_DELAY" yaml:"sandbox_job_delay"`
-	// PublishPoll is how long a publish task may go without WeChat's event
-	// before careloop asks WeChat (and asks again as often).
+	// PublishPoll is how long a publish task or a mass-send batch may go
+	// without WeChat's event before careloop asks WeChat (and asks again as
+	// often).
 	PublishPoll time.Duration `env:"CARELOOP_PUBLISH_POLL" yaml:"publish_poll"`
 	// The dispatcher.
 	ServeWorkers      bool          `env:"CARELOOP_SERVE_WORKERS" yaml:"serve_workers"`

@@ -23,6 +23,26 @@ import (
 // ("sqlite" or "mysql"), with the in-process WeChat sandbox.
 func newApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
 	t.Helper()
+	a := newIdleApp(t, backend, mutate)
+	// The background loops (live fan-out, official-account events) run as
+	// in serve, and end before the database closes (cleanups run last
+	// first). The dispatcher and care rules are driven by the tests.
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(runCtx, false) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-ran; err != nil {
+			t.Errorf("background loops: %v", err)
+		}
+	})
+	return a
+}
+
+// newIdleApp is newApp without its background loops: the test drives the
+// workers itself.
+func newIdleApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
+	t.Helper()
 	env := map[string]string{"CARELOOP_DATA_DIR": t.TempDir()}
 	if backend == "mysql" {
 		env["CARELOOP_MYSQL_DSN"] = testenv.NewMySQLDatabase(t)
@@ -53,18 +73,6 @@ func newApp(t testing.TB, backend string, mutate func(*app.Config)) *app.App {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
-	// The background loops (live fan-out, official-account events) run as
-	// in serve, and end before the database closes (cleanups run last
-	// first). The dispatcher and care rules are driven by the tests.
-	runCtx, stop := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- a.Run(runCtx, false) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-ran; err != nil {
-			t.Errorf("background loops: %v", err)
-		}
-	})
 	// The demo doctor is on duty in sandbox mode: tests start with nobody on
 	// duty and put their own doctors on.
 	var doc model.Staff

@@ -215,6 +215,21 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				_, err := d.Articles.Publish(ctx, p, none)
 				return err
 			},
+			func(ctx context.Context, p service.Principal) error { return d.Articles.Preview(ctx, p, none, "o", "") },
+		},
+		service.ActMassSend: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.MassSends.Create(ctx, p, service.MassInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.MassSends.Get(ctx, p, none)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.MassSends.List(ctx, p, "", 10)
+				return err
+			},
 		},
 		service.ActTagsRead: {func(ctx context.Context, p service.Principal) error { _, err := d.Tags.List(ctx, p, ""); return err }},
 		service.ActTagsManage: {

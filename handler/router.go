@@ -45,6 +45,7 @@ type Deps struct {
 	Chat         *service.Chat
 	Imports      *service.Imports
 	Articles     *service.Articles
+	MassSends    *service.MassSends
 	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
@@ -198,6 +199,7 @@ func NewRouter(d Deps) *gin.Engine {
 	chh.registerAdmin(staff)
 	arh.registerMP(mpAuth)
 	arh.registerAdmin(staff)
+	massHandlers{m: d.MassSends, a: d.Articles}.register(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -148,6 +149,10 @@ func (h wechatHandlers) callback(c *gin.Context) {
 	}
 	in := service.InboundMessage{DedupeKey: m.DedupeKey(), From: m.FromUserName, Type: m.MsgType, Event: m.Event,
 		EventKey: m.EventKey, Content: m.Content, PicURL: m.PicURL, MsgID: m.MsgIDEvent, Status: m.Status}
+	if m.Event == "MASSSENDJOBFINISH" {
+		in.Mass = &wxconfig.MassResult{MsgID: strconv.FormatInt(m.MsgIDEvent, 10), Status: m.Status,
+			Total: m.TotalCount, Filtered: m.FilterCount, Sent: m.SentCount, Errors: m.ErrorCount}
+	}
 	if m.PublishEventInfo != nil {
 		r := m.PublishEventInfo.Result()
 		in.Publish = &r

@@ -122,5 +122,6 @@ func AllModels() []any {
 		&OAEvent{}, &AutoReply{},
 		&Conversation{}, &ChatMessage{}, &ChatUpload{}, &DoctorDuty{}, &CannedReply{}, &FileChunk{},
 		&ImportJob{},
-		&Article{}, &ArticlePublication{}, &MediaFile{}, &WxImage{}, &ArticleRead{}, &ArticleShare{}}
+		&Article{}, &ArticlePublication{}, &MediaFile{}, &WxImage{}, &ArticleRead{}, &ArticleShare{},
+		&MassSend{}, &MassBatch{}, &MassReceipt{}, &WxDraft{}, &MassJobResult{}}
 }

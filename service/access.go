@@ -46,6 +46,7 @@ const (
 	ActSurveysManage     Action = "surveys.manage"     // define surveys, read results
 	ActOAManage          Action = "oa.manage"          // official account: auto-replies, welcome, menu
 	ActArticles          Action = "articles.manage"    // write, preview and publish articles; upload their images; read their figures
+	ActMassSend          Action = "mass_sends.manage"  // mass sends to the official account's followers
 )
 
 // roleTable lists, per action, the roles besides admin that may do it (an
@@ -80,6 +81,7 @@ var roleTable = map[Action][]string{
 	ActSurveysManage:     {model.RoleMarketing},
 	ActOAManage:          {model.RoleMarketing},
 	ActArticles:          {model.RoleMarketing},
+	ActMassSend:          {model.RoleMarketing},
 }
 
 // May reports whether p, a staff member, may do a. Patients and unknown

@@ -25,6 +25,7 @@ type ArticleWeChat interface {
 	AddDraft(ctx context.Context, articles []wxconfig.DraftArticle) (string, error)
 	SubmitPublish(ctx context.Context, mediaID string) (string, string, error)
 	PublishStatus(ctx context.Context, publishID string) (wxconfig.PublishResult, error)
+	MassPreview(ctx context.Context, openID, wxName string, m wxconfig.MassMessage) error
 }
 
 // Articles is self-media: articles written in the console, their images,

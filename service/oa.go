@@ -31,6 +31,8 @@ type InboundMessage struct {
 	Status    string
 	// Publish is the result PUBLISHJOBFINISH carries.
 	Publish *wxconfig.PublishResult `json:",omitempty"`
+	// Mass is the result MASSSENDJOBFINISH carries.
+	Mass *wxconfig.MassResult `json:",omitempty"`
 }
 
 // OA handles the official account's callbacks: followers, replies, and
@@ -53,6 +55,13 @@ type OA struct {
 	inflight               sync.WaitGroup
 	// onPublish ends publications (PUBLISHJOBFINISH).
 	onPublish func(ctx context.Context, r wxconfig.PublishResult) error
+	// onMass ends mass-send batches (MASSSENDJOBFINISH).
+	onMass func(ctx context.Context, r wxconfig.MassResult) error
+}
+
+// OnMassFinished hands MASSSENDJOBFINISH events to fn (the mass sends).
+func (s *OA) OnMassFinished(fn func(ctx context.Context, r wxconfig.MassResult) error) {
+	s.onMass = fn
 }
 
 // OnPublishFinished hands PUBLISHJOBFINISH events to fn (the articles).
@@ -165,6 +174,11 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (reply string, more b
 			return "", false, nil
 		}
 		return "", false, s.onPublish(ctx, *m.Publish)
+	case m.Type == "event" && m.Event == "MASSSENDJOBFINISH":
+		if m.Mass == nil || s.onMass == nil {
+			return "", false, nil
+		}
+		return "", false, s.onMass(ctx, *m.Mass)
 	case m.Type == "event" && m.Event == "TEMPLATESENDJOBFINISH":
 		return "", false, s.out.TemplateReport(ctx, strconv.FormatInt(m.MsgID, 10), m.Status)
 	case m.Type == "event":

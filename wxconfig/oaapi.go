@@ -248,3 +248,109 @@ func (c *Clients) PublishStatus(ctx context.Context, publishID string) (PublishR
 	}
 	return r, nil
 }
+
+// Mass-send error codes careloop acts on.
+const (
+	CodeMassSentAlready  = 45065 // this clientmsgid was sent within 24 h: the answer carries its msg_id
+	CodeMassRetryTooFast = 45066
+	CodeMassNoQuota      = 45028
+	CodeTooFewUsers      = 40130
+)
+
+func init() {
+	codeOutcomes[CodeMassRetryTooFast] = OutcomeMinuteLimit
+	codeOutcomes[CodeMassNoQuota] = OutcomeQuotaHeld
+	codeMeanings[CodeMassSentAlready] = "该批次已群发过"
+	codeMeanings[CodeMassRetryTooFast] = "重试过快"
+	codeMeanings[CodeMassNoQuota] = "群发额度已用完"
+	codeMeanings[CodeTooFewUsers] = "群发对象至少需要 2 人"
+}
+
+// MassMessage is what a mass send carries: an article's draft (MediaID) or
+// a text.
+type MassMessage struct {
+	MediaID string
+	Text    string
+}
+
+func (m MassMessage) fields(body map[string]any) {
+	if m.MediaID != "" {
+		body["msgtype"] = "mpnews"
+		body["mpnews"] = map[string]string{"media_id": m.MediaID}
+		body["send_ignore_reprint"] = 0
+		return
+	}
+	body["msgtype"] = "text"
+	body["text"] = map[string]string{"content": m.Text}
+}
+
+type massAnswer struct {
+	MsgID     flexID `json:"msg_id"`
+	MsgDataID flexID `json:"msg_data_id"`
+}
+
+// MassSend sends m to openIDs (2 to 10,000) under clientMsgID, which
+// WeChat de-duplicates for 24 hours: a batch sent again answers the first
+// send's msg_id (45065), which MassSend returns as a success.
+func (c *Clients) MassSend(ctx context.Context, openIDs []string, m MassMessage, clientMsgID string) (string, error) {
+	body := map[string]any{"touser": openIDs, "clientmsgid": clientMsgID}
+	m.fields(body)
+	return c.mass(ctx, "mass send", "/cgi-bin/message/mass/send", body)
+}
+
+// MassSendAll sends m to every follower (tagID 0) or to a WeChat tag's.
+func (c *Clients) MassSendAll(ctx context.Context, tagID int, m MassMessage, clientMsgID string) (string, error) {
+	filter := map[string]any{"is_to_all": tagID == 0}
+	if tagID != 0 {
+		filter["tag_id"] = tagID
+	}
+	body := map[string]any{"filter": filter, "clientmsgid": clientMsgID}
+	m.fields(body)
+	return c.mass(ctx, "mass sendall", "/cgi-bin/message/mass/sendall", body)
+}
+
+func (c *Clients) mass(ctx context.Context, op, path string, body map[string]any) (string, error) {
+	var out massAnswer
+	err := c.oaPost(ctx, op, path, body, &out)
+	if CodeOf(err) == CodeMassSentAlready && out.MsgID != "" {
+		return string(out.MsgID), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return string(out.MsgID), nil
+}
+
+// MassPreview sends m to one person's WeChat (an openid, or a WeChat
+// account name), as the mass send would show it.
+func (c *Clients) MassPreview(ctx context.Context, openID, wxName string, m MassMessage) error {
+	body := map[string]any{}
+	if openID != "" {
+		body["touser"] = openID
+	} else {
+		body["towxname"] = wxName
+	}
+	m.fields(body)
+	return c.oaPost(ctx, "mass preview", "/cgi-bin/message/mass/preview", body, nil)
+}
+
+// MassStatus asks where a mass send is: SEND_SUCCESS, SENDING, SEND_FAIL
+// or DELETE.
+func (c *Clients) MassStatus(ctx context.Context, msgID string) (string, error) {
+	var out struct {
+		MsgStatus string `json:"msg_status"`
+	}
+	id, _ := strconv.ParseInt(msgID, 10, 64)
+	if err := c.oaPost(ctx, "mass get", "/cgi-bin/message/mass/get", map[string]any{"msg_id": id}, &out); err != nil {
+		return "", err
+	}
+	return out.MsgStatus, nil
+}
+
+// MassResult is WeChat's result of one mass send (MASSSENDJOBFINISH):
+// its status ("send success", "send fail", "err(num)") and counts.
+type MassResult struct {
+	MsgID                         string
+	Status                        string
+	Total, Filtered, Sent, Errors int
+}

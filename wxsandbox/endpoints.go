@@ -384,45 +384,6 @@ func (s *Sandbox) handleCustomSend(w http.ResponseWriter, r *http.Request, appID
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok"})
 }
 
-func (s *Sandbox) handleMassSendAll(w http.ResponseWriter, r *http.Request, appID string) {
-	payload, _ := peekBody(r)
-	var req struct {
-		Filter struct {
-			IsToAll bool `json:"is_to_all"`
-			TagID   int  `json:"tag_id"`
-		} `json:"filter"`
-		MsgType string `json:"msgtype"`
-	}
-	if !decode(w, r, &req) {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec := Sent{API: APIMassSendAll, AppID: appID, Payload: payload}
-	if !req.Filter.IsToAll {
-		if _, ok := s.tags[req.Filter.TagID]; !ok {
-			rec.ErrCode = 40050 // invalid tag
-		}
-		rec.ToUser = "tag:" + strconv.Itoa(req.Filter.TagID)
-	} else {
-		rec.ToUser = "all"
-	}
-	if req.MsgType == "" {
-		rec.ErrCode = CodeArgumentInvalid
-	}
-	if rec.ErrCode != 0 {
-		body := map[string]any{"errcode": rec.ErrCode, "errmsg": "invalid request"}
-		rec.ErrMsg = "invalid request"
-		s.appendSentLocked(rec)
-		writeJSON(w, http.StatusOK, body)
-		return
-	}
-	rec.MsgID = s.nextID + 3000001
-	rec.ErrMsg = "send job submission success"
-	s.appendSentLocked(rec)
-	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": rec.ErrMsg, "msg_id": rec.MsgID, "msg_data_id": rec.MsgID})
-}
-
 func (s *Sandbox) handleMenuCreate(w http.ResponseWriter, r *http.Request, _ string) {
 	raw, _ := peekBody(r)
 	var req struct {

@@ -195,9 +195,15 @@ type Sandbox struct {
 	eventDelay time.Duration
 	withhold   map[string]int
 	jobs       sync.WaitGroup
-	tags       map[int]string
-	tagged     map[int]map[string]bool
-	scenes     map[string]string // oa openid -> qr scene of its subscription
+	// Mass sends: jobs by msg_id, requests per minute, and what each
+	// follower received per month (openid|yyyy-mm).
+	massSeq   int64
+	massJobs  map[int64]*massJob
+	massRate  map[string]int
+	massMonth map[string]int
+	tags      map[int]string
+	tagged    map[int]map[string]bool
+	scenes    map[string]string // oa openid -> qr scene of its subscription
 	// DevLogins makes "dev:NAME" login and phone codes valid and reusable.
 	devLogins bool
 }
@@ -241,6 +247,9 @@ func New(opts Options) *Sandbox {
 		images:    map[string]storedImage{},
 		materials: map[string]string{},
 		withhold:  map[string]int{},
+		massJobs:  map[int64]*massJob{},
+		massRate:  map[string]int{},
+		massMonth: map[string]int{},
 		tags:      map[int]string{},
 		tagged:    map[int]map[string]bool{},
 		scenes:    map[string]string{},
@@ -579,7 +588,7 @@ func (s *Sandbox) appendSentLocked(m Sent) Sent {
 
 func isSendAPI(api string) bool {
 	switch api {
-	case APISubscribeSend, APITemplateSend, APICustomSend, APIMassSendAll:
+	case APISubscribeSend, APITemplateSend, APICustomSend, APIMassSendAll, APIMassSend, APIMassPreview:
 		return true
 	}
 	return false
@@ -597,6 +606,9 @@ func (s *Sandbox) Handler() http.Handler {
 	// Both apps may send customer messages.
 	mux.HandleFunc("/cgi-bin/message/custom/send", s.api(APICustomSend, eitherApp, s.handleCustomSend))
 	mux.HandleFunc("/cgi-bin/message/mass/sendall", s.api(APIMassSendAll, OfficialAccount, s.handleMassSendAll))
+	mux.HandleFunc("/cgi-bin/message/mass/send", s.api(APIMassSend, OfficialAccount, s.handleMassSend))
+	mux.HandleFunc("/cgi-bin/message/mass/preview", s.api(APIMassPreview, OfficialAccount, s.handleMassPreview))
+	mux.HandleFunc("/cgi-bin/message/mass/get", s.api(APIMassGet, OfficialAccount, s.handleMassGet))
 	mux.HandleFunc("/cgi-bin/menu/create", s.api(APIMenuCreate, OfficialAccount, s.handleMenuCreate))
 	mux.HandleFunc("/cgi-bin/menu/get", s.api(APIMenuGet, OfficialAccount, s.handleMenuGet))
 	mux.HandleFunc("/cgi-bin/menu/delete", s.api(APIMenuDelete, OfficialAccount, s.handleMenuDelete))

@@ -3548,6 +3548,213 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/articles/{id}/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * 预览到自己的微信（mass/preview）
+         * @description Sends the article as a mass send would show it to one WeChat user: an openid of the official account's follower, or a WeChat account name. The article's current version is pushed to WeChat as a draft first (images uploaded once). WeChat's refusal comes back in Chinese with its errcode (422 wechat_refused); WeChat unreachable is 503.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        openid?: string;
+                        wxname?: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description sent to that WeChat */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description invalid_request, invalid_preview */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description wechat_refused, cover_required */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                503: components["responses"]["Error"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/mass-sends": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 群发记录（最新在前） */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description next_cursor of the previous page */
+                    cursor?: components["parameters"]["Cursor"];
+                    limit?: components["parameters"]["Limit"];
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description mass sends */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["MassSend"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        /**
+         * 群发一篇文章或一段文字（异步）
+         * @description Answers at once (queued). A worker prepares the recipients once — every follower; the followers among the patients with a careloop tag; or among a list of patients (at most 100,000) — skipping and counting those who had their 4 mass messages this month and the patients who do not follow; cuts them into batches of at most 10,000 openids, each under its own clientmsgid, and sends them within WeChat's 60 requests a minute. A worker that dies mid-send is taken over when its lease ends, and a batch sent again is answered by WeChat with its first msg_id (45065), so nobody gets it twice. MASSSENDJOBFINISH, or mass/get when it does not come, ends each batch. Template messages never carry marketing.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        article_id?: number;
+                        text?: string;
+                        target: {
+                            all?: boolean;
+                            /** @description a careloop tag */
+                            tag_id?: number;
+                            patient_ids?: number[];
+                        };
+                    };
+                };
+            };
+            responses: {
+                /** @description queued */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["MassSend"];
+                    };
+                };
+                /** @description invalid_request, invalid_mass_send */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description cover_required */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/mass-sends/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 群发进度与结果 */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the mass send */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["MassSend"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/imports": {
         parameters: {
             query?: never;
@@ -8432,6 +8639,35 @@ export interface components {
                 name?: string;
                 price_fen?: number;
             };
+        };
+        MassSend: {
+            id: number;
+            /** @enum {string} */
+            status: "queued" | "sending" | "done" | "failed";
+            article_id?: number | null;
+            text?: string;
+            /** @enum {string} */
+            target?: "all" | "tag" | "patients";
+            tag_id?: number;
+            /** @description recipients prepared (for all */
+            total?: number;
+            /** @description delivered, as WeChat reports */
+            sent?: number;
+            /** @description filtered by WeChat (its monthly limit) */
+            filtered?: number;
+            errors?: number;
+            /** @description skipped by careloop, by reason */
+            skipped?: {
+                monthly_limit?: number;
+                not_following?: number;
+            };
+            batches?: number;
+            batches_done?: number;
+            error?: string;
+            /** Format: date-time */
+            created_at?: string;
+            /** Format: date-time */
+            finished_at?: string;
         };
         ImportJob: {
             id?: number;
