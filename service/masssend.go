@@ -521,9 +521,14 @@ func (s *MassSends) settle(ctx context.Context, massID uint64) error {
 		upd["status"], upd["finished_at"] = model.MassDone, s.now().UTC()
 		if sum.Done == 0 {
 			upd["status"] = model.MassFailed
-			var last string
-			db.Model(&model.MassBatch{}).Where("mass_send_id = ? AND status = ?", massID, model.BatchFailed).Order("seq DESC").Limit(1).Pluck("last_error", &last)
-			upd["last_error"] = last
+			var last []string
+			if err := db.Model(&model.MassBatch{}).Where("mass_send_id = ? AND status = ?", massID, model.BatchFailed).Order("seq DESC").Limit(1).
+				Pluck("last_error", &last).Error; err != nil {
+				return fmt.Errorf("why mass send %d failed: %w", massID, err)
+			}
+			if len(last) > 0 {
+				upd["last_error"] = last[0]
+			}
 		}
 	}
 	return db.Model(&model.MassSend{}).Where("id = ?", massID).Updates(upd).Error
