@@ -30,8 +30,10 @@ type ConsoleConfig struct {
 }
 
 // consoleCSP allows the console its own scripts, styles, images and API
-// calls, and nothing inline or from elsewhere.
-const consoleCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; font-src 'self' data:; " +
+// calls, and nothing from elsewhere; no inline script. Inline styles are
+// allowed: the article editor writes them, and an article's formatting
+// (colour, alignment) is inline style by nature.
+const consoleCSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; " +
 	"connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 
 // console serves the staff console's built files: hashed assets cached for

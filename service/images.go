@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	_ "image/gif" // staff may upload GIFs; WeChat gets them as JPEG
+	_ "image/png" // decoded to read sizes and to convert
 
 	"golang.org/x/image/draw"
 	_ "golang.org/x/image/webp" // nor does WeChat take WebP

@@ -1,7 +1,8 @@
 // Browser test of the staff console against a running careloop (BASE, a
 // sandbox with demo data): sign-in per role, the navigation each role sees,
 // the front desk's day board, a check-in and a walk-in booked and checked
-// in, no console error and no failed
+// in, an article written, previewed, published and mass-sent to a tag with
+// its reads shown, no console error and no failed
 // request on any page. Screenshots go to test-results/.
 //
 //   BASE=http://127.0.0.1:8080 node e2e/smoke.mjs
@@ -216,6 +217,124 @@ async function signIn(username) {
     const r = method === 'PUT' ? await page.request.put(BASE + path, { headers: { Authorization: 'Bearer ' + tok }, data: {} }) : res
     check(r.status() === 403, `marketing: ${method} ${path} answers ${r.status()}`)
   }
+  await ctx.close()
+}
+
+// Self-media: a marketing user writes an article with two images, previews
+// it to their own WeChat (the sandbox's), publishes it, sends it to a tag
+// and sees the result and the reads.
+{
+  const { ctx, page } = await signIn('marketing')
+  const tok = await page.evaluate(() => JSON.parse(sessionStorage.getItem('careloop.session')).token)
+  const staff = { Authorization: 'Bearer ' + tok }
+  const post = async (path, data, headers = staff) => {
+    const r = await page.request.post(BASE + path, { headers, data })
+    return { status: r.status(), body: await r.json().catch(() => ({})) }
+  }
+  // Two patients who follow the official account, with the tag.
+  const tag = await post('/api/admin/tags', { name: '冬季随访', category: 'basic', kind: 'fact' })
+  const readers = []
+  for (const name of ['e2e-reader-1', 'e2e-reader-2']) {
+    const l = await post('/api/mp/login', { code: 'dev:' + name }, {})
+    readers.push(l.body.token)
+    await post('/sandbox/wechat/oa/event', { openid: 'oa-' + name, event: 'subscribe' }, {})
+    await post(`/api/admin/patients/${l.body.patient.id}/tags`, { tag_id: tag.body.id })
+  }
+  await post('/sandbox/wechat/follow', { openid: 'oa-marketing-li' }, {})
+  // Pictures drawn in the page, as a phone's photos would be.
+  const picture = async (w, h, hue) => {
+    const data = await page.evaluate(([w, h, hue]) => {
+      const c = document.createElement('canvas')
+      c.width = w
+      c.height = h
+      const g = c.getContext('2d')
+      const grad = g.createLinearGradient(0, 0, w, h)
+      grad.addColorStop(0, `hsl(${hue},70%,55%)`)
+      grad.addColorStop(1, `hsl(${hue + 60},70%,75%)`)
+      g.fillStyle = grad
+      g.fillRect(0, 0, w, h)
+      g.fillStyle = '#fff'
+      g.font = `bold ${Math.round(h / 5)}px sans-serif`
+      g.fillText('体检', w / 10, h / 2)
+      return c.toDataURL('image/png').split(',')[1]
+    }, [w, h, hue])
+    return Buffer.from(data, 'base64')
+  }
+
+  const t = Date.now()
+  await page.click('[data-test=nav-articles]')
+  await page.waitForSelector('[data-test=articles]')
+  await page.waitForLoadState('networkidle')
+  figure('marketing: articles page usable after', Date.now() - t)
+  await page.click('[data-test=article-new]')
+  await page.waitForSelector('[data-test=article-editor] .w-e-text-container')
+  await page.fill('input[data-test=article-title], [data-test=article-title] input', '冬季体检须知')
+  await page.fill('textarea[data-test=article-digest], [data-test=article-digest] textarea', '体检前一天的饮食与作息')
+  await page.fill('input[data-test=article-author], [data-test=article-author] input', '体检中心')
+  await page.click('[data-test=article-category]')
+  await page.getByRole('option', { name: '体检须知' }).click()
+  await page.setInputFiles('[data-test=article-cover] input[type=file]', { name: 'cover.png', mimeType: 'image/png', buffer: await picture(900, 383, 200) })
+  await page.locator('[data-test=article-cover] img').waitFor()
+  await page.click('[data-test=article-editor] .w-e-text-container [contenteditable=true]')
+  await page.keyboard.type('体检前一天晚上 8 点后请禁食，保证充足睡眠。')
+  for (const [i, hue] of [[1, 10], [2, 120]]) {
+    // The editor's menus work while it has the cursor.
+    await page.locator('[data-test=article-editor] [data-menu-key=uploadImage]:not(.disabled)').waitFor()
+    const chooser = page.waitForEvent('filechooser')
+    await page.click('[data-test=article-editor] [data-menu-key=uploadImage]')
+    await (await chooser).setFiles({ name: `step${i}.png`, mimeType: 'image/png', buffer: await picture(640, 360, hue) })
+    await page.locator('[data-test=article-editor] .w-e-text-container img').nth(i - 1).waitFor()
+  }
+  await page.screenshot({ path: out + 'marketing-article-editor.png' })
+  const saved = page.waitForResponse((r) => r.url().endsWith('/api/admin/articles') && r.request().method() === 'POST')
+  await page.click('[data-test=article-save]')
+  const created = await (await saved).json()
+  check(created.status === 'draft' && (created.content.match(/<img/g) ?? []).length === 2, `marketing: the article is saved as a draft with two images (${created.status})`)
+  const id = created.id
+
+  // Preview to one's own WeChat.
+  await page.click(`[data-test=article-preview-${id}]`)
+  await page.fill('input[data-test=preview-to], [data-test=preview-to] input', 'oa-marketing-li')
+  const previewed = page.waitForResponse((r) => r.url().endsWith(`/articles/${id}/preview`))
+  await page.click('[data-test=preview-send]')
+  check((await previewed).status() === 204, 'marketing: the preview is sent')
+  const sent = await (await page.request.get(BASE + '/sandbox/wechat/messages')).json()
+  check(sent.items.some((m) => m.api === 'mass_preview' && m.touser === 'oa-marketing-li' && m.errcode === 0), 'marketing: the preview reached their WeChat (sandbox)')
+
+  // Publish: the list follows it to 已发布.
+  const pt = Date.now()
+  await page.click(`[data-test=article-publish-${id}]`)
+  await page.getByRole('button', { name: '发布', exact: true }).last().click()
+  await page.locator(`[data-test=article-status-${id}]`, { hasText: '已发布' }).waitFor({ timeout: 30000 })
+  figure('marketing: article published (WeChat job and event included) after', Date.now() - pt)
+  await page.screenshot({ path: out + 'marketing-articles.png' })
+
+  // Send it to the tag and watch the result.
+  await page.getByRole('tab', { name: '群发' }).click()
+  await page.click('[data-test=mass-article]')
+  await page.getByRole('option', { name: '冬季体检须知' }).click()
+  await page.click('[data-test=mass-tag]')
+  await page.getByRole('option', { name: '冬季随访' }).click()
+  const massed = page.waitForResponse((r) => r.url().endsWith('/api/admin/mass-sends') && r.request().method() === 'POST')
+  await page.click('[data-test=mass-send]')
+  await page.getByRole('button', { name: '群发', exact: true }).last().click()
+  const mass = await (await massed).json()
+  await page.locator(`[data-test=mass-status-${mass.id}]`, { hasText: '已完成' }).waitFor({ timeout: 30000 })
+  const result = await page.locator(`[data-test=mass-result-${mass.id}]`).innerText()
+  check(/送达 2/.test(result), `marketing: the mass send reached the tag's two followers (${result})`)
+  await page.screenshot({ path: out + 'marketing-mass-send.png' })
+
+  // Patients read it in the mini-program; the figures show the reads.
+  for (const r of readers) await page.request.get(BASE + `/api/mp/articles/${id}`, { headers: { Authorization: 'Bearer ' + r } })
+  await page.request.get(BASE + `/api/mp/articles/${id}`, { headers: { Authorization: 'Bearer ' + readers[0] } })
+  await page.getByRole('tab', { name: '文章' }).click()
+  await page.click(`[data-test=article-details-${id}]`)
+  await page.locator('[data-test=article-figures]').waitFor()
+  const reads = await page.locator('[data-test=fig-reads] .el-statistic__number').innerText()
+  const readersShown = await page.locator('[data-test=fig-readers] .el-statistic__number').innerText()
+  check(reads === '3' && readersShown === '2', `marketing: the console shows 3 reads by 2 readers (${reads}, ${readersShown})`)
+  await page.waitForTimeout(400)
+  await page.screenshot({ path: out + 'marketing-article-figures.png' })
   await ctx.close()
 }
 

@@ -59,3 +59,17 @@ export async function download(path: string, fileName: string): Promise<ApiError
   setTimeout(() => URL.revokeObjectURL(url), 10000)
   return null
 }
+
+// uploadMedia stores an image for an article (multipart, with the
+// session's token) and returns it, or shows why it could not.
+export async function uploadMedia(file: File): Promise<{ id: number; url: string } | null> {
+  const form = new FormData()
+  form.append('file', file, file.name)
+  const res = await fetch('/api/admin/files', { method: 'POST', body: form, headers: { Authorization: `Bearer ${session.token}` } })
+  const body = await res.json().catch(() => ({}))
+  if (res.status !== 201) {
+    ElMessage.error(message(body as ApiError))
+    return null
+  }
+  return body as { id: number; url: string }
+}
