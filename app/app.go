@@ -185,6 +185,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.MassSends = service.NewMassSends(a.DB, a.WX, a.Articles, a.Store, audit, log, nil)
 	a.MassSends.PollAfter = cfg.PublishPoll
 	a.OA.OnMassFinished(a.MassSends.MassFinished)
+	channels := service.NewChannels(a.DB, a.WX, audit, nil)
+	a.OA.OnScan(channels.Scanned)
 	a.Complaints = service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil)
 	a.Imports = service.NewImports(a.DB, files, service.NewImporter(a.DB, sealer, nil), audit, filepath.Join(cfg.DataDir, "tmp"), log, nil)
 
@@ -230,6 +232,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Imports:            a.Imports,
 		Articles:           a.Articles,
 		MassSends:          a.MassSends,
+		Channels:           channels,
 		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),

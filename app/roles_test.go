@@ -217,6 +217,17 @@ func TestServicesCheckTheirActions(t *testing.T) {
 			},
 			func(ctx context.Context, p service.Principal) error { return d.Articles.Preview(ctx, p, none, "o", "") },
 		},
+		service.ActChannels: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Channels.Create(ctx, p, service.ChannelInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error { _, err := d.Channels.List(ctx, p); return err },
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.Channels.QRImage(ctx, p, none, 64)
+				return err
+			},
+		},
 		service.ActMassSend: {
 			func(ctx context.Context, p service.Principal) error {
 				_, err := d.MassSends.Create(ctx, p, service.MassInput{})

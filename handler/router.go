@@ -46,6 +46,7 @@ type Deps struct {
 	Imports      *service.Imports
 	Articles     *service.Articles
 	MassSends    *service.MassSends
+	Channels     *service.Channels
 	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
@@ -200,6 +201,7 @@ func NewRouter(d Deps) *gin.Engine {
 	arh.registerMP(mpAuth)
 	arh.registerAdmin(staff)
 	massHandlers{m: d.MassSends, a: d.Articles}.register(staff)
+	channelHandlers{c: d.Channels}.register(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))
@@ -212,6 +214,7 @@ func NewRouter(d Deps) *gin.Engine {
 		r.POST("/sandbox/wechat/oa/user-image", sb)
 		r.POST("/sandbox/wechat/oa/event", sb)
 		r.POST("/sandbox/wechat/events/withhold", sb)
+		r.POST("/sandbox/wechat/oa/scan", sb)
 	}
 	return r
 }

@@ -123,5 +123,6 @@ func AllModels() []any {
 		&Conversation{}, &ChatMessage{}, &ChatUpload{}, &DoctorDuty{}, &CannedReply{}, &FileChunk{},
 		&ImportJob{},
 		&Article{}, &ArticlePublication{}, &MediaFile{}, &WxImage{}, &ArticleRead{}, &ArticleShare{},
-		&MassSend{}, &MassBatch{}, &MassReceipt{}, &WxDraft{}, &MassJobResult{}}
+		&MassSend{}, &MassBatch{}, &MassReceipt{}, &WxDraft{}, &MassJobResult{},
+		&Channel{}, &ChannelScan{}}
 }

@@ -47,6 +47,7 @@ const (
 	ActOAManage          Action = "oa.manage"          // official account: auto-replies, welcome, menu
 	ActArticles          Action = "articles.manage"    // write, preview and publish articles; upload their images; read their figures
 	ActMassSend          Action = "mass_sends.manage"  // mass sends to the official account's followers
+	ActChannels          Action = "channels.manage"    // channels, their QR codes and figures
 )
 
 // roleTable lists, per action, the roles besides admin that may do it (an
@@ -82,6 +83,7 @@ var roleTable = map[Action][]string{
 	ActOAManage:          {model.RoleMarketing},
 	ActArticles:          {model.RoleMarketing},
 	ActMassSend:          {model.RoleMarketing},
+	ActChannels:          {model.RoleMarketing},
 }
 
 // May reports whether p, a staff member, may do a. Patients and unknown

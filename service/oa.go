@@ -57,6 +57,14 @@ type OA struct {
 	onPublish func(ctx context.Context, r wxconfig.PublishResult) error
 	// onMass ends mass-send batches (MASSSENDJOBFINISH).
 	onMass func(ctx context.Context, r wxconfig.MassResult) error
+	// onScan records scans of channels' QR codes.
+	onScan func(ctx context.Context, openID, scene string, newFollower bool) error
+}
+
+// OnScan hands scans of QR codes to fn (the channels): a new follower's
+// (subscribe with a scene) and a follower's (SCAN).
+func (s *OA) OnScan(fn func(ctx context.Context, openID, scene string, newFollower bool) error) {
+	s.onScan = fn
 }
 
 // OnMassFinished hands MASSSENDJOBFINISH events to fn (the mass sends).
@@ -164,9 +172,19 @@ func (s *OA) handle(ctx context.Context, m InboundMessage) (reply string, more b
 		if err := s.follow(ctx, m.From, true, scene); err != nil {
 			return "", false, err
 		}
+		if scene != "" && s.onScan != nil {
+			if err := s.onScan(ctx, m.From, scene, true); err != nil {
+				return "", false, err
+			}
+		}
 		return s.welcome(ctx), true, nil // linking the follower is left
 	case m.Type == "event" && m.Event == "unsubscribe":
 		return "", false, s.follow(ctx, m.From, false, "")
+	case m.Type == "event" && m.Event == "SCAN":
+		if m.EventKey == "" || s.onScan == nil {
+			return "", false, nil
+		}
+		return "", false, s.onScan(ctx, m.From, m.EventKey, false)
 	case m.Type == "event" && m.Event == "CLICK":
 		return s.autoReply(ctx, m.EventKey, true), false, nil
 	case m.Type == "event" && m.Event == "PUBLISHJOBFINISH":

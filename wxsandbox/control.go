@@ -27,6 +27,7 @@ import (
 //	POST /oa/user-message {"openid","content"}   a text message
 //	POST /oa/user-image   {"openid","pic_url"}   a picture
 //	POST /oa/event        {"openid","event","key"}: subscribe, unsubscribe, SCAN, CLICK
+//	POST /oa/scan         {"openid","scene"}: a scan of a QR code (subscribe for a new follower, SCAN otherwise)
 func (s *Sandbox) ControlHandler(o ControlOptions) http.Handler {
 	oaAppID, mpAppID := o.OAAppID, o.MPAppID
 	mux := http.NewServeMux()
@@ -123,6 +124,28 @@ func (s *Sandbox) ControlHandler(o ControlOptions) http.Handler {
 		now := s.now()
 		s.OpenWindow(oaAppID, req.OpenID)
 		s.deliver(w, o, ImageMessage(req.OpenID, req.PicURL, s.nextMsgID(), now), now)
+	})
+	mux.HandleFunc("POST /oa/scan", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			OpenID string `json:"openid"`
+			Scene  string `json:"scene"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.OpenID == "" || req.Scene == "" {
+			badRequest(w, "需要 openid 和 scene")
+			return
+		}
+		// As WeChat: a new follower's scan is a subscribe with the scene,
+		// a follower's a SCAN.
+		now := s.now()
+		s.mu.Lock()
+		follows := s.follows[oaAppID+"|"+req.OpenID]
+		s.mu.Unlock()
+		if follows {
+			s.deliver(w, o, EventMessage(req.OpenID, "SCAN", req.Scene, now, ""), now)
+			return
+		}
+		s.SetFollower(oaAppID, req.OpenID, true, req.Scene)
+		s.deliver(w, o, EventMessage(req.OpenID, "subscribe", "qrscene_"+req.Scene, now, ""), now)
 	})
 	mux.HandleFunc("POST /oa/event", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {

@@ -201,9 +201,11 @@ type Sandbox struct {
 	massJobs  map[int64]*massJob
 	massRate  map[string]int
 	massMonth map[string]int
-	tags      map[int]string
-	tagged    map[int]map[string]bool
-	scenes    map[string]string // oa openid -> qr scene of its subscription
+	// QR codes: ticket -> scene.
+	qrScenes map[string]string
+	tags     map[int]string
+	tagged   map[int]map[string]bool
+	scenes   map[string]string // oa openid -> qr scene of its subscription
 	// DevLogins makes "dev:NAME" login and phone codes valid and reusable.
 	devLogins bool
 }
@@ -250,6 +252,7 @@ func New(opts Options) *Sandbox {
 		massJobs:  map[int64]*massJob{},
 		massRate:  map[string]int{},
 		massMonth: map[string]int{},
+		qrScenes:  map[string]string{},
 		tags:      map[int]string{},
 		tagged:    map[int]map[string]bool{},
 		scenes:    map[string]string{},
@@ -609,6 +612,7 @@ func (s *Sandbox) Handler() http.Handler {
 	mux.HandleFunc("/cgi-bin/message/mass/send", s.api(APIMassSend, OfficialAccount, s.handleMassSend))
 	mux.HandleFunc("/cgi-bin/message/mass/preview", s.api(APIMassPreview, OfficialAccount, s.handleMassPreview))
 	mux.HandleFunc("/cgi-bin/message/mass/get", s.api(APIMassGet, OfficialAccount, s.handleMassGet))
+	mux.HandleFunc("/cgi-bin/qrcode/create", s.api(APIQRCreate, OfficialAccount, s.handleQRCreate))
 	mux.HandleFunc("/cgi-bin/menu/create", s.api(APIMenuCreate, OfficialAccount, s.handleMenuCreate))
 	mux.HandleFunc("/cgi-bin/menu/get", s.api(APIMenuGet, OfficialAccount, s.handleMenuGet))
 	mux.HandleFunc("/cgi-bin/menu/delete", s.api(APIMenuDelete, OfficialAccount, s.handleMenuDelete))

@@ -3755,6 +3755,143 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/channels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * 渠道及其数据（扫码、新关注、注册患者、预约与收入）
+         * @description Per channel: scans of its QR code, new followers (a scan that made them follow), patients registered through it (their follower subscribed with its scene), and the bookings and revenue (not cancelled) that followed — by first touch (those patients' bookings) and by any touch (a booking within 30 days after one of the booker's scans).
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description channels */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["MarketingChannel"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        /**
+         * 新建渠道及其公众号二维码（永久，或活动用的临时码）
+         * @description WeChat makes the QR code (qrcode/create: QR_LIMIT_STR_SCENE, or QR_STR_SCENE for expire_days 1–30) carrying the channel's scene; careloop draws the image from it (qr_url).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        name: string;
+                        purpose?: string;
+                        /** @description 0: permanent */
+                        expire_days?: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description the channel */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["MarketingChannel"];
+                    };
+                };
+                /** @description invalid_request, invalid_channel */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                /** @description wechat_refused */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                503: components["responses"]["Error"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/channels/{id}/qr.png": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 渠道二维码图片（512×512 PNG；?download=1 作为附件下载） */
+        get: {
+            parameters: {
+                query?: {
+                    download?: string;
+                };
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the QR code */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "image/png": string;
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/imports": {
         parameters: {
             query?: never;
@@ -7158,6 +7295,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sandbox/wechat/oa/scan": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 扮演患者：扫描带参数二维码（未关注的为关注事件，已关注的为 SCAN） */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        openid: string;
+                        scene: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description what careloop answered */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SandboxDelivery"];
+                    };
+                };
+                400: components["responses"]["Error"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/sandbox/wechat/oa/event": {
         parameters: {
             query?: never;
@@ -8668,6 +8849,28 @@ export interface components {
             created_at?: string;
             /** Format: date-time */
             finished_at?: string;
+        };
+        MarketingChannel: {
+            id: number;
+            name: string;
+            purpose?: string;
+            scene: string;
+            /** @description the QR code's image (GET with the session's token) */
+            qr_url?: string;
+            temporary?: boolean;
+            /** Format: date-time */
+            expires_at?: string;
+            /** Format: date-time */
+            created_at?: string;
+            scans?: number;
+            new_followers?: number;
+            /** @description patients whose follower subscribed through the channel */
+            patients?: number;
+            first_touch_bookings?: number;
+            first_touch_revenue_fen?: number;
+            /** @description bookings within 30 days after a scan by the booker */
+            any_touch_bookings?: number;
+            any_touch_revenue_fen?: number;
         };
         ImportJob: {
             id?: number;
