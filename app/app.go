@@ -62,6 +62,8 @@ type App struct {
 	Articles *service.Articles
 	// MassSends are mass sends; their worker runs in Run.
 	MassSends *service.MassSends
+	// WxTags mirror careloop tags as WeChat user tags; Run syncs them.
+	WxTags *service.WxTags
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -187,6 +189,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.OA.OnMassFinished(a.MassSends.MassFinished)
 	channels := service.NewChannels(a.DB, a.WX, audit, nil)
 	a.OA.OnScan(channels.Scanned)
+	a.WxTags = service.NewWxTags(a.DB, a.WX, a.Store, log, nil)
 	a.Complaints = service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil)
 	a.Imports = service.NewImports(a.DB, files, service.NewImporter(a.DB, sealer, nil), audit, filepath.Join(cfg.DataDir, "tmp"), log, nil)
 
@@ -233,6 +236,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Articles:           a.Articles,
 		MassSends:          a.MassSends,
 		Channels:           channels,
+		WxTags:             a.WxTags,
 		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
@@ -383,6 +387,7 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	// Publishing is short and the author waits for it: like imports.
 	g.Go(func() error { return a.Articles.RunPublisher(ctx) })
 	g.Go(func() error { return a.MassSends.Run(ctx) })
+	g.Go(func() error { return a.WxTags.Run(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error { return a.Scheduler.Run(ctx) })

@@ -454,6 +454,12 @@ func TestServicesCheckTheirActions(t *testing.T) {
 		service.ActOAManage: {
 			func(ctx context.Context, p service.Principal) error { _, err := d.OA.AutoReplies(ctx, p); return err },
 			func(ctx context.Context, p service.Principal) error {
+				_, err := d.WxTags.Mirror(ctx, p, none, true)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error { _, err := d.WxTags.List(ctx, p); return err },
+			func(ctx context.Context, p service.Principal) error { return d.WxTags.SyncNow(ctx, p) },
+			func(ctx context.Context, p service.Principal) error {
 				_, err := d.OA.SaveAutoReply(ctx, p, model.AutoReply{})
 				return err
 			},

@@ -66,7 +66,9 @@ func (h channelHandlers) create(c *gin.Context) {
 		return
 	}
 	ch, err := h.c.Create(c.Request.Context(), principal(c), service.ChannelInput{Name: req.Name, Purpose: req.Purpose, ExpireDays: req.ExpireDays})
-	renderOne(c, http.StatusCreated, ch, err, func(ch *model.Channel) MarketingChannelDTO { return marketingChannelDTO(&service.ChannelStats{Channel: *ch}) })
+	renderOne(c, http.StatusCreated, ch, err, func(ch *model.Channel) MarketingChannelDTO {
+		return marketingChannelDTO(&service.ChannelStats{Channel: *ch})
+	})
 }
 
 func (h channelHandlers) list(c *gin.Context) {

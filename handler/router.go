@@ -47,6 +47,7 @@ type Deps struct {
 	Articles     *service.Articles
 	MassSends    *service.MassSends
 	Channels     *service.Channels
+	WxTags       *service.WxTags
 	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
@@ -202,6 +203,7 @@ func NewRouter(d Deps) *gin.Engine {
 	arh.registerAdmin(staff)
 	massHandlers{m: d.MassSends, a: d.Articles}.register(staff)
 	channelHandlers{c: d.Channels}.register(staff)
+	wxTagHandlers{t: d.WxTags}.register(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

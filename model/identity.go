@@ -124,5 +124,6 @@ func AllModels() []any {
 		&ImportJob{},
 		&Article{}, &ArticlePublication{}, &MediaFile{}, &WxImage{}, &ArticleRead{}, &ArticleShare{},
 		&MassSend{}, &MassBatch{}, &MassReceipt{}, &WxDraft{}, &MassJobResult{},
-		&Channel{}, &ChannelScan{}}
+		&Channel{}, &ChannelScan{},
+		&WxTag{}, &WxTagMember{}}
 }

@@ -54,6 +54,13 @@ func (c *Clients) oaUpload(ctx context.Context, op, path, filename string, data 
 	})
 }
 
+// oaGet is oaPost for WeChat's few GET endpoints.
+func (c *Clients) oaGet(ctx context.Context, op, path string, out any) error {
+	return c.DoOA(ctx, op, func(ctx context.Context) error {
+		return c.oaDo(ctx, op, path, "", nil, out)
+	})
+}
+
 func (c *Clients) oaDo(ctx context.Context, op, path, contentType string, body []byte, out any) error {
 	tok, err := c.OAToken.GetAccessTokenContext(ctx)
 	if err != nil {
@@ -65,11 +72,17 @@ func (c *Clients) oaDo(ctx context.Context, op, path, contentType string, body [
 	} else {
 		u += "?access_token=" + url.QueryEscape(tok)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	method := http.MethodPost
+	if body == nil {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		return Classify(op, err)
 	}
-	req.Header.Set("Content-Type", contentType)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
 	res, err := c.http.Do(req)
 	if err != nil {
 		return Classify(op, err)
@@ -382,4 +395,56 @@ func (c *Clients) CreateQRCode(ctx context.Context, scene string, expireSeconds 
 		return QRCode{}, err
 	}
 	return QRCode{Ticket: out.Ticket, Content: out.URL, ExpireSeconds: out.ExpireSeconds}, nil
+}
+
+// User-tag error codes careloop acts on.
+const (
+	CodeTagNameExists = 45157
+	CodeTooManyTags   = 45059 // a follower in the call holds 20 tags already
+)
+
+// UserTag is one of the official account's user tags.
+type UserTag struct {
+	ID   int    `json:"id"`
+	Name string `json:"name"`
+}
+
+// CreateUserTag makes a user tag (name at most 30 characters) and returns
+// its id; a tag of that name already there is found and returned.
+func (c *Clients) CreateUserTag(ctx context.Context, name string) (int, error) {
+	var out struct {
+		Tag UserTag `json:"tag"`
+	}
+	err := c.oaPost(ctx, "tags create", "/cgi-bin/tags/create", map[string]any{"tag": map[string]string{"name": name}}, &out)
+	if CodeOf(err) == CodeTagNameExists {
+		var list struct {
+			Tags []UserTag `json:"tags"`
+		}
+		if err := c.oaGet(ctx, "tags get", "/cgi-bin/tags/get", &list); err != nil {
+			return 0, err
+		}
+		for _, t := range list.Tags {
+			if t.Name == name {
+				return t.ID, nil
+			}
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	return out.Tag.ID, nil
+}
+
+// DeleteUserTag removes a user tag (from every follower too).
+func (c *Clients) DeleteUserTag(ctx context.Context, id int) error {
+	return c.oaPost(ctx, "tags delete", "/cgi-bin/tags/delete", map[string]any{"tag": map[string]int{"id": id}}, nil)
+}
+
+// TagUsers puts tag id on up to 50 openids (untag: takes it off).
+func (c *Clients) TagUsers(ctx context.Context, id int, openIDs []string, untag bool) error {
+	path, op := "/cgi-bin/tags/members/batchtagging", "tags batchtagging"
+	if untag {
+		path, op = "/cgi-bin/tags/members/batchuntagging", "tags batchuntagging"
+	}
+	return c.oaPost(ctx, op, path, map[string]any{"openid_list": openIDs, "tagid": id}, nil)
 }

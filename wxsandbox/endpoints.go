@@ -479,6 +479,9 @@ func (s *Sandbox) handleTagsCreate(w http.ResponseWriter, r *http.Request, _ str
 		}
 	}
 	id := 100 + len(s.tags)
+	for s.tags[id] != "" {
+		id++
+	}
 	s.tags[id] = req.Tag.Name
 	writeJSON(w, http.StatusOK, map[string]any{"tag": map[string]any{"id": id, "name": req.Tag.Name}})
 }
@@ -514,9 +517,88 @@ func (s *Sandbox) handleBatchTagging(w http.ResponseWriter, r *http.Request, _ s
 	if s.tagged[req.TagID] == nil {
 		s.tagged[req.TagID] = map[string]bool{}
 	}
-	for _, o := range req.OpenIDList {
-		s.tagged[req.TagID][o] = true
+	untag := strings.HasSuffix(r.URL.Path, "batchuntagging")
+	if !untag {
+		// A follower holds at most 20 tags: WeChat refuses the whole call.
+		for _, o := range req.OpenIDList {
+			if !s.tagged[req.TagID][o] && s.userTagCountLocked(o) >= 20 {
+				writeJSON(w, http.StatusOK, map[string]any{"errcode": 45059, "errmsg": "has tag count limit"})
+				return
+			}
+		}
 	}
+	for _, o := range req.OpenIDList {
+		if untag {
+			delete(s.tagged[req.TagID], o)
+		} else {
+			s.tagged[req.TagID][o] = true
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok"})
+}
+
+func (s *Sandbox) userTagCountLocked(openID string) int {
+	n := 0
+	for _, members := range s.tagged {
+		if members[openID] {
+			n++
+		}
+	}
+	return n
+}
+
+// TaggedWith returns the openids WeChat holds under user tag id.
+func (s *Sandbox) TaggedWith(id int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for o := range s.tagged[id] {
+		out = append(out, o)
+	}
+	return out
+}
+
+// TagUser puts user tag named name (made when missing) on openID, as staff
+// could in WeChat's own back office.
+func (s *Sandbox) TagUser(openID, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := 0
+	for tid, n := range s.tags {
+		if n == name {
+			id = tid
+		}
+	}
+	if id == 0 {
+		id = 100 + len(s.tags)
+		for s.tags[id] != "" {
+			id++
+		}
+		s.tags[id] = name
+	}
+	if s.tagged[id] == nil {
+		s.tagged[id] = map[string]bool{}
+	}
+	s.tagged[id][openID] = true
+}
+
+func (s *Sandbox) handleTagsDelete(w http.ResponseWriter, r *http.Request, _ string) {
+	var req struct {
+		Tag struct {
+			ID int `json:"id"`
+		} `json:"tag"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.tags[req.Tag.ID]; !ok {
+		writeJSON(w, http.StatusOK, map[string]any{"errcode": 45159, "errmsg": "invalid tag id"})
+		return
+	}
+	delete(s.tags, req.Tag.ID)
+	delete(s.tagged, req.Tag.ID)
 	writeJSON(w, http.StatusOK, map[string]any{"errcode": 0, "errmsg": "ok"})
 }
 

@@ -66,36 +66,38 @@ var codeMessages = map[int]string{
 
 // Endpoint names, used for faults, quotas and counts.
 const (
-	APIToken             = "token"
-	APIStableToken       = "stable_token"
-	APICode2Session      = "jscode2session"
-	APIPhoneNumber       = "getuserphonenumber"
-	APISubscribeSend     = "subscribe_send"
-	APITemplateSend      = "template_send"
-	APICustomSend        = "custom_send"
-	APIMassSendAll       = "mass_sendall"
-	APIMenuCreate        = "menu_create"
-	APIMenuGet           = "menu_get"
-	APIMenuDelete        = "menu_delete"
-	APIMenuAddCond       = "menu_addconditional"
-	APIDraftAdd          = "draft_add"
-	APIFreePublish       = "freepublish_submit"
-	APIFreePublishGet    = "freepublish_get"
-	APITagsCreate        = "tags_create"
-	APITagsGet           = "tags_get"
-	APITagsBatchTagging  = "tags_batchtagging"
-	APIUserTagGet        = "user_tag_get"
-	APIUserInfo          = "user_info"
-	SendKindSubscribe    = "subscribe"
-	SendKindTemplate     = "template"
-	SendKindCustom       = "custom"
-	SendKindMass         = "mass"
-	tokenTTL             = 7200 * time.Second
-	tokenOverlap         = 5 * time.Minute
-	windowTTL            = 48 * time.Hour
-	windowMaxReplies     = 5
-	loginCodeTTL         = 5 * time.Minute
-	templateDedupeWindow = 10 * time.Minute
+	APIToken              = "token"
+	APIStableToken        = "stable_token"
+	APICode2Session       = "jscode2session"
+	APIPhoneNumber        = "getuserphonenumber"
+	APISubscribeSend      = "subscribe_send"
+	APITemplateSend       = "template_send"
+	APICustomSend         = "custom_send"
+	APIMassSendAll        = "mass_sendall"
+	APIMenuCreate         = "menu_create"
+	APIMenuGet            = "menu_get"
+	APIMenuDelete         = "menu_delete"
+	APIMenuAddCond        = "menu_addconditional"
+	APIDraftAdd           = "draft_add"
+	APIFreePublish        = "freepublish_submit"
+	APIFreePublishGet     = "freepublish_get"
+	APITagsCreate         = "tags_create"
+	APITagsGet            = "tags_get"
+	APITagsBatchTagging   = "tags_batchtagging"
+	APITagsBatchUntagging = "tags_batchuntagging"
+	APITagsDelete         = "tags_delete"
+	APIUserTagGet         = "user_tag_get"
+	APIUserInfo           = "user_info"
+	SendKindSubscribe     = "subscribe"
+	SendKindTemplate      = "template"
+	SendKindCustom        = "custom"
+	SendKindMass          = "mass"
+	tokenTTL              = 7200 * time.Second
+	tokenOverlap          = 5 * time.Minute
+	windowTTL             = 48 * time.Hour
+	windowMaxReplies      = 5
+	loginCodeTTL          = 5 * time.Minute
+	templateDedupeWindow  = 10 * time.Minute
 )
 
 // AppKind tells a mini-program from an official account.
@@ -625,6 +627,8 @@ func (s *Sandbox) Handler() http.Handler {
 	mux.HandleFunc("/cgi-bin/tags/create", s.api(APITagsCreate, OfficialAccount, s.handleTagsCreate))
 	mux.HandleFunc("/cgi-bin/tags/get", s.api(APITagsGet, OfficialAccount, s.handleTagsGet))
 	mux.HandleFunc("/cgi-bin/tags/members/batchtagging", s.api(APITagsBatchTagging, OfficialAccount, s.handleBatchTagging))
+	mux.HandleFunc("/cgi-bin/tags/members/batchuntagging", s.api(APITagsBatchUntagging, OfficialAccount, s.handleBatchTagging))
+	mux.HandleFunc("/cgi-bin/tags/delete", s.api(APITagsDelete, OfficialAccount, s.handleTagsDelete))
 	mux.HandleFunc("/cgi-bin/user/tag/get", s.api(APIUserTagGet, OfficialAccount, s.handleUserTagGet))
 	mux.HandleFunc("/cgi-bin/user/info", s.api(APIUserInfo, OfficialAccount, s.handleUserInfo))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -3892,6 +3892,141 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/tags/{id}/wechat": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * 把标签同步为公众号用户标签（或停止同步）
+         * @description On: WeChat makes a user tag of the same name (tags/create; one of that name already there is used), and the sync tags the followers among the patients with the tag (batchtagging, 50 a call) and untags those who lost it, incrementally, on one instance, every minute and at once after this call. Followers who hold WeChat's 20 tags already are counted (over_limit). Off: the WeChat tag is deleted (which takes it off every follower).
+         */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        mirror: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description the mirror's state */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WeChatTag"];
+                    };
+                };
+                400: components["responses"]["Error"];
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description wechat_refused */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                503: components["responses"]["Error"];
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/wechat-tags": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 同步到公众号的标签及同步状态 */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description mirrored tags */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["WeChatTag"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/wechat-tags/sync": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 立即同步一次 */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description a sync round starts */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/imports": {
         parameters: {
             query?: never;
@@ -8871,6 +9006,21 @@ export interface components {
             /** @description bookings within 30 days after a scan by the booker */
             any_touch_bookings?: number;
             any_touch_revenue_fen?: number;
+        };
+        WeChatTag: {
+            tag_id: number;
+            tag_name?: string;
+            mirrored: boolean;
+            wx_tag_id?: number;
+            /** @description followers WeChat has under the tag */
+            members?: number;
+            /** @description left to tag or untag after the last round */
+            pending?: number;
+            /** @description followers WeChat refused (they hold 20 tags) */
+            over_limit?: number;
+            /** Format: date-time */
+            synced_at?: string;
+            error?: string;
         };
         ImportJob: {
             id?: number;
