@@ -323,3 +323,27 @@ func TestMassSendPolledWhenTheEventNeverComes(t *testing.T) {
 		}
 	})
 }
+
+// A text to every follower goes in one sendall call (WeChat reaches its
+// followers itself); careloop counts the month for the followers it knows.
+func TestMassSendToAllFollowers(t *testing.T) {
+	forEachBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		_, opens := followingPatients(t, a, "everyone", 3, 0, true)
+		r := call(t, h, "POST", "/api/admin/mass-sends", admin, map[string]any{"text": "元旦假期体检中心正常开放", "target": map[string]any{"all": true}})
+		done := waitMass(t, a, admin, r.Body["id"], model.MassDone)
+		if done.Body["batches"] != 1.0 || done.Body["sent"].(float64) < 3 || a.Sandbox.Calls(wxsandbox.APIMassSendAll) != 1 {
+			t.Fatalf("to all: %s", done.Raw)
+		}
+		for _, o := range opens {
+			if a.Sandbox.MassReceived(o) != 1 {
+				t.Errorf("%s received %d", o, a.Sandbox.MassReceived(o))
+			}
+		}
+		var n int64
+		if err := a.DB.Gorm().Model(&model.MassReceipt{}).Where("open_id IN ?", opens).Count(&n).Error; err != nil || n != 3 {
+			t.Fatalf("receipts: %d %v", n, err)
+		}
+	})
+}

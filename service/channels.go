@@ -211,6 +211,9 @@ func (s *Channels) stats(ctx context.Context, ch model.Channel) (ChannelStats, e
 
 // QRImage draws a channel's QR code as a PNG of size pixels.
 func (s *Channels) QRImage(ctx context.Context, by Principal, id uint64, size int) ([]byte, *model.Channel, error) {
+	if err := by.must(ActChannels); err != nil {
+		return nil, nil, err
+	}
 	ch, err := s.Get(ctx, by, id)
 	if err != nil {
 		return nil, nil, err

@@ -335,6 +335,34 @@ async function signIn(username) {
   check(reads === '3' && readersShown === '2', `marketing: the console shows 3 reads by 2 readers (${reads}, ${readersShown})`)
   await page.waitForTimeout(400)
   await page.screenshot({ path: out + 'marketing-article-figures.png' })
+  await page.keyboard.press('Escape')
+
+  // A channel with its QR code; a scan by someone new shows in its figures.
+  await page.getByRole('tab', { name: '渠道' }).click()
+  await page.fill('input[data-test=channel-name], [data-test=channel-name] input', '社区义诊海报')
+  const made = page.waitForResponse((r) => r.url().endsWith('/api/admin/channels') && r.request().method() === 'POST')
+  await page.click('[data-test=channel-add]')
+  const channel = await (await made).json()
+  await page.locator('[data-test=channels] img.qr').first().waitFor()
+  await post('/sandbox/wechat/oa/scan', { openid: 'oa-e2e-passer-by', scene: channel.scene }, {})
+  await page.getByRole('tab', { name: '群发' }).click()
+  await page.getByRole('tab', { name: '渠道' }).click()
+  await page.reload()
+  await page.getByRole('tab', { name: '渠道' }).click()
+  const figures = await page.locator(`[data-test=channel-figures-${channel.id}]`).innerText()
+  check(figures.startsWith('1 / 1'), `marketing: the channel counts the scan and the new follower (${figures})`)
+  await page.locator('[data-test=channels] img.qr').first().waitFor()
+  await page.screenshot({ path: out + 'marketing-channels.png' })
+
+  // The tag mirrored as a WeChat user tag: its two followers are tagged at WeChat.
+  await page.getByRole('tab', { name: '公众号标签' }).click()
+  const row = page.locator('[data-test=wxtags] .el-table__body tr', { hasText: '冬季随访' })
+  await row.locator('.el-switch').click()
+  await row.getByText(/^2 \/ 0 \/ 0$/).waitFor({ timeout: 15000 }).then(() => check(true, 'marketing: the tag is mirrored to WeChat with its 2 followers'),
+    async () => check(false, `marketing: the tag is mirrored to WeChat with its 2 followers (${await row.innerText()})`))
+  await row.locator('.el-switch.is-checked').waitFor()
+  await page.waitForTimeout(400) // the switch's own animation
+  await page.screenshot({ path: out + 'marketing-wechat-tags.png' })
   await ctx.close()
 }
 

@@ -1,0 +1,1 @@
+import"./session-r82PQAmy.js";import"./css-B3C__36y.js";
