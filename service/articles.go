@@ -45,6 +45,8 @@ type Articles struct {
 	// Lease is how long a worker keeps a publication it is submitting.
 	Lease time.Duration
 	wake  chan struct{}
+	// listed serves the mini-program's list for a few seconds.
+	listed publishedCache
 }
 
 // NewArticles returns the self-media use cases.
@@ -278,6 +280,7 @@ func (s *Articles) Update(ctx context.Context, by Principal, id uint64, in Artic
 	if res.RowsAffected == 0 {
 		return nil, ErrArticleBusy
 	}
+	s.listed.forget()
 	return a, nil
 }
 

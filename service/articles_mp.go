@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -31,17 +33,65 @@ func (s *Articles) published(ctx context.Context) *gorm.DB {
 	return s.db.Conn(ctx).Model(&model.Article{}).Where("published_version > 0")
 }
 
+// publishedTTL is how long a page of the published list is served from
+// memory: the list is the same for every patient, and an article published
+// or edited shows within it (on every instance).
+const publishedTTL = 5 * time.Second
+
+type publishedPage struct {
+	rows []ArticleView
+	next string
+	at   time.Time
+}
+
+// publishedCache keeps pages of the published list per (category, cursor,
+// limit), for publishedTTL.
+type publishedCache struct {
+	mu    sync.Mutex
+	pages map[string]publishedPage
+}
+
+func (c *publishedCache) get(key string, now time.Time) (publishedPage, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.pages[key]
+	return p, ok && now.Sub(p.at) < publishedTTL
+}
+
+func (c *publishedCache) put(key string, p publishedPage) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pages == nil || len(c.pages) > 512 {
+		c.pages = map[string]publishedPage{}
+	}
+	c.pages[key] = p
+}
+
+// forget drops every page (this instance's articles changed).
+func (c *publishedCache) forget() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pages = nil
+}
+
 // PublishedList lists the published articles, newest first, of one
 // category or all.
 func (s *Articles) PublishedList(ctx context.Context, p Principal, category, cursor string, limit int) ([]ArticleView, string, error) {
 	if !p.IsPatient() {
 		return nil, "", model.ErrForbidden
 	}
-	q := s.published(ctx).Omit("content")
 	if category != "" {
 		if _, ok := model.ArticleCategories[category]; !ok {
 			return nil, "", ErrArticleInvalid.WithMessage("分类不存在")
 		}
+	}
+	key := category + "|" + cursor + "|" + strconv.Itoa(limit)
+	now := s.now()
+	if pg, ok := s.listed.get(key, now); ok {
+		return pg.rows, pg.next, nil
+	}
+	q := s.published(ctx).Omit("content")
+	if category != "" {
 		q = q.Where("category = ?", category)
 	}
 	rows, next, err := page(q, "id", cursor, limit, func(a model.Article) uint64 { return a.ID })
@@ -49,7 +99,11 @@ func (s *Articles) PublishedList(ctx context.Context, p Principal, category, cur
 		return nil, "", err
 	}
 	out, err := s.views(ctx, rows)
-	return out, next, err
+	if err != nil {
+		return nil, "", err
+	}
+	s.listed.put(key, publishedPage{rows: out, next: next, at: now})
+	return out, next, nil
 }
 
 // Read returns a published article to a patient and counts the reading:

@@ -341,6 +341,7 @@ func (s *Articles) PublishFinished(ctx context.Context, r wxconfig.PublishResult
 		return fmt.Errorf("publication %s: %w", r.PublishID, err)
 	}
 	now := s.now().UTC()
+	defer s.listed.forget()
 	return s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
 		if r.Status == wxconfig.PublishOK && len(r.URLs) > 0 {

@@ -98,6 +98,7 @@ func main() {
 		ts := make([]model.PatientTag, 0, len(ps))
 		for _, p := range ps {
 			pid := p.ID
+			a.Sandbox.SetFollower(a.Cfg.OAAppID, fmt.Sprintf("oa-f%d", p.ID), true, "")
 			fs = append(fs, model.Follower{OpenID: fmt.Sprintf("oa-f%d", p.ID), PatientID: &pid, Subscribed: true, SubscribedAt: now})
 			ts = append(ts, model.PatientTag{PatientID: p.ID, TagID: tag.ID, AssignedAt: now})
 		}
