@@ -5,6 +5,7 @@ import (
 	"context"
 	"image"
 	"image/jpeg"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"careloop/coord"
+	"careloop/wxconfig"
 	"careloop/wxsandbox"
 )
 
@@ -78,5 +80,52 @@ func TestOfficialAccountEndpointsThroughSDK(t *testing.T) {
 	}
 	if logrus.GetLevel() > logrus.ErrorLevel {
 		t.Fatal("the SDK logs at debug level (it would log decrypted patient messages)")
+	}
+}
+
+// WeChat's refusals of publishing and mass sends reach careloop as errors
+// with their codes: a WebP or a picture of 1 MB for uploadimg, a thumb over
+// 64 KB, a draft without its thumb, a title over 32 characters, a mass send
+// to one openid; and a batch sent twice under one clientmsgid answers the
+// first msg_id.
+func TestPublishingRefusals(t *testing.T) {
+	r := newRig(t, coord.NewMemory(), 5*time.Second)
+	ctx := context.Background()
+	webp := append([]byte("RIFF\x24\x00\x00\x00WEBPVP8 "), make([]byte, 32)...)
+	if _, err := r.wx.UploadArticleImage(ctx, "a.webp", webp); wxconfig.CodeOf(err) != 40005 {
+		t.Fatalf("WebP: %v", err)
+	}
+	var big bytes.Buffer
+	big.Write([]byte("\x89PNG\r\n\x1a\n"))
+	big.Write(make([]byte, 1<<20))
+	if _, err := r.wx.UploadArticleImage(ctx, "big.png", big.Bytes()); wxconfig.CodeOf(err) != 40009 {
+		t.Fatalf("1 MB: %v", err)
+	}
+	var jpg bytes.Buffer
+	_ = jpeg.Encode(&jpg, image.NewRGBA(image.Rect(0, 0, 60, 40)), nil)
+	fat := append(append([]byte{}, jpg.Bytes()...), make([]byte, 65<<10)...)
+	if _, err := r.wx.AddThumb(ctx, "fat.jpg", fat); wxconfig.CodeOf(err) != 40009 {
+		t.Fatalf("thumb over 64 KB: %v", err)
+	}
+	thumb, err := r.wx.AddThumb(ctx, "ok.jpg", jpg.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.wx.AddDraft(ctx, []wxconfig.DraftArticle{{Title: "无封面", Content: "<p>x</p>"}}); wxconfig.CodeOf(err) != 44003 {
+		t.Fatalf("draft without thumb: %v", err)
+	}
+	if _, err := r.wx.AddDraft(ctx, []wxconfig.DraftArticle{{Title: strings.Repeat("长", 33), Content: "<p>x</p>", ThumbMediaID: thumb}}); wxconfig.CodeOf(err) != 45003 {
+		t.Fatalf("long title: %v", err)
+	}
+	if _, err := r.wx.MassSend(ctx, []string{"oa-one"}, wxconfig.MassMessage{Text: "hi"}, "c1"); wxconfig.CodeOf(err) != 40130 {
+		t.Fatalf("one openid: %v", err)
+	}
+	first, err := r.wx.MassSend(ctx, []string{"oa-a", "oa-b"}, wxconfig.MassMessage{Text: "hi"}, "c2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := r.wx.MassSend(ctx, []string{"oa-a", "oa-b"}, wxconfig.MassMessage{Text: "hi"}, "c2")
+	if err != nil || again != first {
+		t.Fatalf("the same clientmsgid again: %q %v, first %q", again, err, first)
 	}
 }
