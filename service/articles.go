@@ -44,7 +44,7 @@ type Articles struct {
 	PollAfter time.Duration
 	// Lease is how long a worker keeps a publication it is submitting.
 	Lease time.Duration
-	wake  chan struct{}
+	wake  doorbell
 	// listed serves the mini-program's list for a few seconds.
 	listed publishedCache
 }
@@ -55,7 +55,7 @@ func NewArticles(db *model.DB, files FileStore, wx ArticleWeChat, audit *Audit, 
 		now = time.Now
 	}
 	return &Articles{db: db, files: files, wx: wx, audit: audit, log: log, now: now,
-		PollAfter: time.Minute, Lease: 2 * time.Minute, wake: make(chan struct{}, 1)}
+		PollAfter: time.Minute, Lease: 2 * time.Minute, wake: newDoorbell()}
 }
 
 // WeChat's limits on an article (draft/add), counted in characters.

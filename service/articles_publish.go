@@ -70,38 +70,18 @@ func (s *Articles) getForUpdate(ctx context.Context, id uint64) (*model.Article,
 }
 
 // Wake makes the publish worker look for work now.
-func (s *Articles) Wake() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
+func (s *Articles) Wake() { s.wake.ring() }
 
 // RunPublisher submits queued publications and polls the ones whose
 // event is late, until ctx ends.
 func (s *Articles) RunPublisher(ctx context.Context) error {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		for {
-			done, err := s.PublishNext(ctx)
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("articles: publish", "err", err)
-			}
-			if !done || err != nil {
-				break
-			}
+	return s.wake.serve(ctx, time.Second, s.log, "articles: publish", func(ctx context.Context) (bool, error) {
+		if did, err := s.PublishNext(ctx); did || err != nil {
+			return did, err
 		}
-		if _, err := s.PollPublishing(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("articles: poll publishing", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-s.wake:
-		}
-	}
+		_, err := s.PollPublishing(ctx)
+		return false, err
+	})
 }
 
 // PublishNext claims one queued publication (or one whose worker died)

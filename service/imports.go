@@ -47,7 +47,7 @@ type Imports struct {
 	tmpDir   string
 	log      *slog.Logger
 	now      func() time.Time
-	wake     chan struct{}
+	wake     doorbell
 	// Lease is how long a claim holds without a word from its worker
 	// (default 2 minutes; every batch renews it).
 	Lease time.Duration
@@ -65,7 +65,7 @@ func NewImports(db *model.DB, files FileStore, importer *Importer, audit *Audit,
 		log = slog.Default()
 	}
 	return &Imports{db: db, files: files, importer: importer, audit: audit, tmpDir: tmpDir, log: log, now: now,
-		wake: make(chan struct{}, 1), Lease: 2 * time.Minute, Poll: 2 * time.Second}
+		wake: newDoorbell(), Lease: 2 * time.Minute, Poll: 2 * time.Second}
 }
 
 // importKind is the table format a file name says.
@@ -106,10 +106,7 @@ func (s *Imports) Start(ctx context.Context, by Principal, name string, data []b
 		_ = s.files.Delete(ctx, key)
 		return nil, fmt.Errorf("queue import %s: %w", name, err)
 	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.wake.ring()
 	return &job, nil
 }
 
@@ -155,25 +152,7 @@ func (s *Imports) Rejected(ctx context.Context, by Principal, id uint64) (io.Rea
 // Run works on import jobs until ctx ends: at once when this instance
 // queued one, else every Poll.
 func (s *Imports) Run(ctx context.Context) error {
-	tick := time.NewTicker(s.Poll)
-	defer tick.Stop()
-	for {
-		for {
-			did, err := s.RunOnce(ctx)
-			if err != nil && ctx.Err() == nil {
-				s.log.Error("import job", "err", err)
-			}
-			if !did || ctx.Err() != nil {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.wake:
-		case <-tick.C:
-		}
-	}
+	return s.wake.serve(ctx, s.Poll, s.log, "import job", s.RunOnce)
 }
 
 // RunOnce claims one job that is queued, or whose worker's lease ran out,

@@ -48,7 +48,7 @@ type MassSends struct {
 	Lease time.Duration
 	// BatchSize is 3 to 10,000 (WeChat's limit per call).
 	BatchSize int
-	wake      chan struct{}
+	wake      doorbell
 }
 
 // NewMassSends returns the mass-send use cases.
@@ -57,7 +57,7 @@ func NewMassSends(db *model.DB, wx MassWeChat, articles *Articles, limiter coord
 		now = time.Now
 	}
 	return &MassSends{db: db, wx: wx, articles: articles, limiter: limiter, audit: audit, log: log, now: now,
-		PollAfter: time.Minute, Lease: time.Minute, BatchSize: 10000, wake: make(chan struct{}, 1)}
+		PollAfter: time.Minute, Lease: time.Minute, BatchSize: 10000, wake: newDoorbell()}
 }
 
 // Mass-send limits.
@@ -178,29 +178,12 @@ func (s *MassSends) List(ctx context.Context, by Principal, cursor string, limit
 func (s *MassSends) SetClock(now func() time.Time) { s.now = now }
 
 // Wake makes the worker look for work now.
-func (s *MassSends) Wake() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
+func (s *MassSends) Wake() { s.wake.ring() }
 
 // Run prepares and sends mass sends and polls late results until ctx
 // ends.
 func (s *MassSends) Run(ctx context.Context) error {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		if err := s.Work(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("mass sends", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-s.wake:
-		}
-	}
+	return s.wake.serve(ctx, time.Second, s.log, "mass sends", func(ctx context.Context) (bool, error) { return false, s.Work(ctx) })
 }
 
 // Work does one round: prepares the queued mass sends, sends what the

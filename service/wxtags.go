@@ -34,7 +34,7 @@ type WxTags struct {
 	now    func() time.Time
 	// Every is how often Run syncs without being woken.
 	Every time.Duration
-	wake  chan struct{}
+	wake  doorbell
 }
 
 // NewWxTags returns the tag mirror.
@@ -42,7 +42,7 @@ func NewWxTags(db *model.DB, wx TagWeChat, locker coord.Locker, log *slog.Logger
 	if now == nil {
 		now = time.Now
 	}
-	return &WxTags{db: db, wx: wx, locker: locker, log: log, now: now, Every: time.Minute, wake: make(chan struct{}, 1)}
+	return &WxTags{db: db, wx: wx, locker: locker, log: log, now: now, Every: time.Minute, wake: newDoorbell()}
 }
 
 // WeChat's limits on user tags.
@@ -131,28 +131,11 @@ func (s *WxTags) SyncNow(ctx context.Context, by Principal) error {
 }
 
 // Wake makes Run sync now.
-func (s *WxTags) Wake() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
+func (s *WxTags) Wake() { s.wake.ring() }
 
-// Run syncs every Every, or when woken, until ctx ends.
+// Run syncs at start, every Every, and when woken, until ctx ends.
 func (s *WxTags) Run(ctx context.Context) error {
-	t := time.NewTicker(s.Every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-s.wake:
-		}
-		if err := s.Sync(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("wechat tags: sync", "err", err)
-		}
-	}
+	return s.wake.serve(ctx, s.Every, s.log, "wechat tags: sync", func(ctx context.Context) (bool, error) { return false, s.Sync(ctx) })
 }
 
 // Sync does one round for every mirrored tag, on one instance at a time
