@@ -66,21 +66,26 @@ func uploadMedia(t *testing.T, a *app.App, tok string, data []byte) response {
 	return res
 }
 
-// waitArticle polls the console's view of an article until its status is
-// want (or fails after a while).
-func waitArticle(t *testing.T, a *app.App, tok string, id uint64, want string) response {
+// waitForStatus polls GET path (an article, a mass send) until its status is
+// want, or fails after a while.
+func waitForStatus(t *testing.T, a *app.App, tok, path, want string) response {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		r := call(t, a.Router, "GET", fmt.Sprintf("/api/admin/articles/%d", id), tok, nil)
+		r := call(t, a.Router, "GET", path, tok, nil)
 		if r.Body["status"] == want {
 			return r
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("article %d never became %s: %s", id, want, r.Raw)
+			t.Fatalf("%s never became %s: %s", path, want, r.Raw)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func waitArticle(t *testing.T, a *app.App, tok string, id uint64, want string) response {
+	t.Helper()
+	return waitForStatus(t, a, tok, fmt.Sprintf("/api/admin/articles/%d", id), want)
 }
 
 // publishedArticle writes an article with a cover and publishes it through

@@ -49,17 +49,7 @@ func followingPatients(t *testing.T, a *app.App, prefix string, n int, tagID uin
 
 func waitMass(t *testing.T, a *app.App, tok string, id any, want string) response {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		r := call(t, a.Router, "GET", fmt.Sprintf("/api/admin/mass-sends/%v", id), tok, nil)
-		if r.Body["status"] == want {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mass send %v never became %s: %s", id, want, r.Raw)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return waitForStatus(t, a, tok, fmt.Sprintf("/api/admin/mass-sends/%v", id), want)
 }
 
 // A marketing user previews an article to their own WeChat, then sends it
