@@ -64,6 +64,8 @@ type App struct {
 	MassSends *service.MassSends
 	// WxTags mirror careloop tags as WeChat user tags; Run syncs them.
 	WxTags *service.WxTags
+	// RFM scores patients into value tiers; Run works on its runs.
+	RFM *service.RFM
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -190,6 +192,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	channels := service.NewChannels(a.DB, a.WX, audit, nil)
 	a.OA.OnScan(channels.Scanned)
 	a.WxTags = service.NewWxTags(a.DB, a.WX, a.Store, log, nil)
+	a.RFM = service.NewRFM(a.DB, audit, log, nil)
 	a.Complaints = service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil)
 	a.Imports = service.NewImports(a.DB, files, service.NewImporter(a.DB, sealer, nil), audit, filepath.Join(cfg.DataDir, "tmp"), log, nil)
 
@@ -237,6 +240,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		MassSends:          a.MassSends,
 		Channels:           channels,
 		WxTags:             a.WxTags,
+		RFM:                a.RFM,
 		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
@@ -289,6 +293,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		deps.OnSubscribeAccept = func(openID, templateID string) { a.Sandbox.GrantSubscribe(cfg.MPAppID, openID, templateID, 1) }
 	}
 	a.Scheduler = service.NewScheduler(a.CareRules, log, a.Bookings.MarkNoShows, a.Bookings.AnnualRecheck, a.Points.Expire, a.Chat.Escalate, a.Chat.ExpireUploads,
+		a.RFM.Nightly,
 		func(ctx context.Context, now time.Time) error {
 			if now.Minute() != 0 { // hourly is plenty for a month's notice
 				return nil
@@ -388,6 +393,7 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	g.Go(func() error { return a.Articles.RunPublisher(ctx) })
 	g.Go(func() error { return a.MassSends.Run(ctx) })
 	g.Go(func() error { return a.WxTags.Run(ctx) })
+	g.Go(func() error { return a.RFM.Run(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error { return a.Scheduler.Run(ctx) })

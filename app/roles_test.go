@@ -228,6 +228,14 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				return err
 			},
 		},
+		service.ActRFM: {
+			func(ctx context.Context, p service.Principal) error { _, err := d.RFM.Start(ctx, p); return err },
+			func(ctx context.Context, p service.Principal) error { _, err := d.RFM.Get(ctx, p, none); return err },
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.RFM.Runs(ctx, p, "", 10)
+				return err
+			},
+		},
 		service.ActMassSend: {
 			func(ctx context.Context, p service.Principal) error {
 				_, err := d.MassSends.Create(ctx, p, service.MassInput{})

@@ -96,6 +96,8 @@ type Patient360DTO struct {
 	Surveys       []gin.H `json:"surveys,omitempty"`
 	Complaints    []gin.H `json:"complaints,omitempty"`
 	Conversations []gin.H `json:"conversations,omitempty"`
+	// RFM is the latest value tier and scores, with the tier history.
+	RFM *gin.H `json:"rfm,omitempty"`
 }
 
 func (h adminPatients) view(c *gin.Context) {
@@ -119,6 +121,15 @@ func (h adminPatients) dto360(v *service.Patient360, role string) Patient360DTO 
 	out.Tags = []AssignedTagDTO{}
 	for _, t := range v.Tags {
 		out.Tags = append(out.Tags, assignedTagDTO(&t))
+	}
+	if r := v.RFM; r != nil {
+		hist := make([]gin.H, 0, len(r.History))
+		for _, t := range r.History {
+			hist = append(hist, gin.H{"run_id": t.RunID, "as_of": model.LocalTime(t.AsOf), "tier": t.Tier, "tier_name": model.TierNames[t.Tier]})
+		}
+		l := r.Latest
+		out.RFM = &gin.H{"r": l.R, "f": l.F, "m": l.M, "r_score": l.RScore, "f_score": l.FScore, "m_score": l.MScore, "tier": l.Tier,
+			"tier_name": model.TierNames[l.Tier], "as_of": model.LocalTime(r.AsOf), "history": hist}
 	}
 	out.Bookings = []gin.H{}
 	for _, b := range v.Bookings {

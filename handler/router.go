@@ -48,6 +48,7 @@ type Deps struct {
 	MassSends    *service.MassSends
 	Channels     *service.Channels
 	WxTags       *service.WxTags
+	RFM          *service.RFM
 	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
@@ -204,6 +205,7 @@ func NewRouter(d Deps) *gin.Engine {
 	massHandlers{m: d.MassSends, a: d.Articles}.register(staff)
 	channelHandlers{c: d.Channels}.register(staff)
 	wxTagHandlers{t: d.WxTags}.register(staff)
+	rfmHandlers{r: d.RFM}.register(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

@@ -125,5 +125,6 @@ func AllModels() []any {
 		&Article{}, &ArticlePublication{}, &MediaFile{}, &WxImage{}, &ArticleRead{}, &ArticleShare{},
 		&MassSend{}, &MassBatch{}, &MassReceipt{}, &WxDraft{}, &MassJobResult{},
 		&Channel{}, &ChannelScan{},
-		&WxTag{}, &WxTagMember{}}
+		&WxTag{}, &WxTagMember{},
+		&RFMRun{}, &RFMScore{}}
 }

@@ -48,6 +48,7 @@ const (
 	ActArticles          Action = "articles.manage"    // write, preview and publish articles; upload their images; read their figures
 	ActMassSend          Action = "mass_sends.manage"  // mass sends to the official account's followers
 	ActChannels          Action = "channels.manage"    // channels, their QR codes and figures
+	ActRFM               Action = "rfm.manage"         // RFM scoring runs, value tiers and their migration
 )
 
 // roleTable lists, per action, the roles besides admin that may do it (an
@@ -84,6 +85,7 @@ var roleTable = map[Action][]string{
 	ActArticles:          {model.RoleMarketing},
 	ActMassSend:          {model.RoleMarketing},
 	ActChannels:          {model.RoleMarketing},
+	ActRFM:               {model.RoleMarketing},
 }
 
 // May reports whether p, a staff member, may do a. Patients and unknown

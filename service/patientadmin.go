@@ -113,6 +113,9 @@ type Patient360 struct {
 	Surveys       []model.SurveyResponse
 	Complaints    []model.Complaint
 	Conversations []model.Conversation
+	// RFM is the latest value tier and scores with the tier history (nil
+	// when never scored).
+	RFM *RFMOf
 }
 
 // View loads the 360 of patient id, auditing the read (and, separately, the
@@ -163,6 +166,9 @@ func (s *PatientAdmin) View(ctx context.Context, by Principal, id uint64) (*Pati
 		}
 	}
 	if err := s.workOf(ctx, by, id, &out); err != nil {
+		return nil, err
+	}
+	if out.RFM, err = rfmOf(ctx, s.db, id); err != nil {
 		return nil, err
 	}
 	if err := s.audit.Record(ctx, by, AuditPatientView, &id, ""); err != nil {

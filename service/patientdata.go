@@ -83,6 +83,7 @@ func (s *PatientData) mergeSteps() map[string]mergeStep {
 		"survey_invites":     prepareInvites,
 		"conversations":      s.prepareConversations,
 		"article_reads":      mergeArticleReads,
+		"rfm_scores":         mergeRFMScores,
 	}
 }
 
@@ -226,6 +227,16 @@ func mergeArticleReads(_ context.Context, db *gorm.DB, self, owner *model.Patien
 		return err
 	}
 	return db.Model(&model.ArticleRead{}).Where("patient_id = ?", self.ID).Update("patient_id", owner.ID).Error
+}
+
+// mergeRFMScores keeps owner's score of a run that scored both and moves
+// the rest.
+func mergeRFMScores(_ context.Context, db *gorm.DB, self, owner *model.Patient) error {
+	if err := db.Where("patient_id = ? AND run_id IN (SELECT run_id FROM (SELECT run_id FROM rfm_scores WHERE patient_id = ?) AS o)", self.ID, owner.ID).
+		Delete(&model.RFMScore{}).Error; err != nil {
+		return err
+	}
+	return db.Model(&model.RFMScore{}).Where("patient_id = ?", self.ID).Update("patient_id", owner.ID).Error
 }
 
 // mergeCredits adds self's credits of a template to owner's.
@@ -452,6 +463,12 @@ func (s *PatientData) exporters() map[string]exporter {
 		"article_reads": func(_ context.Context, db *gorm.DB, pt *model.Patient) (any, error) {
 			return exportList(db.Where("patient_id = ?", pt.ID).Order("id"), func(r *model.ArticleRead) map[string]any {
 				return map[string]any{"article_id": r.ArticleID, "times": r.Count, "first_at": model.LocalTime(r.FirstAt), "last_at": model.LocalTime(r.LastAt)}
+			})
+		},
+		"rfm": func(_ context.Context, db *gorm.DB, pt *model.Patient) (any, error) {
+			return exportList(db.Where("patient_id = ?", pt.ID).Order("run_id"), func(r *model.RFMScore) map[string]any {
+				return map[string]any{"run_id": r.RunID, "recency_days": r.R, "frequency": r.F, "monetary_fen": r.M,
+					"r": r.RScore, "f": r.FScore, "m": r.MScore, "tier": r.Tier}
 			})
 		},
 		"article_shares": func(_ context.Context, db *gorm.DB, pt *model.Patient) (any, error) {

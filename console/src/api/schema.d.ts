@@ -4027,6 +4027,123 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/rfm/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 评分记录（最新在前；各层人数随时间的变化） */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description next_cursor of the previous page */
+                    cursor?: components["parameters"]["Cursor"];
+                    limit?: components["parameters"]["Limit"];
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description runs */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["RFMRun"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        /**
+         * 立即做一次 RFM 评分与价值分层（异步；每晚 02:00 也会自动做）
+         * @description Scores every patient over the trailing 24 months of completed checkups: R days since the last, F how many, M paid after coupons (fen); 1–5 each by quintiles of the population, each dimension falling back to the fixed thresholds when fewer than min_population patients are scored or ties leave no four distinct cut-points (method says which). Tier from the score sum: platinum (白金) ≥ 13, gold (黄金) ≥ 10, iron (铁) ≥ 7, lead (铅) below. The run is kept: every patient's scores and tier, and the migration from the run before. 409 rfm_running while one is queued or running.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description queued */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["RFMRun"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                /** @description rfm_running */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/rfm/runs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 一次评分：阈值、各层人数、迁移矩阵 */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the run */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["RFMRun"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/imports": {
         parameters: {
             query?: never;
@@ -8596,6 +8713,29 @@ export interface components {
                 /** Format: date-time */
                 last_message_at?: string;
             }[];
+            /** @description the latest RFM scores and value tier, with the tier of each run (absent when never scored) */
+            rfm?: {
+                /** @description days since the last completed checkup */
+                r?: number;
+                /** @description completed checkups in the window */
+                f?: number;
+                /** @description paid, fen, after coupons */
+                m?: number;
+                r_score?: number;
+                f_score?: number;
+                m_score?: number;
+                tier?: components["schemas"]["ValueTier"];
+                tier_name?: string;
+                /** Format: date-time */
+                as_of?: string;
+                history?: {
+                    run_id?: number;
+                    /** Format: date-time */
+                    as_of?: string;
+                    tier?: components["schemas"]["ValueTier"];
+                    tier_name?: string;
+                }[];
+            };
         };
         StaffInput: {
             username?: string;
@@ -9021,6 +9161,53 @@ export interface components {
             /** Format: date-time */
             synced_at?: string;
             error?: string;
+        };
+        /**
+         * @description platinum 白金, gold 黄金, iron 铁, lead 铅
+         * @enum {string}
+         */
+        ValueTier: "platinum" | "gold" | "iron" | "lead";
+        RFMRun: {
+            id: number;
+            /** @enum {string} */
+            status: "queued" | "running" | "done" | "failed";
+            /** @description patients scored */
+            patients?: number;
+            /** @description the cut-points for scores 5, 4, 3, 2 of each dimension, the method of each, and the configuration */
+            thresholds?: {
+                recency_days?: number[];
+                frequency?: number[];
+                monetary_fen?: number[];
+                method?: {
+                    /** @enum {string} */
+                    r?: "quintile" | "fixed";
+                    /** @enum {string} */
+                    f?: "quintile" | "fixed";
+                    /** @enum {string} */
+                    m?: "quintile" | "fixed";
+                };
+                config?: Record<string, never>;
+            };
+            tiers?: {
+                platinum?: number;
+                gold?: number;
+                iron?: number;
+                lead?: number;
+            };
+            /** @description from tier -> to tier -> patients, since the run before ('none': not scored in that run) */
+            migration?: {
+                [key: string]: {
+                    [key: string]: number;
+                };
+            };
+            prev_run_id?: number | null;
+            error?: string;
+            /** Format: date-time */
+            created_at?: string;
+            /** Format: date-time */
+            as_of?: string;
+            /** Format: date-time */
+            finished_at?: string;
         };
         ImportJob: {
             id?: number;
