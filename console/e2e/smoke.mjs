@@ -366,6 +366,42 @@ async function signIn(username) {
   await ctx.close()
 }
 
+// 价值分层: marketing scores the patients twice; the tiers, their chart and
+// the migration matrix show.
+{
+  // The front desk completes the day's checked-in checkups first: they are what is scored.
+  const desk = await (await fetch(BASE + '/api/admin/login', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username: 'frontdesk', password: PASSWORD }) })).json()
+  const deskAuth = { Authorization: 'Bearer ' + desk.token }
+  const day = new Intl.DateTimeFormat('sv-SE', { timeZone: 'Asia/Shanghai' }).format(new Date())
+  const list = await (await fetch(BASE + `/api/admin/bookings?date=${day}&limit=100`, { headers: deskAuth })).json()
+  let completed = 0
+  for (const b of list.items ?? []) {
+    if (b.status !== 'checked_in') continue
+    const r = await fetch(BASE + `/api/admin/bookings/${b.id}/complete`, { method: 'POST', headers: deskAuth })
+    if (r.status === 200) completed++
+  }
+  check(completed > 0, `frontdesk: completes the checked-in checkups (${completed})`)
+  const { ctx, page } = await signIn('marketing')
+  await page.click('[data-test=nav-tiers]')
+  await page.waitForLoadState('networkidle')
+  for (let i = 0; i < 2; i++) {
+    const started = page.waitForResponse((r) => r.url().endsWith('/api/admin/rfm/runs') && r.request().method() === 'POST')
+    await page.click('[data-test=rfm-run]')
+    check((await started).status() === 202, `marketing: RFM run ${i + 1} starts`)
+    await page.locator('[data-test=rfm-run]:not(.is-loading)').waitFor({ timeout: 30000 })
+    await page.waitForTimeout(300)
+  }
+  await page.locator('[data-test=chart-tiers] canvas').waitFor()
+  const scored = await Promise.all(['platinum', 'gold', 'iron', 'lead'].map((t) => page.locator(`[data-test=tier-${t}] .el-statistic__number`).innerText()))
+  check(scored.reduce((n, x) => n + Number(x), 0) > 0, `marketing: patients are placed in tiers (${scored.join('/')})`)
+  const rows = await page.locator('[data-test=migration] .el-table__body tr').count()
+  check(rows > 0, `marketing: the migration matrix shows (${rows} rows)`)
+  await page.waitForTimeout(600)
+  await page.screenshot({ path: out + 'marketing-tiers.png' })
+  await ctx.close()
+}
+
 // The doctor's inbox: a patient's message (sent through the sandbox's
 // official account) appears without reload, patient text stays text, the
 // reply leaves as a customer message, and a burst of 20 messages a second
