@@ -388,9 +388,10 @@ async function signIn(username) {
   for (let i = 0; i < 2; i++) {
     const started = page.waitForResponse((r) => r.url().endsWith('/api/admin/rfm/runs') && r.request().method() === 'POST')
     await page.click('[data-test=rfm-run]')
-    check((await started).status() === 202, `marketing: RFM run ${i + 1} starts`)
-    await page.locator('[data-test=rfm-run]:not(.is-loading)').waitFor({ timeout: 30000 })
-    await page.waitForTimeout(300)
+    const res = await started
+    check(res.status() === 202, `marketing: RFM run ${i + 1} starts`)
+    // The page shows the run once it is done.
+    await page.getByText(`第 ${(await res.json()).id} 次评分`).waitFor({ timeout: 30000 })
   }
   await page.locator('[data-test=chart-tiers] canvas').waitFor()
   const scored = await Promise.all(['platinum', 'gold', 'iron', 'lead'].map((t) => page.locator(`[data-test=tier-${t}] .el-statistic__number`).innerText()))
