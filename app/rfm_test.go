@@ -157,3 +157,31 @@ func TestRFMQuintiles(t *testing.T) {
 		t.Fatalf("recency scores: %+v", counts)
 	}
 }
+
+// The fixed thresholds and tier cut-offs are settings: a bad one is refused
+// in Chinese, a good one takes effect at the next run.
+func TestRFMConfig(t *testing.T) {
+	a := newIdleApp(t, "sqlite", nil)
+	h := a.Router
+	admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+	cfg := call(t, h, "GET", "/api/admin/rfm/config", admin, nil)
+	if cfg.Status != 200 || cfg.Body["platinum"] != 13.0 || cfg.Body["window_months"] != 24.0 {
+		t.Fatalf("default: %d %s", cfg.Status, cfg.Raw)
+	}
+	bad := cfg.Body
+	bad["gold"] = 14.0
+	if r := call(t, h, "PUT", "/api/admin/rfm/config", admin, bad); r.Status != 400 || r.ErrCode() != "invalid_rfm_config" {
+		t.Fatalf("gold above platinum: %d %s", r.Status, r.Raw)
+	}
+	pid := newPatient(t, a, "一次")
+	completedCheckup(t, a, pid, 30, 50000, 0) // R5 F1 M1 = 7: iron by default
+	good := call(t, h, "GET", "/api/admin/rfm/config", admin, nil).Body
+	good["iron"], good["gold"] = 5.0, 7.0 // 7 is gold now
+	if r := call(t, h, "PUT", "/api/admin/rfm/config", admin, good); r.Status != 200 || r.Body["gold"] != 7.0 {
+		t.Fatalf("set: %d %s", r.Status, r.Raw)
+	}
+	run := runRFM(t, a, admin)
+	if run.Body["tiers"].(map[string]any)["gold"] != 1.0 {
+		t.Fatalf("the new cut-offs were not used: %s", run.Raw)
+	}
+}

@@ -20,6 +20,22 @@ func (h rfmHandlers) register(rg *gin.RouterGroup) {
 	rg.POST("/rfm/runs", may, h.start)
 	rg.GET("/rfm/runs", may, h.list)
 	rg.GET("/rfm/runs/:id", may, h.get)
+	rg.GET("/rfm/config", may, h.config)
+	rg.PUT("/rfm/config", may, h.setConfig)
+}
+
+func (h rfmHandlers) config(c *gin.Context) {
+	cfg, err := h.r.Config(c.Request.Context(), principal(c))
+	renderOne(c, http.StatusOK, cfg, err, func(c service.RFMConfig) service.RFMConfig { return c })
+}
+
+func (h rfmHandlers) setConfig(c *gin.Context) {
+	var req service.RFMConfig
+	if !bindJSON(c, &req) {
+		return
+	}
+	cfg, err := h.r.SetConfig(c.Request.Context(), principal(c), req)
+	renderOne(c, http.StatusOK, cfg, err, func(c service.RFMConfig) service.RFMConfig { return c })
 }
 
 // RFMRunDTO is a scoring run: its thresholds, tier counts and the

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"careloop/model"
 )
@@ -429,4 +430,45 @@ func rfmOf(ctx context.Context, db *model.DB, id uint64) (*RFMOf, error) {
 		out.History = append(out.History, RFMTierAt{RunID: h.RunID, AsOf: h.AsOf, Tier: h.Tier})
 	}
 	return out, nil
+}
+
+// ErrRFMConfig refuses settings that would not score sensibly.
+var ErrRFMConfig = model.NewError(model.KindInvalid, "invalid_rfm_config", "评分设置不正确")
+
+// Config returns the RFM settings (the default until changed).
+func (s *RFM) Config(ctx context.Context, by Principal) (RFMConfig, error) {
+	if err := by.must(ActRFM); err != nil {
+		return RFMConfig{}, err
+	}
+	return s.config(ctx)
+}
+
+// SetConfig changes the RFM settings; the next run uses them.
+func (s *RFM) SetConfig(ctx context.Context, by Principal, c RFMConfig) (RFMConfig, error) {
+	if err := by.must(ActRFM); err != nil {
+		return c, err
+	}
+	bad := func(msg string) error { return ErrRFMConfig.WithMessage("%s", msg) }
+	switch {
+	case c.WindowMonths < 1 || c.WindowMonths > 60:
+		return c, bad("统计窗口为 1 到 60 个月")
+	case c.MinPopulation < 5:
+		return c, bad("按五分位评分的最少人数不能少于 5")
+	case !(c.Platinum > c.Gold && c.Gold > c.Iron && c.Iron > 3 && c.Platinum <= 15):
+		return c, bad("分层总分须满足：15 ≥ 白金 > 黄金 > 铁 > 3")
+	}
+	for k := 0; k < 4; k++ {
+		if c.RecencyDays[k] <= 0 || c.Frequency[k] < 1 || c.MonetaryFen[k] < 0 {
+			return c, bad("固定阈值须为正数")
+		}
+		if k > 0 && (c.RecencyDays[k] <= c.RecencyDays[k-1] || c.Frequency[k] >= c.Frequency[k-1] || c.MonetaryFen[k] >= c.MonetaryFen[k-1]) {
+			return c, bad("固定阈值须按 5、4、3、2 分依次排列：天数递增，次数与金额递减")
+		}
+	}
+	raw, _ := json.Marshal(c)
+	if err := s.db.Conn(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "key"}}, DoUpdates: clause.AssignmentColumns([]string{"value", "updated_by", "updated_at"})}).
+		Create(&model.Setting{Key: rfmConfigKey, Value: string(raw), UpdatedBy: by.ID}).Error; err != nil {
+		return c, fmt.Errorf("save rfm config: %w", err)
+	}
+	return c, s.audit.Record(ctx, by, "rfm.config", nil, string(raw))
 }

@@ -4144,6 +4144,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/rfm/config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** RFM 评分设置（固定阈值、分层总分、窗口） */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the settings */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["RFMConfig"];
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        /** 修改 RFM 评分设置（下次评分生效） */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["RFMConfig"];
+                };
+            };
+            responses: {
+                /** @description the settings */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["RFMConfig"];
+                    };
+                };
+                /** @description invalid_request, invalid_rfm_config */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/imports": {
         parameters: {
             query?: never;
@@ -9208,6 +9279,17 @@ export interface components {
             as_of?: string;
             /** Format: date-time */
             finished_at?: string;
+        };
+        /** @description Fixed thresholds for scores 5, 4, 3, 2 (used when quintiles are not stable): recency at most so many days (increasing), frequency and monetary at least so much (decreasing); tiers from the score sum (15 ≥ platinum > gold > iron > 3). */
+        RFMConfig: {
+            window_months?: number;
+            min_population?: number;
+            recency_days?: number[];
+            frequency?: number[];
+            monetary_fen?: number[];
+            platinum?: number;
+            gold?: number;
+            iron?: number;
         };
         ImportJob: {
             id?: number;
