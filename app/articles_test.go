@@ -70,17 +70,12 @@ func uploadMedia(t *testing.T, a *app.App, tok string, data []byte) response {
 // want, or fails after a while.
 func waitForStatus(t *testing.T, a *app.App, tok, path, want string) response {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		r := call(t, a.Router, "GET", path, tok, nil)
-		if r.Body["status"] == want {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never became %s: %s", path, want, r.Raw)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var r response
+	eventually(t, 15*time.Second, path+" "+want, func() bool {
+		r = call(t, a.Router, "GET", path, tok, nil)
+		return r.Body["status"] == want
+	})
+	return r
 }
 
 func waitArticle(t *testing.T, a *app.App, tok string, id uint64, want string) response {

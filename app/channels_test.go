@@ -18,17 +18,9 @@ import (
 // callback links new followers through WeChat's user/info).
 func waitLinked(t *testing.T, a *app.App, openID string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		var f model.Follower
-		if a.DB.Gorm().Where("open_id = ? AND patient_id IS NOT NULL", openID).Take(&f).Error == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("follower %s never linked", openID)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, 15*time.Second, "follower "+openID+" linked", func() bool {
+		return a.DB.Gorm().Where("open_id = ? AND patient_id IS NOT NULL", openID).Take(&model.Follower{}).Error == nil
+	})
 }
 
 // Marketing makes a channel with a QR code; a new follower scans it

@@ -322,13 +322,20 @@ func lastID(r response) uint64 {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 100; i++ {
-		if cond() {
-			return
+	eventually(t, 2*time.Second, "condition", cond)
+}
+
+// eventually polls cond every 20 ms until it holds, failing the test with
+// what after within.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not reached within %s", what, within)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatal("condition not reached")
 }
 
 func startChat(t *testing.T, a *app.App, tok string, body map[string]any) (int, map[string]any) {

@@ -61,20 +61,13 @@ func richPatient(t *testing.T, a *app.App, tok string, pid uint64, admin, desk s
 	must(call(t, h, "PUT", "/api/mp/notification-preferences", tok, map[string]any{"care": false}), 0, "preferences")
 	// A scoring run gives the patient (a completed checkup) a value tier.
 	must(call(t, h, "POST", "/api/admin/rfm/runs", admin, nil), 202, "rfm run")
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	eventually(t, 15*time.Second, "the patient's RFM score", func() bool {
 		var n int64
 		if err := a.DB.Gorm().Model(&model.RFMScore{}).Where("patient_id = ?", pid).Count(&n).Error; err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the RFM run never scored the patient")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return n > 0
+	})
 	art := publishedArticle(t, a, admin, fmt.Sprintf("体检须知 %d", pid))
 	must(call(t, h, "GET", fmt.Sprintf("/api/mp/articles/%d", art), tok, nil), 200, "read")
 	must(call(t, h, "POST", fmt.Sprintf("/api/mp/articles/%d/shares", art), tok, map[string]any{"scene": "timeline"}), 204, "share")
