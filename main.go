@@ -213,6 +213,10 @@ func rotateKey(ctx context.Context, cfg app.Config, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "  files: %d re-sealed\n", n)
+	if err := service.RebuildHealthMarks(ctx, db, sealer); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "  health marks: rebuilt under the current hash key")
 	fmt.Fprintln(stdout, "done: every sealed value is under the current key; older keys may leave CARELOOP_DATA_KEYS")
 	return nil
 }

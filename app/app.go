@@ -66,6 +66,10 @@ type App struct {
 	WxTags *service.WxTags
 	// RFM scores patients into value tiers; Run works on its runs.
 	RFM *service.RFM
+	// Segments are saved filters over patients; ComputedTags keeps the
+	// model and predictive tags (Run it).
+	Segments     *service.Segments
+	ComputedTags *service.ComputedTags
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -193,6 +197,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.OA.OnScan(channels.Scanned)
 	a.WxTags = service.NewWxTags(a.DB, a.WX, a.Store, log, nil)
 	a.RFM = service.NewRFM(a.DB, audit, log, nil)
+	a.Segments = service.NewSegments(a.DB, audit, sealer, a.WxTags, nil)
+	a.ComputedTags = service.NewComputedTags(a.DB, a.Segments, a.WxTags, a.Store, log, nil)
 	a.Complaints = service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil)
 	a.Imports = service.NewImports(a.DB, files, service.NewImporter(a.DB, sealer, nil), audit, filepath.Join(cfg.DataDir, "tmp"), log, nil)
 
@@ -241,6 +247,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Channels:           channels,
 		WxTags:             a.WxTags,
 		RFM:                a.RFM,
+		Segments:           a.Segments,
+		ComputedTags:       a.ComputedTags,
 		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
@@ -394,6 +402,7 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	g.Go(func() error { return a.MassSends.Run(ctx) })
 	g.Go(func() error { return a.WxTags.Run(ctx) })
 	g.Go(func() error { return a.RFM.Run(ctx) })
+	g.Go(func() error { return a.ComputedTags.Run(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error { return a.Scheduler.Run(ctx) })

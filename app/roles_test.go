@@ -236,6 +236,24 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				return err
 			},
 		},
+		service.ActSegments: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Segments.Create(ctx, p, service.SegmentInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, _, err := d.Segments.Preview(ctx, p, "marketing", service.SegmentConditions{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Segments.List(ctx, p, "")
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Segments.Export(ctx, p, none, func(service.SegmentExportRow) error { return nil })
+				return err
+			},
+		},
 		service.ActMassSend: {
 			func(ctx context.Context, p service.Principal) error {
 				_, err := d.MassSends.Create(ctx, p, service.MassInput{})

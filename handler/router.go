@@ -49,6 +49,8 @@ type Deps struct {
 	Channels     *service.Channels
 	WxTags       *service.WxTags
 	RFM          *service.RFM
+	Segments     *service.Segments
+	ComputedTags *service.ComputedTags
 	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
@@ -206,6 +208,7 @@ func NewRouter(d Deps) *gin.Engine {
 	channelHandlers{c: d.Channels}.register(staff)
 	wxTagHandlers{t: d.WxTags}.register(staff)
 	rfmHandlers{r: d.RFM}.register(staff)
+	segmentHandlers{s: d.Segments, computed: d.ComputedTags, patients: ap}.register(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

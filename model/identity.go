@@ -126,5 +126,6 @@ func AllModels() []any {
 		&MassSend{}, &MassBatch{}, &MassReceipt{}, &WxDraft{}, &MassJobResult{},
 		&Channel{}, &ChannelScan{},
 		&WxTag{}, &WxTagMember{},
-		&RFMRun{}, &RFMScore{}}
+		&RFMRun{}, &RFMScore{},
+		&Segment{}, &ComputedTag{}, &HealthMark{}}
 }

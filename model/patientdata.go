@@ -139,6 +139,11 @@ func PatientRegistry() []PatientData {
 		{Model: &ArticleRead{}, Column: "patient_id", Merge: MergeCombine, Export: "article_reads", Erase: EraseDelete,
 			MergeNote: "an article both records read keeps the surviving record's row"},
 		{Model: &ArticleShare{}, Column: "patient_id", Merge: MergeMove, Export: "article_shares", Erase: EraseDelete},
+		// After HealthArchive and Report: its merge step reads where they went.
+		{Model: &HealthMark{}, Column: "patient_id", Merge: MergeCombine, Erase: EraseDelete,
+			NoExport:  "an index of keyed hashes of abnormal report items and archive entries, for care segments; the reports and the archive are exported",
+			MergeNote: "report marks move with their reports; archive marks are rebuilt from the archive that survives",
+			EraseNote: "the index goes with the archive (reports are retained sealed, and nothing analyses them)"},
 	}
 }
 
@@ -158,6 +163,8 @@ func NotPatientData() map[any]string {
 		&Channel{}:            "marketing's channels and their QR codes",
 		&WxTag{}:              "careloop tags mirrored as WeChat user tags",
 		&RFMRun{}:             "a scoring run: thresholds and counts; the scores are RFMScore",
+		&Segment{}:            "a saved filter over patients; its members are found when it is used",
+		&ComputedTag{}:        "how a computed tag is computed; its holders are PatientTag rows",
 		&MassJobResult{}:      "WeChat's counts of a mass-send job",
 		&ImportJob{}:          "an upload's progress and counts; the rows themselves become Patient rows, and the upload is deleted when the job ends",
 		&Setting{}:            "runtime settings",

@@ -49,6 +49,7 @@ const (
 	ActMassSend          Action = "mass_sends.manage"  // mass sends to the official account's followers
 	ActChannels          Action = "channels.manage"    // channels, their QR codes and figures
 	ActRFM               Action = "rfm.manage"         // RFM scoring runs, value tiers and their migration
+	ActSegments          Action = "segments.manage"    // segments: build, count, list, export (on health data: also reports.clinical)
 )
 
 // roleTable lists, per action, the roles besides admin that may do it (an
@@ -86,6 +87,7 @@ var roleTable = map[Action][]string{
 	ActMassSend:          {model.RoleMarketing},
 	ActChannels:          {model.RoleMarketing},
 	ActRFM:               {model.RoleMarketing},
+	ActSegments:          {model.RoleMarketing, model.RoleDoctor},
 }
 
 // May reports whether p, a staff member, may do a. Patients and unknown

@@ -84,6 +84,7 @@ func (s *PatientData) mergeSteps() map[string]mergeStep {
 		"conversations":      s.prepareConversations,
 		"article_reads":      mergeArticleReads,
 		"rfm_scores":         mergeRFMScores,
+		"health_marks":       s.mergeHealthMarks,
 	}
 }
 
@@ -207,6 +208,31 @@ func mergeArchive(_ context.Context, db *gorm.DB, self, owner *model.Patient) er
 		return err
 	}
 	return db.Model(&model.HealthArchive{}).Where("patient_id = ?", self.ID).Update("patient_id", owner.ID).Error
+}
+
+// mergeHealthMarks moves the report marks (their reports moved) and
+// rebuilds the archive marks from the archive that survived (mergeArchive
+// ran before).
+func (s *PatientData) mergeHealthMarks(ctx context.Context, db *gorm.DB, self, owner *model.Patient) error {
+	if err := db.Model(&model.HealthMark{}).Where("patient_id = ? AND report_id <> 0", self.ID).Update("patient_id", owner.ID).Error; err != nil {
+		return err
+	}
+	if err := db.Where("patient_id IN ? AND report_id = 0", []uint64{self.ID, owner.ID}).Delete(&model.HealthMark{}).Error; err != nil {
+		return err
+	}
+	var h model.HealthArchive
+	if err := db.Where("patient_id = ?", owner.ID).Limit(1).Find(&h).Error; err != nil || h.PatientID == 0 {
+		return err
+	}
+	plain, err := s.sealer.Open(h.DataEnc)
+	if err != nil {
+		return fmt.Errorf("open archive of patient %d: %w", owner.ID, err)
+	}
+	var d HealthData
+	if err := json.Unmarshal(plain, &d); err != nil {
+		return fmt.Errorf("archive of patient %d: %w", owner.ID, err)
+	}
+	return markArchive(ctx, s.db, s.sealer, owner.ID, d, h.UpdatedAt)
 }
 
 // mergeTags keeps the union; a tag on both keeps owner's assignment.

@@ -275,7 +275,12 @@ func (s *Profile) UpdateHealth(ctx context.Context, p Principal, d HealthData) (
 	}
 	plain, _ := json.Marshal(d)
 	h := model.HealthArchive{PatientID: p.ID, DataEnc: s.sealer.Seal(plain), UpdatedAt: s.now()}
-	if err := s.db.Conn(ctx).Save(&h).Error; err != nil {
+	if err := s.db.InTx(ctx, func(ctx context.Context) error {
+		if err := s.db.Conn(ctx).Save(&h).Error; err != nil {
+			return err
+		}
+		return markArchive(ctx, s.db, s.sealer, p.ID, d, h.UpdatedAt)
+	}); err != nil {
 		return HealthData{}, fmt.Errorf("save health archive: %w", err)
 	}
 	return d, nil

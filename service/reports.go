@@ -308,6 +308,17 @@ func (s *Reports) ingestOnce(ctx context.Context, source string, p *ReportPayloa
 // the doctors on duty), in the caller's transaction.
 func (s *Reports) afterLink(ctx context.Context, r *model.Report) error {
 	db := s.db.Conn(ctx)
+	var v model.ReportVersion
+	if err := db.Where("report_id = ? AND version = ?", r.ID, r.Version).Take(&v).Error; err != nil {
+		return fmt.Errorf("report %d version %d: %w", r.ID, r.Version, err)
+	}
+	plain, err := s.sealer.Open(v.DataEnc)
+	if err != nil {
+		return fmt.Errorf("open report %d: %w", r.ID, err)
+	}
+	if err := markReport(ctx, s.db, s.sealer, r, plain); err != nil {
+		return err
+	}
 	if r.BookingID != nil {
 		var b model.Booking
 		if err := db.Where("id = ?", *r.BookingID).Take(&b).Error; err == nil {

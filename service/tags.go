@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"strings"
 	"time"
@@ -82,6 +83,9 @@ func (s *Tags) Delete(ctx context.Context, by Principal, id uint64) error {
 	if err := by.must(ActTagsManage); err != nil {
 		return err
 	}
+	if computed, err := isComputed(ctx, s.db, id); err != nil || computed {
+		return cmp.Or(err, error(ErrComputedTag))
+	}
 	return s.db.InTx(ctx, func(ctx context.Context) error {
 		res := s.db.Conn(ctx).Delete(&model.Tag{}, id)
 		if res.Error != nil {
@@ -117,6 +121,9 @@ func (s *Tags) Unassign(ctx context.Context, by Principal, patientID, tagID uint
 	if err := by.must(ActPatientsTag); err != nil {
 		return err
 	}
+	if computed, err := isComputed(ctx, s.db, tagID); err != nil || computed {
+		return cmp.Or(err, error(ErrComputedTag))
+	}
 	return s.db.InTx(ctx, func(ctx context.Context) error {
 		res := s.db.Conn(ctx).Where("patient_id = ? AND tag_id = ?", patientID, tagID).Delete(&model.PatientTag{})
 		if res.Error != nil {
@@ -142,6 +149,9 @@ func (s *Tags) mustExist(ctx context.Context, patientID, tagID uint64) error {
 	}
 	if n == 0 {
 		return model.ErrNotFound.WithMessage("标签不存在")
+	}
+	if computed, err := isComputed(ctx, s.db, tagID); err != nil || computed {
+		return cmp.Or(err, error(ErrComputedTag))
 	}
 	return nil
 }
