@@ -32,6 +32,7 @@ import (
 var sandboxTemplates = []wxsandbox.Template{
 	{ID: "sbx-tmpl-booking-confirmed"}, {ID: "sbx-tmpl-checkup-reminder"}, {ID: "sbx-tmpl-report-ready"},
 	{ID: "sbx-tmpl-survey"}, {ID: "sbx-tmpl-care"}, {ID: "sbx-tmpl-doctor-reply"},
+	{ID: "sbx-tmpl-marketing"}, {ID: "sbx-tmpl-marketing-coupon"},
 	{ID: "sbx-tmpl-critical", LongTerm: true},
 	{ID: "sbx-oa-tmpl-service"},
 }
@@ -70,6 +71,8 @@ type App struct {
 	// model and predictive tags (Run it).
 	Segments     *service.Segments
 	ComputedTags *service.ComputedTags
+	// Campaigns reach segments with marketing messages (Run it).
+	Campaigns *service.Campaigns
 	// Dispatcher delivers notifications; Run it (serve and worker do).
 	Dispatcher *notify.Dispatcher
 	// Scheduler runs the care rules; Run it (serve and worker do).
@@ -199,6 +202,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.RFM = service.NewRFM(a.DB, audit, log, nil)
 	a.Segments = service.NewSegments(a.DB, audit, sealer, a.WxTags, nil)
 	a.ComputedTags = service.NewComputedTags(a.DB, a.Segments, a.WxTags, a.Store, log, nil)
+	a.Campaigns = service.NewCampaigns(a.DB, a.Segments, a.Outbox, a.MassSends, audit, a.Store, log, nil)
 	a.Complaints = service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil)
 	a.Imports = service.NewImports(a.DB, files, service.NewImporter(a.DB, sealer, nil), audit, filepath.Join(cfg.DataDir, "tmp"), log, nil)
 
@@ -249,6 +253,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		RFM:                a.RFM,
 		Segments:           a.Segments,
 		ComputedTags:       a.ComputedTags,
+		Campaigns:          a.Campaigns,
 		OAMenus:            a.WX,
 		OAConfig:           handler.OAConfig{AppID: cfg.OAAppID, Token: cfg.OAToken, AESKey: oaKey},
 		IntegrationSecrets: service.ParseSecrets(cfg.IntegrationSecrets),
@@ -403,6 +408,7 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	g.Go(func() error { return a.WxTags.Run(ctx) })
 	g.Go(func() error { return a.RFM.Run(ctx) })
 	g.Go(func() error { return a.ComputedTags.Run(ctx) })
+	g.Go(func() error { return a.Campaigns.Run(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error { return a.Scheduler.Run(ctx) })

@@ -82,6 +82,10 @@ func richPatient(t *testing.T, a *app.App, tok string, pid uint64, admin, desk s
 	if err := a.DB.Gorm().Create(&model.OAEvent{DedupeKey: fmt.Sprintf("ev-%d", pid), OpenID: fmt.Sprintf("oa-%d", pid), Kind: "text", Content: "你好"}).Error; err != nil {
 		t.Fatal(err)
 	}
+	// A campaign reached them.
+	if err := a.DB.Gorm().Create(&model.CampaignRecipient{CampaignID: 1_000_000 + pid, PatientID: pid, Variant: "A", CreatedAt: time.Now()}).Error; err != nil {
+		t.Fatal(err)
+	}
 }
 
 var staffTokens = map[*app.App]map[string]string{}

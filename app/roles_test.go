@@ -254,6 +254,24 @@ func TestServicesCheckTheirActions(t *testing.T) {
 				return err
 			},
 		},
+		service.ActCampaigns: {
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Campaigns.Create(ctx, p, service.CampaignInput{})
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Campaigns.Get(ctx, p, none)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Campaigns.Pause(ctx, p, none)
+				return err
+			},
+			func(ctx context.Context, p service.Principal) error {
+				_, err := d.Campaigns.SetFatigue(ctx, p, service.FatigueCap{})
+				return err
+			},
+		},
 		service.ActMassSend: {
 			func(ctx context.Context, p service.Principal) error {
 				_, err := d.MassSends.Create(ctx, p, service.MassInput{})

@@ -409,7 +409,7 @@ func TestComputedTagsAndMirroredSegments(t *testing.T) {
 					t.Fatalf("a computed tag does not say how or when: %v", m)
 				}
 			}
-			if len(byKey) != 6 || byKey["due_recheck"]["kind"] != "predictive" || byKey["rfm:gold"]["kind"] != "model" || byKey["lapsing"]["name"] != "预测·流失风险" {
+			if len(byKey) != 7 || byKey["due_recheck"]["kind"] != "predictive" || byKey["rfm:gold"]["kind"] != "model" || byKey["lapsing"]["name"] != "预测·流失风险" {
 				t.Fatalf("computed tags: %s", l.Raw)
 			}
 			holders := func(key string) []uint64 {

@@ -53,7 +53,7 @@ func (h notifyHandlers) sceneTemplates(c *gin.Context) {
 		known = known || s == scene
 	}
 	if !known {
-		fail(c, model.ErrInvalid.WithMessage("scene 只能是 booking、report、chat、survey、care"))
+		fail(c, model.ErrInvalid.WithMessage("scene 只能是 booking、report、chat、survey、care、campaign"))
 		return
 	}
 	items := []SceneTemplateDTO{}

@@ -51,6 +51,7 @@ type Deps struct {
 	RFM          *service.RFM
 	Segments     *service.Segments
 	ComputedTags *service.ComputedTags
+	Campaigns    *service.Campaigns
 	OAMenus      service.OAMenus
 	OAConfig     OAConfig
 	// IntegrationSecrets verify signed machine requests (source -> secret).
@@ -209,6 +210,7 @@ func NewRouter(d Deps) *gin.Engine {
 	wxTagHandlers{t: d.WxTags}.register(staff)
 	rfmHandlers{r: d.RFM}.register(staff)
 	segmentHandlers{s: d.Segments, computed: d.ComputedTags, patients: ap}.register(staff)
+	campaignHandlers{c: d.Campaigns}.register(staff)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

@@ -127,5 +127,6 @@ func AllModels() []any {
 		&Channel{}, &ChannelScan{},
 		&WxTag{}, &WxTagMember{},
 		&RFMRun{}, &RFMScore{},
-		&Segment{}, &ComputedTag{}, &HealthMark{}}
+		&Segment{}, &ComputedTag{}, &HealthMark{},
+		&Campaign{}, &CampaignRecipient{}}
 }

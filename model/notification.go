@@ -14,6 +14,8 @@ const (
 	NotifyDead          = "dead"
 	NotifyUndeliverable = "undeliverable"
 	NotifyCancelled     = "cancelled"
+	// NotifyPaused: held with its campaign (not claimed until resumed).
+	NotifyPaused = "paused"
 )
 
 // Notification categories decide quiet hours and opt-outs.

@@ -139,6 +139,9 @@ func PatientRegistry() []PatientData {
 		{Model: &ArticleRead{}, Column: "patient_id", Merge: MergeCombine, Export: "article_reads", Erase: EraseDelete,
 			MergeNote: "an article both records read keeps the surviving record's row"},
 		{Model: &ArticleShare{}, Column: "patient_id", Merge: MergeMove, Export: "article_shares", Erase: EraseDelete},
+		{Model: &CampaignRecipient{}, Column: "patient_id", Merge: MergeCombine, Export: "campaigns", Erase: EraseDelete,
+			MergeNote: "a campaign that reached both records keeps the surviving record's row (nobody is reached twice); the rest move",
+			EraseNote: "which campaigns reached the patient, and their conversions, go"},
 		// After HealthArchive and Report: its merge step reads where they went.
 		{Model: &HealthMark{}, Column: "patient_id", Merge: MergeCombine, Erase: EraseDelete,
 			NoExport:  "an index of keyed hashes of abnormal report items and archive entries, for care segments; the reports and the archive are exported",
@@ -164,6 +167,7 @@ func NotPatientData() map[any]string {
 		&WxTag{}:              "careloop tags mirrored as WeChat user tags",
 		&RFMRun{}:             "a scoring run: thresholds and counts; the scores are RFMScore",
 		&Segment{}:            "a saved filter over patients; its members are found when it is used",
+		&Campaign{}:           "a campaign: its segment, message, goal and progress; whom it reached is CampaignRecipient",
 		&ComputedTag{}:        "how a computed tag is computed; its holders are PatientTag rows",
 		&MassJobResult{}:      "WeChat's counts of a mass-send job",
 		&ImportJob{}:          "an upload's progress and counts; the rows themselves become Patient rows, and the upload is deleted when the job ends",

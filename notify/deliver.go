@@ -57,6 +57,17 @@ func (d *Dispatcher) deliverErr(ctx context.Context, n *model.Notification, rc r
 	var heldUntil time.Time
 	noticeChecked := false
 	for _, ch := range r.Channels {
+		if r.ChooseTemplate && ch.Channel == ChannelSubscribe {
+			if ch.TemplateID != n.TemplateID {
+				continue // the notice chose another of the reason's templates
+			}
+			if ch.Fields == nil { // the notice's params are the data
+				ch.Fields = make(map[string]string, len(params))
+				for k := range params {
+					ch.Fields[k] = k
+				}
+			}
+		}
 		api := apiOf(ch.Channel)
 		if within := time.Duration(r.NoticeOnceMinutes) * time.Minute; within > 0 && ch.Channel != ChannelCustomer && !noticeChecked {
 			// Falling back to a notice: one is enough while the patient has

@@ -67,6 +67,9 @@ type Notice struct {
 	DueAt time.Time
 	// Page overrides the reason's mini-program page (e.g. with an id).
 	Page string
+	// TemplateID picks the reason's subscribe template (reasons with
+	// ChooseTemplate: campaigns).
+	TemplateID string
 }
 
 // Outbox writes notices as rows. Enqueue joins the caller's transaction.
@@ -133,6 +136,9 @@ func (o *Outbox) row(n Notice) (model.Notification, error) {
 	row := model.Notification{
 		PatientID: n.PatientID, Reason: n.Reason, Category: r.Category, DedupeKey: DedupeKey(n.Reason, n.PatientID, n.Occurrence),
 		Params: string(params), Page: page, Status: model.NotifyPending, DueAt: o.cfg.afterQuiet(r.Category, due).UTC(),
+	}
+	if r.ChooseTemplate {
+		row.TemplateID = n.TemplateID
 	}
 	if r.ordered() {
 		row.OrderKey = fmt.Sprintf("%s:%d", n.Reason, n.PatientID)
@@ -238,4 +244,46 @@ func (o *Outbox) TemplateReport(ctx context.Context, msgID, status string) error
 		return fmt.Errorf("template report of msgid %s: %w", msgID, err)
 	}
 	return nil
+}
+
+// AfterQuiet is when a notice of category due at t may go: t, or the end
+// of the quiet hours where they apply.
+func (o *Outbox) AfterQuiet(category string, t time.Time) time.Time {
+	return o.cfg.afterQuiet(category, t)
+}
+
+// SubscribeTemplates lists the subscribe templates of a reason.
+func (o *Outbox) SubscribeTemplates(reason string) []string {
+	r, ok := o.cfg.reason(reason)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, ch := range r.Channels {
+		if ch.Channel == ChannelSubscribe {
+			out = append(out, ch.TemplateID)
+		}
+	}
+	return out
+}
+
+// EnqueueRows writes notices in the caller's transaction and returns the
+// rows with their ids (for a caller that links them, as a campaign's
+// recipients do); a notice already written fails the whole call.
+func (o *Outbox) EnqueueRows(ctx context.Context, ns []Notice) ([]model.Notification, error) {
+	rows := make([]model.Notification, 0, len(ns))
+	for _, n := range ns {
+		row, err := o.row(n)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, row)
+	}
+	if len(rows) == 0 {
+		return rows, nil
+	}
+	if err := o.db.Conn(ctx).CreateInBatches(&rows, 500).Error; err != nil {
+		return nil, fmt.Errorf("enqueue %d %s notices: %w", len(rows), rows[0].Reason, err)
+	}
+	return rows, nil
 }

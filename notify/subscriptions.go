@@ -20,7 +20,7 @@ type SceneTemplate struct {
 }
 
 // Scenes at which the mini-program asks for subscriptions.
-var Scenes = []string{"booking", "report", "chat", "survey", "care"}
+var Scenes = []string{"booking", "report", "chat", "survey", "care", "campaign"}
 
 // TemplatesForScene lists the subscribe templates that need the patient's
 // consent at scene (long-term templates need none), one per template id.

@@ -49,6 +49,11 @@ type Reason struct {
 	// NoticeOnceMinutes is always in order: the database then decides
 	// "one notice" without two sends racing).
 	InOrder bool `yaml:"in_order" json:"in_order"`
+	// ChooseTemplate: each notice names which of the reason's subscribe
+	// templates carries it (Notice.TemplateID; a campaign picks its
+	// template), and a template without Fields takes the notice's params as
+	// its data, key for key.
+	ChooseTemplate bool `yaml:"choose_template" json:"choose_template"`
 }
 
 // ordered reports whether r's notices go one at a time per patient.
@@ -70,6 +75,7 @@ const (
 	ReasonDoctorReply      = "doctor_reply"
 	ReasonPointsExpiry     = "points_expiry"
 	ReasonComplaintReply   = "complaint_reply"
+	ReasonCampaign         = "campaign"
 )
 
 // DefaultReasons are the reasons with the sandbox's template ids; a
@@ -113,6 +119,11 @@ func DefaultReasons() []Reason {
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
 		{Name: ReasonPointsExpiry, Title: "积分到期提醒", Category: model.CategoryCare, Scene: "care", Page: "pages/points/index",
 			Channels: []ChannelTemplate{sub("sbx-tmpl-care", false, map[string]string{"thing1": "title", "thing2": "note"}), oa(oaFields)}},
+		// Marketing campaigns: a subscribe message only (never a template
+		// message, which WeChat forbids for marketing), on the template the
+		// campaign chose among these, filled with the campaign's data.
+		{Name: ReasonCampaign, Title: "活动通知", Category: model.CategoryMarketing, Scene: "campaign", Page: "pages/packages/list", ChooseTemplate: true,
+			Channels: []ChannelTemplate{sub("sbx-tmpl-marketing", false, nil), sub("sbx-tmpl-marketing-coupon", false, nil)}},
 	}
 }
 

@@ -49,6 +49,7 @@ const (
 	ActMassSend          Action = "mass_sends.manage"  // mass sends to the official account's followers
 	ActChannels          Action = "channels.manage"    // channels, their QR codes and figures
 	ActRFM               Action = "rfm.manage"         // RFM scoring runs, value tiers and their migration
+	ActCampaigns         Action = "campaigns.manage"   // campaigns: write, start, pause, resume, cancel, follow; the fatigue cap
 	ActSegments          Action = "segments.manage"    // segments: build, count, list, export (on health data: also reports.clinical)
 )
 
@@ -88,6 +89,7 @@ var roleTable = map[Action][]string{
 	ActChannels:          {model.RoleMarketing},
 	ActRFM:               {model.RoleMarketing},
 	ActSegments:          {model.RoleMarketing, model.RoleDoctor},
+	ActCampaigns:         {model.RoleMarketing},
 }
 
 // May reports whether p, a staff member, may do a. Patients and unknown

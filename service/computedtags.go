@@ -51,8 +51,9 @@ type builtinTag struct {
 
 // Computed tag keys.
 const (
-	TagKeyDueRecheck = "due_recheck"
-	TagKeyLapsing    = "lapsing"
+	TagKeyDueRecheck    = "due_recheck"
+	TagKeyLapsing       = "lapsing"
+	TagKeyLikelyRespond = "likely_respond"
 )
 
 // builtins are the model and predictive tags, in the order they are shown.
@@ -88,6 +89,11 @@ func (s *ComputedTags) builtins() []builtinTag {
 			sub := fmt.Sprintf("SELECT patient_id FROM bookings WHERE status = ? GROUP BY patient_id HAVING MAX(date) >= ? AND %s(?) - %s(MAX(date)) > 1.5 * (%s)", day, day, usual)
 			return "p.id IN (" + sub + ") AND p.id NOT IN (SELECT patient_id FROM bookings WHERE status IN ? AND date >= ?)",
 				[]any{model.BookingCompleted, q.daysBefore(3 * 365), q.today, []string{model.BookingBooked, model.BookingCheckedIn}, q.today}, nil
+		}})
+	out = append(out, builtinTag{key: TagKeyLikelyRespond, name: "预测·易响应营销", kind: model.TagPredictive,
+		rule: "近一年内至少一次因营销活动转化（收到活动后在其目标期内预约或用券，按最后触达归因）",
+		where: func(q *segQuery) (string, []any, error) {
+			return "p.id IN (SELECT patient_id FROM campaign_recipients WHERE converted_at >= ?)", []any{q.now.AddDate(-1, 0, 0).UTC()}, nil
 		}})
 	return out
 }

@@ -74,17 +74,18 @@ type mergeStep func(ctx context.Context, db *gorm.DB, self, owner *model.Patient
 
 func (s *PatientData) mergeSteps() map[string]mergeStep {
 	return map[string]mergeStep{
-		"health_archives":    mergeArchive,
-		"patient_tags":       mergeTags,
-		"subscribe_credits":  mergeCredits,
-		"notify_preferences": mergePreferences,
-		"points_accounts":    s.mergePoints,
-		"bookings":           s.prepareBookings,
-		"survey_invites":     prepareInvites,
-		"conversations":      s.prepareConversations,
-		"article_reads":      mergeArticleReads,
-		"rfm_scores":         mergeRFMScores,
-		"health_marks":       s.mergeHealthMarks,
+		"health_archives":     mergeArchive,
+		"patient_tags":        mergeTags,
+		"subscribe_credits":   mergeCredits,
+		"notify_preferences":  mergePreferences,
+		"points_accounts":     s.mergePoints,
+		"bookings":            s.prepareBookings,
+		"survey_invites":      prepareInvites,
+		"conversations":       s.prepareConversations,
+		"article_reads":       mergeArticleReads,
+		"rfm_scores":          mergeRFMScores,
+		"health_marks":        s.mergeHealthMarks,
+		"campaign_recipients": mergeCampaignRecipients,
 	}
 }
 
@@ -208,6 +209,16 @@ func mergeArchive(_ context.Context, db *gorm.DB, self, owner *model.Patient) er
 		return err
 	}
 	return db.Model(&model.HealthArchive{}).Where("patient_id = ?", self.ID).Update("patient_id", owner.ID).Error
+}
+
+// mergeCampaignRecipients keeps the surviving record's row of a campaign
+// that reached both (the rest move with the generic step).
+func mergeCampaignRecipients(_ context.Context, db *gorm.DB, self, owner *model.Patient) error {
+	if err := db.Where("patient_id = ? AND campaign_id IN (SELECT campaign_id FROM (SELECT campaign_id FROM campaign_recipients WHERE patient_id = ?) AS o)", self.ID, owner.ID).
+		Delete(&model.CampaignRecipient{}).Error; err != nil {
+		return err
+	}
+	return db.Model(&model.CampaignRecipient{}).Where("patient_id = ?", self.ID).Update("patient_id", owner.ID).Error
 }
 
 // mergeHealthMarks moves the report marks (their reports moved) and
@@ -495,6 +506,15 @@ func (s *PatientData) exporters() map[string]exporter {
 			return exportList(db.Where("patient_id = ?", pt.ID).Order("run_id"), func(r *model.RFMScore) map[string]any {
 				return map[string]any{"run_id": r.RunID, "recency_days": r.R, "frequency": r.F, "monetary_fen": r.M,
 					"r": r.RScore, "f": r.FScore, "m": r.MScore, "tier": r.Tier}
+			})
+		},
+		"campaigns": func(_ context.Context, db *gorm.DB, pt *model.Patient) (any, error) {
+			return exportList(db.Where("patient_id = ?", pt.ID).Order("campaign_id"), func(r *model.CampaignRecipient) map[string]any {
+				m := map[string]any{"campaign_id": r.CampaignID, "variant": r.Variant, "skipped": r.Skip, "at": model.LocalTime(r.CreatedAt)}
+				if r.ConvertedAt != nil {
+					m["converted_at"] = model.LocalTime(*r.ConvertedAt)
+				}
+				return m
 			})
 		},
 		"article_shares": func(_ context.Context, db *gorm.DB, pt *model.Patient) (any, error) {

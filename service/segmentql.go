@@ -115,6 +115,9 @@ func init() {
 		"booking.days_since_last": {ops: []string{"gte", "lte", "between"}, label: "距上次体检天数", build: segDaysSinceLast},
 		"booking.upcoming":        {ops: []string{"eq"}, label: "有待到检预约", build: segUpcoming},
 
+		"campaign.received":  {ops: []string{"eq", "any"}, within: true, label: "收到过营销活动", build: segCampaign("")},
+		"campaign.converted": {ops: []string{"eq", "any"}, within: true, label: "营销活动转化", build: segCampaign("converted_at")},
+
 		"wechat.follower": {ops: []string{"eq"}, label: "关注公众号", build: segFollower},
 		"wechat.credit":   {ops: []string{"has"}, label: "订阅消息授权", build: segCredit},
 
@@ -715,4 +718,37 @@ func (s *Segments) Fields(_ context.Context, by Principal) ([]SegmentField, erro
 	}
 	slices.SortFunc(out, func(a, b SegmentField) int { return strings.Compare(a.Field, b.Field) })
 	return out, nil
+}
+
+// segCampaign: patients a campaign reached (eq true: any campaign; any: one
+// of the campaigns listed), or who converted from one, within the
+// trailing days if asked.
+func segCampaign(col string) func(*segQuery, SegmentCondition, segValue) (string, []any, error) {
+	return func(q *segQuery, c SegmentCondition, v segValue) (string, []any, error) {
+		timeCol := "created_at"
+		sub, args, want := "SELECT patient_id FROM campaign_recipients WHERE skip = ''", []any{}, true
+		if col != "" {
+			sub += " AND " + col + " IS NOT NULL"
+			timeCol = col
+		}
+		if c.Op == "eq" {
+			b, err := boolValue(v)
+			if err != nil {
+				return "", nil, err
+			}
+			want = b
+		} else {
+			ids, err := idList(v)
+			if err != nil {
+				return "", nil, err
+			}
+			sub += " AND campaign_id IN ?"
+			args = append(args, ids)
+		}
+		if c.WithinDays > 0 {
+			sub += " AND " + timeCol + " >= ?"
+			args = append(args, q.now.AddDate(0, 0, -c.WithinDays).UTC())
+		}
+		return inOrNot(want, sub), args, nil
+	}
 }
