@@ -15,6 +15,10 @@ import (
 // driving Debian's Chromium) against the real binary, on SQLite and on
 // MariaDB + Redis. Needs node, the console's node_modules (npm ci) and
 // /usr/bin/chromium: skipped without them, failed under CI=true.
+// noQuietHours lets the campaign in the browser test go out at whatever
+// hour the suite runs (quiet hours are tested in the app's tests).
+const noQuietHours = "CARELOOP_QUIET_HOURS=00:00-00:00"
+
 func TestConsoleInBrowser(t *testing.T) {
 	if _, err := exec.LookPath("node"); err != nil {
 		unavailableTool(t, "node")
@@ -33,13 +37,13 @@ func TestConsoleInBrowser(t *testing.T) {
 		name string
 		env  func(t *testing.T) []string
 	}{
-		{"sqlite", func(t *testing.T) []string { return []string{"CARELOOP_DATA_DIR=" + t.TempDir()} }},
+		{"sqlite", func(t *testing.T) []string { return []string{"CARELOOP_DATA_DIR=" + t.TempDir(), noQuietHours} }},
 		{"mysql", func(t *testing.T) []string {
 			rdb := testenv.Redis(t) // skips, or fails under CI, without Redis
 			prefix := "careloop-e2e-" + testenv.Suffix() + ":"
 			t.Cleanup(func() { testenv.DeletePrefix(rdb.Client(), prefix) })
 			return []string{"CARELOOP_DATA_DIR=" + t.TempDir(), "CARELOOP_MYSQL_DSN=" + testenv.NewMySQLDatabase(t),
-				"CARELOOP_REDIS_ADDR=" + testenv.RedisAddr(), "CARELOOP_REDIS_PREFIX=" + prefix}
+				"CARELOOP_REDIS_ADDR=" + testenv.RedisAddr(), "CARELOOP_REDIS_PREFIX=" + prefix, noQuietHours}
 		}},
 	}
 	his := filepath.Join(t.TempDir(), "his-5000.xlsx")

@@ -404,3 +404,29 @@ func TestCampaignPreparationResumesWithoutDoubles(t *testing.T) {
 		}
 	})
 }
+
+// Marketing messages wait out the quiet hours: prepared now, due at their
+// end, and nothing goes out before.
+func TestCampaignWaitsOutQuietHours(t *testing.T) {
+	sh := time.Now().In(model.Shanghai)
+	quiet := sh.Add(-time.Hour).Format("15:04") + "-" + sh.Add(2*time.Hour).Format("15:04")
+	a := newIdleApp(t, "sqlite", func(c *app.Config) { c.QuietHours = quiet })
+	h := a.Router
+	admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+	mkt := newStaffOnce(t, a, admin, "mkt", "marketing")
+	tag := call(t, h, "POST", "/api/admin/tags", mkt, map[string]any{"name": "夜间", "category": "basic"})
+	tagID := uint64(tag.Body["id"].(float64))
+	campaignPatient(t, a, "quiet-1", tagID, true, true)
+	seg := call(t, h, "POST", "/api/admin/segments", mkt, map[string]any{"name": "夜间", "purpose": "marketing", "conditions": all(cond("tag", "any", []uint64{tagID}))})
+	c := call(t, h, "POST", "/api/admin/campaigns", mkt, map[string]any{"name": "夜间", "segment_id": seg.Body["id"], "channel": "subscribe",
+		"template_id": "sbx-tmpl-marketing", "data": map[string]string{"thing1": "夜间活动"}})
+	got := runCampaign(t, a, mkt, uint64(c.Body["id"].(float64)))
+	if counts := got.Body["counts"].(map[string]any); counts["queued"] != 1.0 || counts["sent"] != 0.0 || sumSends(subscribeSends(a)) != 0 {
+		t.Fatalf("sent in the quiet hours: %s", got.Raw)
+	}
+	var n model.Notification
+	a.DB.Gorm().Where("reason = ?", "campaign").Take(&n)
+	if end := sh.Add(2 * time.Hour).Truncate(time.Minute); n.DueAt.Before(end.Add(-time.Minute)) {
+		t.Fatalf("due %s, before the quiet hours end (%s)", n.DueAt.In(model.Shanghai), end)
+	}
+}

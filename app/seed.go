@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"careloop/model"
+	"careloop/notify"
 	"careloop/service"
 )
 
@@ -157,7 +158,48 @@ func (a *App) seedToday(ctx context.Context, catalog *service.Catalog) error {
 	if err := a.seedReports(ctx, now); err != nil {
 		return err
 	}
+	if err := a.seedMembers(ctx, now, pkg); err != nil {
+		return err
+	}
 	return a.seedFeedback(ctx, now)
+}
+
+// seedMembers gives marketing members with a history: three who came four
+// times in two years, the last over a year ago (黄金, due for the annual
+// re-check), one who came last month (more valuable still), one who came
+// once long ago. They use the mini-program (log in with dev:demo-member-N),
+// agreed to marketing and accepted the marketing subscribe messages.
+func (a *App) seedMembers(ctx context.Context, now time.Time, pkg model.Package) error {
+	histories := [][]int{{400, 520, 640, 720}, {380, 500, 610, 700}, {420, 540, 650, 725}, {30, 200, 380, 560, 700}, {690}}
+	names := []string{"周敏", "吴刚", "郑丽", "孙浩", "马兰"}
+	for i, days := range histories {
+		open := fmt.Sprintf("demo-member-%d", i+1)
+		p := model.Patient{OpenID: &open, Name: names[i], Gender: []string{"female", "male", "female", "male", "female"}[i], Source: "演示"}
+		if err := a.DB.Conn(ctx).Create(&p).Error; err != nil {
+			return err
+		}
+		for j, d := range days {
+			at := now.AddDate(0, 0, -d)
+			b := model.Booking{Code: fmt.Sprintf("M%d%06d", i+1, j), PatientID: p.ID, PersonKey: fmt.Sprintf("p:%d", p.ID), PackageID: pkg.ID,
+				Date: at.Format(time.DateOnly), Status: model.BookingCompleted, PriceFen: 100000, IdempotencyKey: fmt.Sprintf("demo-member-%d-%d", i, j),
+				CheckedInAt: &at, CompletedAt: &at, CreatedAt: at}
+			if err := a.DB.Conn(ctx).Create(&b).Error; err != nil {
+				return err
+			}
+		}
+		if err := a.DB.Conn(ctx).Create(&model.Consent{PatientID: p.ID, Kind: model.ConsentMarketing, Version: "2026-11", Granted: true, IP: "demo"}).Error; err != nil {
+			return err
+		}
+		for _, tpl := range a.Outbox.SubscribeTemplates(notify.ReasonCampaign) {
+			if err := a.DB.Conn(ctx).Create(&model.SubscribeCredit{PatientID: p.ID, TemplateID: tpl, Credits: 3, UpdatedAt: now}).Error; err != nil {
+				return err
+			}
+			if a.Sandbox != nil {
+				a.Sandbox.GrantSubscribe(a.Cfg.MPAppID, open, tpl, 3)
+			}
+		}
+	}
+	return nil
 }
 
 // seedFeedback gives 满意度与投诉 half a year of answered surveys and two

@@ -21,6 +21,7 @@ func (h campaignHandlers) register(rg *gin.RouterGroup) {
 	rg.GET("/campaigns", may, h.list)
 	rg.POST("/campaigns", may, h.create)
 	rg.GET("/campaigns/fatigue", may, h.fatigue)
+	rg.GET("/campaigns/templates", may, h.templates)
 	rg.PUT("/campaigns/fatigue", may, h.setFatigue)
 	rg.GET("/campaigns/:id", may, h.get)
 	rg.POST("/campaigns/:id/start", may, h.step(h.c.Start))
@@ -76,7 +77,7 @@ type campaignReq struct {
 	VariantB       *service.CampaignVariant `json:"variant_b"`
 	CouponRewardID *uint64                  `json:"coupon_reward_id"`
 	Goal           service.CampaignGoal     `json:"goal"`
-	StartAt        *time.Time               `json:"start_at"`
+	StartAt        *string                  `json:"start_at"`
 }
 
 func (h campaignHandlers) create(c *gin.Context) {
@@ -84,9 +85,18 @@ func (h campaignHandlers) create(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
+	var start *time.Time
+	if req.StartAt != nil && *req.StartAt != "" {
+		t, err := time.Parse(time.RFC3339, *req.StartAt)
+		if err != nil {
+			fail(c, model.ErrInvalid.WithMessage("字段 start_at 应为带时区的时间，如 2026-12-08T09:00:00+08:00"))
+			return
+		}
+		start = &t
+	}
 	out, err := h.c.Create(c.Request.Context(), principal(c), service.CampaignInput{Name: req.Name, SegmentID: req.SegmentID, Channel: req.Channel,
 		TemplateID: req.TemplateID, Page: req.Page, Message: service.CampaignVariant{Data: req.Data, ArticleID: req.ArticleID, Text: req.Text},
-		VariantB: req.VariantB, CouponRewardID: req.CouponRewardID, Goal: req.Goal, StartAt: req.StartAt})
+		VariantB: req.VariantB, CouponRewardID: req.CouponRewardID, Goal: req.Goal, StartAt: start})
 	renderOne(c, http.StatusCreated, out, err, campaignDTO)
 }
 
@@ -143,4 +153,9 @@ func (h campaignHandlers) setFatigue(c *gin.Context) {
 	}
 	f, err := h.c.SetFatigue(c.Request.Context(), principal(c), req)
 	renderOne(c, http.StatusOK, f, err, func(f service.FatigueCap) service.FatigueCap { return f })
+}
+
+func (h campaignHandlers) templates(c *gin.Context) {
+	rows, err := h.c.Templates(c.Request.Context(), principal(c))
+	renderList(c, rows, err, func(id *string) gin.H { return gin.H{"template_id": *id} })
 }

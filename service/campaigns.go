@@ -364,6 +364,14 @@ func (s *Campaigns) Cancel(ctx context.Context, by Principal, id uint64) (*model
 		})
 }
 
+// Templates lists the subscribe templates campaigns may use.
+func (s *Campaigns) Templates(_ context.Context, by Principal) ([]string, error) {
+	if err := by.must(ActCampaigns); err != nil {
+		return nil, err
+	}
+	return s.outbox.SubscribeTemplates(notify.ReasonCampaign), nil
+}
+
 // Fatigue returns the fatigue cap (the default until changed).
 func (s *Campaigns) Fatigue(ctx context.Context, by Principal) (FatigueCap, error) {
 	if err := by.must(ActCampaigns); err != nil {

@@ -403,6 +403,88 @@ async function signIn(username) {
   await ctx.close()
 }
 
+// 分群与活动 (#17's "done when"): marketing builds a segment of gold patients
+// due for their re-check, launches a campaign with a coupon, watches it go
+// out, and sees the conversion when one of them books.
+{
+  const { ctx, page } = await signIn('marketing')
+  const tok = await page.evaluate(() => JSON.parse(sessionStorage.getItem('careloop.session')).token)
+  const staff = { Authorization: 'Bearer ' + tok }
+  const post = async (path, data, headers = staff) => {
+    const r = await page.request.post(BASE + path, { headers, data })
+    return { status: r.status(), body: await r.json().catch(() => ({})) }
+  }
+  const reward = await post('/api/admin/rewards', { name: '年度复检立减100元', kind: 'coupon', cost_points: 5000, stock: 1000, coupon_value_fen: 10000, active: false })
+  check(reward.status === 201 || reward.status === 200, `marketing: a coupon to give (${reward.status})`)
+  await page.click('[data-test=nav-marketing]')
+  await page.waitForLoadState('networkidle')
+  const pick = async (sel, text, typed = false) => {
+    await page.click(sel)
+    if (typed) await page.keyboard.type(text) // a long list: filter it
+    await page.locator('.el-select-dropdown__item:visible', { hasText: text }).first().click()
+  }
+  await page.fill('input[data-test=segment-name], [data-test=segment-name] input', '黄金待复检')
+  await page.click('[data-test=cond-add]')
+  await pick('[data-test=cond-field-0]', '价值分层', true)
+  await pick('[data-test=cond-value-0]', '黄金')
+  await page.keyboard.press('Escape')
+  await page.click('[data-test=cond-add]')
+  await pick('[data-test=cond-field-1]', '距上次体检天数', true)
+  await page.fill('input[data-test=cond-value-1], [data-test=cond-value-1] input', '365')
+  await page.click('[data-test=cond-add]')
+  await pick('[data-test=cond-field-2]', '有待到检预约', true)
+  await pick('[data-test=cond-value-2]', '否')
+  const previewed = page.waitForResponse((r) => r.url().endsWith('/api/admin/segments/preview'))
+  await page.click('[data-test=segment-preview]')
+  const pv = await (await previewed).json()
+  check(pv.count >= 1, `marketing: gold patients due for the re-check are counted (${pv.count})`)
+  await page.locator('[data-test=segment-count]').waitFor()
+  await page.screenshot({ path: out + 'marketing-segment.png' })
+  const saved = page.waitForResponse((r) => r.url().endsWith('/api/admin/segments') && r.request().method() === 'POST')
+  await page.click('[data-test=segment-save]')
+  check((await saved).status() === 201, 'marketing: the segment is saved')
+
+  await page.getByRole('tab', { name: '营销活动' }).click()
+  await page.fill('input[data-test=campaign-name], [data-test=campaign-name] input', '黄金客户年度复检')
+  await pick('[data-test=campaign-segment]', '黄金待复检')
+  await page.fill('input[data-test=campaign-thing1], [data-test=campaign-thing1] input', '年度复检季')
+  await page.fill('input[data-test=campaign-thing2], [data-test=campaign-thing2] input', '黄金会员专享立减券')
+  await pick('[data-test=campaign-coupon]', '年度复检立减100元')
+  const created = page.waitForResponse((r) => r.url().endsWith('/api/admin/campaigns') && r.request().method() === 'POST')
+  await page.click('[data-test=campaign-create]')
+  const cr = await created
+  const campaign = await cr.json()
+  check(cr.status() === 201, `marketing: the campaign is created (${cr.status()})`)
+  await page.click(`[data-test=campaign-start-${campaign.id}]`)
+  await page.locator('[data-test=campaigns] .el-table__expand-icon').first().click()
+  await page.locator(`[data-test=campaign-status-${campaign.id}]`, { hasText: '已完成' }).waitFor({ timeout: 60000 }).then(
+    () => check(true, 'marketing: the campaign goes out and ends'), async () => check(false, `marketing: the campaign ends (${await page.locator(`[data-test=campaign-status-${campaign.id}]`).innerText()})`))
+  const sent = Number(await page.locator(`[data-test=campaign-sent-${campaign.id}] .el-statistic__number`).innerText())
+  check(sent === pv.count, `marketing: every counted patient is reached (${sent} of ${pv.count})`)
+  // One of them books: a conversion.
+  const member = await post('/api/mp/login', { code: 'dev:demo-member-1' }, {})
+  const mp = { Authorization: 'Bearer ' + member.body.token }
+  const coupons = await (await page.request.get(BASE + '/api/mp/coupons', { headers: mp })).json()
+  check((coupons.items ?? []).some((c) => c.value_fen === 10000), "patient: the campaign's coupon is in their wallet")
+  const pkgs = await (await page.request.get(BASE + '/api/mp/packages', { headers: mp })).json()
+  let booked = 0
+  for (const pkg of pkgs.items ?? []) {
+    const slots = await (await page.request.get(BASE + `/api/mp/packages/${pkg.id}/slots`, { headers: mp })).json()
+    const free = (slots.items ?? []).find((x) => (x.remaining ?? x.available ?? 1) > 0)
+    if (!free) continue
+    const b = await page.request.post(BASE + '/api/mp/bookings', { headers: { ...mp, 'Idempotency-Key': 'e2e-campaign-book' }, data: { package_id: pkg.id, slot_id: free.id } })
+    booked = b.status()
+    if (booked === 201) break
+  }
+  check(booked === 201, `patient: books after the campaign (${booked})`)
+  await page.locator(`[data-test=campaign-conv-${campaign.id}] .el-statistic__number`, { hasText: '1' }).waitFor({ timeout: 30000 }).then(
+    () => check(true, "marketing: the booking shows as the campaign's conversion"), () => check(false, "marketing: the booking shows as the campaign's conversion"))
+  await page.locator(`[data-test=campaign-detail-${campaign.id}]`).scrollIntoViewIfNeeded()
+  await page.waitForTimeout(500)
+  await page.screenshot({ path: out + 'marketing-campaign.png' })
+  await ctx.close()
+}
+
 // The doctor's inbox: a patient's message (sent through the sandbox's
 // official account) appears without reload, patient text stays text, the
 // reply leaves as a customer message, and a burst of 20 messages a second

@@ -20,6 +20,7 @@ export const pages: Page[] = [
   { path: '/reports', name: 'reports', title: '报告', icon: 'Document', action: ['reports.link', 'reports.clinical'], component: () => import('./views/Reports.vue') },
   { path: '/satisfaction', name: 'satisfaction', title: '满意度与投诉', icon: 'DataLine', action: ['surveys.manage', 'complaints.handle', 'kpi.read'], component: () => import('./views/Satisfaction.vue') },
   { path: '/articles', name: 'articles', title: '自媒体', icon: 'Reading', action: ['articles.manage', 'mass_sends.manage', 'channels.manage'], component: () => import('./views/Articles.vue') },
+  { path: '/marketing', name: 'marketing', title: '分群与活动', icon: 'Promotion', action: ['segments.manage', 'campaigns.manage'], component: () => import('./views/Marketing.vue') },
   { path: '/tiers', name: 'tiers', title: '价值分层', icon: 'TrendCharts', action: 'rfm.manage', component: () => import('./views/Tiers.vue') },
   { path: '/inbox', name: 'inbox', title: '医生工作台', icon: 'ChatDotRound', action: 'chat.answer', component: () => import('./views/Inbox.vue') },
   {

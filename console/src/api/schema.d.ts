@@ -914,7 +914,7 @@ export interface paths {
         get: {
             parameters: {
                 query: {
-                    scene: "booking" | "report" | "chat" | "survey" | "care";
+                    scene: "booking" | "report" | "chat" | "survey" | "care" | "campaign";
                 };
                 header?: never;
                 path?: never;
@@ -4209,6 +4209,1060 @@ export interface paths {
             };
         };
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/segments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 分群列表（使用健康数据的关怀分群只对医生和管理员列出） */
+        get: {
+            parameters: {
+                query?: {
+                    purpose?: "marketing" | "care";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description segments */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["Segment"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        /**
+         * 新建分群
+         * @description Saves a filter (the condition language is SegmentConditions). Conditions on health data (report.*, archive.*) are allowed only with `purpose: care` (else 422 health_data_not_allowed) and only to the roles that read health data (doctor, admin; else 403 health_segment).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["SegmentInput"];
+                };
+            };
+            responses: {
+                /** @description created */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Segment"];
+                    };
+                };
+                /** @description invalid_request, invalid_segment */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description forbidden, health_segment */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description segment_exists */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description invalid_condition (details: group, index, field), health_data_not_allowed */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/segments/fields": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 条件语言的字段（名称、可用运算、是否健康数据、可否限定天数） */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description fields */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["SegmentField"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/segments/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * 试算：符合条件的人数与部分患者（编辑时实时）
+         * @description Counts the patients (not erased, not blocked) the filter matches now and shows up to 10 of them, newest first; phones masked for roles that do not see full numbers. A preview on health data is audited (segment.health_use).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        purpose: "marketing" | "care";
+                        conditions: components["schemas"]["SegmentConditions"];
+                    };
+                };
+            };
+            responses: {
+                /** @description the count and a sample */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            count: number;
+                            sample: components["schemas"]["PatientSummary"][];
+                        };
+                    };
+                };
+                /** @description invalid_request, invalid_segment */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description forbidden, health_segment */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description invalid_condition, health_data_not_allowed */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/segments/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 分群（含实时人数） */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the segment with its live count */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Segment"];
+                    };
+                };
+                /** @description forbidden, health_segment */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                404: components["responses"]["Error"];
+            };
+        };
+        /** 修改分群名称和条件（用途不变） */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        name: string;
+                        conditions: components["schemas"]["SegmentConditions"];
+                    };
+                };
+            };
+            responses: {
+                /** @description the segment */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Segment"];
+                    };
+                };
+                400: components["responses"]["Error"];
+                /** @description forbidden, health_segment */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                404: components["responses"]["Error"];
+                /** @description segment_exists */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description invalid_condition, health_data_not_allowed (also: health data in a mirrored segment) */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        /** 删除分群（同步为微信标签的须先停止同步） */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description deleted */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description conflict: mirrored as a WeChat tag */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/segments/{id}/patients": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 分群成员（实时，分页；健康数据分群的使用留痕） */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description next_cursor of the previous page */
+                    cursor?: components["parameters"]["Cursor"];
+                    limit?: components["parameters"]["Limit"];
+                };
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description members */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["PatientSummary"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                /** @description invalid_cursor */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description forbidden, health_segment */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                404: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/segments/{id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * 导出分群成员（CSV，姓名与手机号脱敏，留痕）
+         * @description CSV (UTF-8 with BOM): 患者编号, 姓名 (张*三), 性别, 年龄, 地区, 手机 (138****5678), 价值分层. Audited as segment.export (segment.health_use for a care segment on health data) with the number of rows.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the members */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/csv": string;
+                    };
+                };
+                /** @description forbidden, health_segment */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                404: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/segments/{id}/mirror": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * 将分群同步为公众号用户标签（或停止）
+         * @description On: the segment's members carry a computed tag (分群·NAME, recomputed with the computed tags) which is mirrored as a WeChat user tag (see /api/admin/tags/{id}/wechat). Off: the WeChat tag is deleted and the computed tag dropped. A segment on health data is never mirrored (422 health_data_not_allowed).
+         */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        on: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description the segment */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Segment"];
+                    };
+                };
+                400: components["responses"]["Error"];
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description health_data_not_allowed; wechat_refused (WeChat refused the tag) */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/tags/computed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 计算标签（模型标签、预测标签、同步的分群）：如何计算、上次计算时间、人数 */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description computed tags */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["ComputedTag"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/tags/computed/refresh": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 立即重新计算所有计算标签 */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description queued */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            status?: "queued";
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/campaigns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 营销活动列表（最新在前） */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description next_cursor of the previous page */
+                    cursor?: components["parameters"]["Cursor"];
+                    limit?: components["parameters"]["Limit"];
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description campaigns */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: components["schemas"]["Campaign"][];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                /** @description invalid_cursor */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        /**
+         * 新建营销活动（草稿）
+         * @description A campaign reaches a marketing segment by a subscribe message (`template_id` among the marketing templates configured for the `campaign` reason, `data` its fields: thing1 …, at most 20 characters each) or by mass send (`article_id` or `text`), never by template message (`channel: template` answers 422 template_not_allowed). `variant_b` splits the recipients 50/50 (stable by patient) for an A/B test. `coupon_reward_id` issues one coupon of that reward to every recipient. `goal`: a booking (of `package_id`, if given) or the coupon used, within `days` (default 30) of receiving the message; conversions are attributed to the last campaign that reached the patient before they converted. Recipients must have agreed to marketing and not opted out; the fatigue cap (GET/PUT /api/admin/campaigns/fatigue) counts every campaign; messages wait out the quiet hours.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CampaignInput"];
+                };
+            };
+            responses: {
+                /** @description created */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Campaign"];
+                    };
+                };
+                400: components["responses"]["Error"];
+                403: components["responses"]["Error"];
+                /** @description invalid_campaign, template_not_allowed, health_data_not_allowed (a care segment) */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/campaigns/fatigue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 营销打扰上限（每周、每月，所有活动共用） */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the cap */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FatigueCap"];
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        /** 修改营销打扰上限（此后准备的活动生效） */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["FatigueCap"];
+                };
+            };
+            responses: {
+                /** @description the cap */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FatigueCap"];
+                    };
+                };
+                400: components["responses"]["Error"];
+                403: components["responses"]["Error"];
+                /** @description invalid_campaign */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/campaigns/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 营销活动可用的订阅消息模板 */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description templates */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items?: {
+                                template_id?: string;
+                            }[];
+                            next_cursor?: string;
+                        };
+                    };
+                };
+                403: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/campaigns/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** 活动进度：排队、已发、失败、按原因跳过、转化（按方案） */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the campaign with its counts */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Campaign"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/campaigns/{id}/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 开始活动（到开始时间后准备名单并发送） */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the campaign */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Campaign"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description campaign_state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/campaigns/{id}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 暂停活动（不再准备名单，未发出的消息暂缓；已交给微信的群发无法暂停） */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the campaign */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Campaign"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description campaign_state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/campaigns/{id}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 继续已暂停的活动 */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the campaign */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Campaign"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description campaign_state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/campaigns/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** 取消活动（未发出的消息不再发送） */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the campaign */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Campaign"];
+                    };
+                };
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                /** @description campaign_state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -9279,6 +10333,286 @@ export interface components {
             as_of?: string;
             /** Format: date-time */
             finished_at?: string;
+        };
+        /**
+         * @description The condition language. `groups` are joined by `match` (`all` = AND, `any` = OR; default all); the
+         *     conditions of a group by the group's `match`. No groups: every patient. Erased and blocked patients never
+         *     match. At most 10 groups of 1–20 conditions, lists of at most 500 values. Operators: `eq` (a value),
+         *     `in` / `any` (one of a list), `all` (every one of a list), `none` (none of a list), `gte` / `lte` (a
+         *     number), `between` ([low, high], inclusive), `has` (a value held). `within_days` (1–3650) narrows the
+         *     booking and report fields to the trailing days.
+         *
+         *     | field | ops | value |
+         *     |---|---|---|
+         *     | gender | eq, in | male, female, unknown |
+         *     | age | gte, lte, between | whole years today (Asia/Shanghai) |
+         *     | region | in | GB/T 2260 codes by prefix: province `33` (or `330000`), city `3301` (or `330100`), county `330106` |
+         *     | source | eq, in | the first touch as recorded (a QR scene, 前台登记, …) |
+         *     | channel | in | channel ids: first touch or follow through the channel's QR code |
+         *     | tag | any, all, none | tag ids (computed tags too: 价值·黄金, 预测·待年度复检, …) |
+         *     | level | in | membership level ids (a level is a range of growth) |
+         *     | points | gte, lte, between | points balance |
+         *     | rfm.tier | in | platinum, gold, iron, lead (the latest finished RFM run) |
+         *     | rfm.r_score, rfm.f_score, rfm.m_score | gte, lte, between | 1–5 |
+         *     | rfm.recency_days, rfm.frequency, rfm.monetary_fen | gte, lte, between | the run's R, F, M |
+         *     | booking.package | any | package ids of completed checkups (within_days) |
+         *     | booking.count | gte, lte, between | completed checkups (within_days) |
+         *     | booking.no_shows | gte, lte, between | no-shows (within_days) |
+         *     | booking.days_since_last | gte, lte, between | days since the last completed checkup (never: no match) |
+         *     | booking.upcoming | eq | true/false: a booking still to come |
+         *     | wechat.follower | eq | true/false: follows the official account |
+         *     | campaign.received | eq, any | true/false (any campaign), or campaign ids: reached by it (within_days) |
+         *     | campaign.converted | eq, any | true/false, or campaign ids: converted from it (within_days) |
+         *     | wechat.credit | has | a subscribe template id the patient holds a credit for |
+         *     | report.abnormal | eq | **care only**: a report with abnormal findings (within_days) |
+         *     | report.critical | eq | **care only**: a report with a critical value (within_days) |
+         *     | report.item | any | **care only**: abnormal report items by name or code (within_days) |
+         *     | archive.past_history, archive.family_history, archive.allergy, archive.medication | any | **care only**: entries of the health archive |
+         *
+         *     Health data (report.*, archive.*) in a `marketing` segment answers 422 health_data_not_allowed.
+         * @example {
+         *       "match": "all",
+         *       "groups": [
+         *         {
+         *           "match": "all",
+         *           "conditions": [
+         *             {
+         *               "field": "rfm.tier",
+         *               "op": "in",
+         *               "value": [
+         *                 "gold"
+         *               ]
+         *             },
+         *             {
+         *               "field": "booking.days_since_last",
+         *               "op": "gte",
+         *               "value": 365
+         *             },
+         *             {
+         *               "field": "booking.upcoming",
+         *               "op": "eq",
+         *               "value": false
+         *             }
+         *           ]
+         *         },
+         *         {
+         *           "match": "any",
+         *           "conditions": [
+         *             {
+         *               "field": "wechat.follower",
+         *               "op": "eq",
+         *               "value": true
+         *             },
+         *             {
+         *               "field": "wechat.credit",
+         *               "op": "has",
+         *               "value": "TPL-RECHECK"
+         *             }
+         *           ]
+         *         }
+         *       ]
+         *     }
+         */
+        SegmentConditions: {
+            /** @enum {string} */
+            match?: "all" | "any";
+            groups?: {
+                /** @enum {string} */
+                match?: "all" | "any";
+                conditions: {
+                    field: string;
+                    /** @enum {string} */
+                    op: "eq" | "in" | "any" | "all" | "none" | "gte" | "lte" | "between" | "has";
+                    /** @description a string, number, boolean or list, as the operator wants */
+                    value: unknown;
+                    within_days?: number;
+                }[];
+            }[];
+        };
+        /**
+         * @example {
+         *       "name": "黄金客户年度复检",
+         *       "purpose": "marketing",
+         *       "conditions": {
+         *         "match": "all",
+         *         "groups": [
+         *           {
+         *             "match": "all",
+         *             "conditions": [
+         *               {
+         *                 "field": "rfm.tier",
+         *                 "op": "in",
+         *                 "value": [
+         *                   "gold"
+         *                 ]
+         *               },
+         *               {
+         *                 "field": "tag",
+         *                 "op": "any",
+         *                 "value": [
+         *                   12
+         *                 ]
+         *               }
+         *             ]
+         *           }
+         *         ]
+         *       }
+         *     }
+         */
+        SegmentInput: {
+            name: string;
+            /** @enum {string} */
+            purpose: "marketing" | "care";
+            conditions: components["schemas"]["SegmentConditions"];
+        };
+        Segment: {
+            id: number;
+            name: string;
+            /** @enum {string} */
+            purpose: "marketing" | "care";
+            conditions: components["schemas"]["SegmentConditions"];
+            /** @description the segment uses health data */
+            health: boolean;
+            /** @description the computed tag mirrored at WeChat */
+            mirror_tag_id?: number | null;
+            /** @description live count (on GET of one segment) */
+            count?: number;
+            staff_id?: number;
+            /** Format: date-time */
+            created_at?: string;
+            /** Format: date-time */
+            updated_at?: string;
+        };
+        SegmentField: {
+            field?: string;
+            label?: string;
+            ops?: string[];
+            health?: boolean;
+            within_days?: boolean;
+        };
+        ComputedTag: {
+            tag_id?: number;
+            /** @description rfm:platinum … rfm:lead, due_recheck, lapsing, segment:ID */
+            key?: string;
+            name?: string;
+            /** @enum {string} */
+            kind?: "model" | "predictive";
+            /** @description how it is computed (Chinese) */
+            rule?: string;
+            members?: number;
+            /** Format: date-time */
+            computed_at?: string;
+        };
+        CampaignVariant: {
+            /** @description subscribe: the template's fields (thing1 …) */
+            data?: {
+                [key: string]: string;
+            };
+            /** @description mass: an article */
+            article_id?: number;
+            /** @description mass: a text */
+            text?: string;
+        };
+        /**
+         * @example {
+         *       "name": "黄金客户年度复检",
+         *       "segment_id": 3,
+         *       "channel": "subscribe",
+         *       "template_id": "sbx-tmpl-marketing-coupon",
+         *       "data": {
+         *         "thing1": "年度体检季",
+         *         "thing2": "黄金会员专享券"
+         *       },
+         *       "coupon_reward_id": 2,
+         *       "goal": {
+         *         "kind": "booking",
+         *         "days": 30
+         *       }
+         *     }
+         */
+        CampaignInput: {
+            name: string;
+            segment_id: number;
+            /**
+             * @description template answers 422 template_not_allowed
+             * @enum {string}
+             */
+            channel: "subscribe" | "mass";
+            template_id?: string;
+            data?: {
+                [key: string]: string;
+            };
+            article_id?: number;
+            text?: string;
+            /** @description the mini-program page the message opens (default pages/packages/list) */
+            page?: string;
+            variant_b?: components["schemas"]["CampaignVariant"];
+            coupon_reward_id?: number;
+            goal?: {
+                /** @enum {string} */
+                kind?: "booking" | "coupon";
+                package_id?: number;
+                days?: number;
+            };
+            /** Format: date-time */
+            start_at?: string;
+        };
+        Campaign: {
+            id: number;
+            name: string;
+            segment_id?: number;
+            /** @enum {string} */
+            channel?: "subscribe" | "mass";
+            template_id?: string;
+            page?: string;
+            variants?: components["schemas"]["CampaignVariant"][];
+            coupon_reward_id?: number | null;
+            goal?: {
+                kind?: string;
+                package_id?: number;
+                days?: number;
+            };
+            /** Format: date-time */
+            start_at?: string;
+            /** @enum {string} */
+            status: "draft" | "scheduled" | "preparing" | "sending" | "paused" | "done" | "cancelled";
+            /** @description segment members looked at so far */
+            prepared?: number;
+            error?: string;
+            /** @description on reading one campaign */
+            counts?: {
+                recipients?: number;
+                queued?: number;
+                sent?: number;
+                failed?: number;
+                cancelled?: number;
+                skipped?: {
+                    no_consent?: number;
+                    opted_out?: number;
+                    capped?: number;
+                    no_credit?: number;
+                    not_follower?: number;
+                    mass_limit?: number;
+                };
+                /** @description per variant (A, B) and total */
+                conversions?: {
+                    [key: string]: number;
+                };
+                /** @description sent per variant (subscribe) */
+                reached?: {
+                    [key: string]: number;
+                };
+            };
+            /** Format: date-time */
+            created_at?: string;
+            /** Format: date-time */
+            started_at?: string;
+            /** Format: date-time */
+            finished_at?: string;
+        };
+        FatigueCap: {
+            per_week: number;
+            per_month: number;
         };
         /** @description Fixed thresholds for scores 5, 4, 3, 2 (used when quintiles are not stable): recency at most so many days (increasing), frequency and monetary at least so much (decreasing); tiers from the score sum (15 ≥ platinum > gold > iron > 3). */
         RFMConfig: {

@@ -1,0 +1,1 @@
+import"./session-r82PQAmy.js";import"./css-B1-9_Nwo.js";
