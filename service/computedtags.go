@@ -87,7 +87,7 @@ func (s *ComputedTags) builtins() []builtinTag {
 			gap := fmt.Sprintf("(%[1]s(MAX(date)) - %[1]s(MIN(date))) / (COUNT(*) - 1)", day)
 			usual := fmt.Sprintf("CASE WHEN COUNT(*) < 2 THEN 365 WHEN %[1]s < 180 THEN 180 ELSE %[1]s END", gap)
 			sub := fmt.Sprintf("SELECT patient_id FROM bookings WHERE status = ? GROUP BY patient_id HAVING MAX(date) >= ? AND %s(?) - %s(MAX(date)) > 1.5 * (%s)", day, day, usual)
-			return "p.id IN (" + sub + ") AND p.id NOT IN (SELECT patient_id FROM bookings WHERE status IN ? AND date >= ?)",
+			return "p.id IN (" + grouped(sub) + ") AND p.id NOT IN (SELECT patient_id FROM bookings WHERE status IN ? AND date >= ?)",
 				[]any{model.BookingCompleted, q.daysBefore(3 * 365), q.today, []string{model.BookingBooked, model.BookingCheckedIn}, q.today}, nil
 		}})
 	out = append(out, builtinTag{key: TagKeyLikelyRespond, name: "预测·易响应营销", kind: model.TagPredictive,

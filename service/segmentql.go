@@ -309,6 +309,11 @@ func boolValue(v segValue) (bool, error) {
 	return b, nil
 }
 
+// grouped wraps a grouped subquery (GROUP BY … HAVING) in a derived table:
+// MariaDB cannot turn "IN (… GROUP BY …)" into a semi-join and would run it
+// once per patient; a derived table is computed once.
+func grouped(sub string) string { return "SELECT patient_id FROM (" + sub + ") AS g" }
+
 // inOrNot is "p.id IN (sub)" or, for a false wanted, "p.id NOT IN (sub)".
 func inOrNot(want bool, sub string) string {
 	if want {
@@ -473,7 +478,7 @@ func segTag(_ *segQuery, c SegmentCondition, v segValue) (string, []any, error) 
 		return "p.id NOT IN (SELECT patient_id FROM patient_tags WHERE tag_id IN ?)", []any{ids}, nil
 	}
 	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
-	return "p.id IN (SELECT patient_id FROM patient_tags WHERE tag_id IN ? GROUP BY patient_id HAVING COUNT(*) = ?)", []any{ids, len(ids)}, nil
+	return "p.id IN (" + grouped("SELECT patient_id FROM patient_tags WHERE tag_id IN ? GROUP BY patient_id HAVING COUNT(*) = ?") + ")", []any{ids, len(ids)}, nil
 }
 
 // segLevel: a level is a range of growth (from its threshold to the next
@@ -487,7 +492,6 @@ func segLevel(q *segQuery, _ SegmentCondition, v segValue) (string, []any, error
 	if err := q.db.Conn(q.ctx).Order("growth").Find(&levels).Error; err != nil {
 		return "", nil, fmt.Errorf("levels: %w", err)
 	}
-	growth := "COALESCE((SELECT a.growth FROM points_accounts a WHERE a.patient_id = p.id), 0)"
 	var parts []string
 	var args []any
 	found := 0
@@ -496,13 +500,14 @@ func segLevel(q *segQuery, _ SegmentCondition, v segValue) (string, []any, error
 			continue
 		}
 		found++
-		part := growth + " >= ?"
-		args = append(args, l.Growth)
+		lo := l.Growth
+		var hi *int64
 		if i+1 < len(levels) {
-			part += " AND " + growth + " < ?"
-			args = append(args, levels[i+1].Growth)
+			h := levels[i+1].Growth - 1
+			hi = &h
 		}
-		parts = append(parts, "("+part+")")
+		parts = append(parts, "("+growthRange("growth", &lo, hi)+")")
+		args = append(args, boundsArgs(&lo, hi)...)
 	}
 	if found != len(slices.Compact(slices.Sorted(slices.Values(ids)))) {
 		return "", nil, condErr("有会员等级不存在")
@@ -514,8 +519,35 @@ func segPoints(_ *segQuery, _ SegmentCondition, v segValue) (string, []any, erro
 	if err := rangeOK(v, 0, 1<<40); err != nil {
 		return "", nil, err
 	}
-	sql, args := rangeSQL("COALESCE((SELECT a.balance FROM points_accounts a WHERE a.patient_id = p.id), 0)", v)
-	return sql, args, nil
+	return growthRange("balance", v.lo, v.hi), boundsArgs(v.lo, v.hi), nil
+}
+
+// growthRange is membership of a range of a points account column: with a
+// positive lower bound, the patients whose account is in range; else (no
+// account counts as 0) those whose account is not out of it. Both are
+// uncorrelated subqueries.
+func growthRange(col string, lo, hi *int64) string {
+	switch {
+	case lo != nil && *lo > 0 && hi != nil:
+		return "p.id IN (SELECT patient_id FROM points_accounts WHERE " + col + " >= ? AND " + col + " <= ?)"
+	case lo != nil && *lo > 0:
+		return "p.id IN (SELECT patient_id FROM points_accounts WHERE " + col + " >= ?)"
+	case hi != nil:
+		return "p.id NOT IN (SELECT patient_id FROM points_accounts WHERE " + col + " > ?)"
+	}
+	return "1=1"
+}
+
+// boundsArgs are growthRange's arguments.
+func boundsArgs(lo, hi *int64) []any {
+	var out []any
+	if lo != nil && *lo > 0 {
+		out = append(out, *lo)
+	}
+	if hi != nil {
+		out = append(out, *hi)
+	}
+	return out
 }
 
 // latestRFM is the latest finished RFM run (0 if none).
@@ -596,11 +628,11 @@ func segBookingCount(status string) func(*segQuery, SegmentCondition, segValue) 
 		var parts []string
 		var all []any
 		if v.lo != nil && *v.lo > 0 {
-			parts = append(parts, "p.id IN ("+sub+" GROUP BY patient_id HAVING COUNT(*) >= ?)")
+			parts = append(parts, "p.id IN ("+grouped(sub+" GROUP BY patient_id HAVING COUNT(*) >= ?")+")")
 			all = append(append(all, args...), *v.lo)
 		}
 		if v.hi != nil {
-			parts = append(parts, "p.id NOT IN ("+sub+" GROUP BY patient_id HAVING COUNT(*) > ?)")
+			parts = append(parts, "p.id NOT IN ("+grouped(sub+" GROUP BY patient_id HAVING COUNT(*) > ?")+")")
 			all = append(append(all, args...), *v.hi)
 		}
 		if len(parts) == 0 {
@@ -626,7 +658,7 @@ func segDaysSinceLast(q *segQuery, _ SegmentCondition, v segValue) (string, []an
 		having = append(having, "MAX(date) >= ?")
 		args = append(args, q.daysBefore(*v.hi))
 	}
-	return "p.id IN (SELECT patient_id FROM bookings WHERE status = ? GROUP BY patient_id HAVING " + strings.Join(having, " AND ") + ")", args, nil
+	return "p.id IN (" + grouped("SELECT patient_id FROM bookings WHERE status = ? GROUP BY patient_id HAVING "+strings.Join(having, " AND ")) + ")", args, nil
 }
 
 func segUpcoming(q *segQuery, _ SegmentCondition, v segValue) (string, []any, error) {
