@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,6 +195,27 @@ func TestCampaignReachesTheRightPatientsOnce(t *testing.T) {
 		sort.Slice(holders, func(i, j int) bool { return holders[i] < holders[j] })
 		if !slices.Equal(holders, ids(good...)) {
 			t.Fatalf("coupons went to %v", holders)
+		}
+		// The message opens the mini-program with the campaign's id; opening it is recorded once.
+		for _, m := range a.Sandbox.Delivered() {
+			if m.API == wxsandbox.APISubscribeSend && strings.Contains(string(m.Payload), "sbx-tmpl-marketing") &&
+				!strings.Contains(string(m.Payload), fmt.Sprintf("campaign=%d", cid)) {
+				t.Fatalf("the message's page does not name the campaign: %s", m.Payload)
+			}
+		}
+		for i := 0; i < 2; i++ {
+			if r := call(t, h, "POST", fmt.Sprintf("/api/mp/campaigns/%d/opened", cid), toks[good[1]], nil); r.Status != 204 {
+				t.Fatalf("opened: %d %s", r.Status, r.Raw)
+			}
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/campaigns/%d/opened", cid), optTok, nil); r.Status != 404 {
+			t.Fatalf("a patient the campaign skipped opened it: %d", r.Status)
+		}
+		if o := call(t, h, "GET", fmt.Sprintf("/api/admin/campaigns/%d", cid), mkt, nil).Body["counts"].(map[string]any)["opened"]; o != 1.0 {
+			t.Fatalf("opened: %v", o)
+		}
+		if got, r := preview(t, a, mkt, "marketing", all(cond("campaign.opened", "eq", true))); !slices.Equal(got, ids(good[1])) {
+			t.Fatalf("opened segment: %v %s", got, r.Raw)
 		}
 		// Working again sends nothing more.
 		if _, err := a.Campaigns.Work(context.Background()); err != nil {
@@ -429,4 +451,68 @@ func TestCampaignWaitsOutQuietHours(t *testing.T) {
 	if end := sh.Add(2 * time.Hour).Truncate(time.Minute); n.DueAt.Before(end.Add(-time.Minute)) {
 		t.Fatalf("due %s, before the quiet hours end (%s)", n.DueAt.In(model.Shanghai), end)
 	}
+}
+
+// A mass-send campaign reaches the consenting followers under WeChat's 4 a
+// month, and a read of the article after it counts as opened.
+func TestMassCampaign(t *testing.T) {
+	forEachBackend(t, noQuiet, func(t *testing.T, a *app.App) {
+		h := a.Router
+		db := a.DB.Gorm()
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		mkt := newStaffOnce(t, a, admin, "mkt", "marketing")
+		tag := call(t, h, "POST", "/api/admin/tags", mkt, map[string]any{"name": "群发活动", "category": "basic"})
+		tagID := uint64(tag.Body["id"].(float64))
+		pids, opens := followingPatients(t, a, "massc", 5, tagID, true)
+		away, _ := followingPatients(t, a, "massc-away", 1, tagID, false)
+		now := time.Now()
+		for _, pid := range append(pids[:4], away...) {
+			db.Create(&model.Consent{PatientID: pid, Kind: model.ConsentMarketing, Version: "2026-11", Granted: true, CreatedAt: now})
+		}
+		db.Create(&model.MassReceipt{OpenID: opens[3], Month: now.In(model.Shanghai).Format("2006-01"), Count: 4})
+		art := publishedArticle(t, a, mkt, "冬季体检须知（活动）")
+		seg := call(t, h, "POST", "/api/admin/segments", mkt, map[string]any{"name": "群发活动", "purpose": "marketing", "conditions": all(cond("tag", "any", []uint64{tagID}))})
+		c := call(t, h, "POST", "/api/admin/campaigns", mkt, map[string]any{"name": "冬季群发", "segment_id": seg.Body["id"], "channel": "mass", "article_id": art})
+		if c.Status != 201 {
+			t.Fatalf("create: %d %s", c.Status, c.Raw)
+		}
+		cid := uint64(c.Body["id"].(float64))
+		call(t, h, "POST", fmt.Sprintf("/api/admin/campaigns/%d/start", cid), mkt, nil)
+		var got response
+		eventually(t, 30*time.Second, "the mass campaign ends", func() bool {
+			got = call(t, h, "GET", fmt.Sprintf("/api/admin/campaigns/%d", cid), mkt, nil)
+			return got.Body["status"] == "done"
+		})
+		counts := got.Body["counts"].(map[string]any)
+		sk := counts["skipped"].(map[string]any)
+		if counts["recipients"] != 6.0 || counts["sent"] != 3.0 || sk["no_consent"] != 1.0 || sk["not_follower"] != 1.0 || sk["mass_limit"] != 1.0 {
+			t.Fatalf("mass campaign: %s", got.Raw)
+		}
+		var camp model.Campaign
+		db.Where("id = ?", cid).Take(&camp)
+		var masses []model.MassSend
+		db.Where("id IN ?", massIDsOf(camp)).Find(&masses)
+		total := 0
+		for _, m := range masses {
+			total += m.Total
+		}
+		if total != 3 || len(masses) != 1 {
+			t.Fatalf("%d mass sends for %d followers", len(masses), total)
+		}
+		// A recipient of the article variant reads it: opened.
+		var rec model.CampaignRecipient
+		if db.Where("campaign_id = ? AND skip = '' AND variant = 'A'", cid).Take(&rec).Error == nil {
+			db.Create(&model.ArticleRead{ArticleID: art, PatientID: rec.PatientID, Count: 1, FirstAt: time.Now(), LastAt: time.Now()})
+			eventually(t, 15*time.Second, "the read counts as opened", func() bool {
+				o := call(t, h, "GET", fmt.Sprintf("/api/admin/campaigns/%d", cid), mkt, nil).Body["counts"].(map[string]any)["opened"]
+				return o == 1.0
+			})
+		}
+	})
+}
+
+func massIDsOf(c model.Campaign) []uint64 {
+	var ids []uint64
+	_ = json.Unmarshal([]byte(c.MassSendIDs), &ids)
+	return ids
 }

@@ -16,6 +16,23 @@ type campaignHandlers struct {
 	c *service.Campaigns
 }
 
+func (h campaignHandlers) registerMP(rg *gin.RouterGroup) {
+	rg.POST("/campaigns/:id/opened", h.opened)
+}
+
+// opened: the mini-program page a campaign's message opened says so.
+func (h campaignHandlers) opened(c *gin.Context) {
+	id, ok := idParam(c)
+	if !ok {
+		return
+	}
+	if err := h.c.Opened(c.Request.Context(), principal(c), id); err != nil {
+		fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
 func (h campaignHandlers) register(rg *gin.RouterGroup) {
 	may := allow(service.ActCampaigns)
 	rg.GET("/campaigns", may, h.list)

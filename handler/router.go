@@ -211,6 +211,7 @@ func NewRouter(d Deps) *gin.Engine {
 	rfmHandlers{r: d.RFM}.register(staff)
 	segmentHandlers{s: d.Segments, computed: d.ComputedTags, patients: ap}.register(staff)
 	campaignHandlers{c: d.Campaigns}.register(staff)
+	campaignHandlers{c: d.Campaigns}.registerMP(mpAuth)
 
 	if d.Sandbox != nil {
 		sb := gin.WrapH(http.StripPrefix("/sandbox/wechat", d.Sandbox))

@@ -78,7 +78,10 @@ type CampaignRecipient struct {
 	Skip           string `gorm:"size:16"` // "" when queued
 	NotificationID *uint64
 	CouponID       *uint64
-	ConvertedAt    *time.Time
-	BookingID      *uint64
-	CreatedAt      time.Time `gorm:"index:idx_recipient_patient,priority:2"`
+	// OpenedAt: the patient opened the message (the mini-program page it
+	// leads to says so; for a mass send of an article, they read it).
+	OpenedAt    *time.Time
+	ConvertedAt *time.Time
+	BookingID   *uint64
+	CreatedAt   time.Time `gorm:"index:idx_recipient_patient,priority:2"`
 }

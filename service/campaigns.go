@@ -372,6 +372,26 @@ func (s *Campaigns) Templates(_ context.Context, by Principal) ([]string, error)
 	return s.outbox.SubscribeTemplates(notify.ReasonCampaign), nil
 }
 
+// ErrNotRecipient: the campaign did not reach the patient.
+var ErrNotRecipient = model.NewError(model.KindNotFound, "not_found", "未找到该活动")
+
+// Opened records that patient p opened campaign id's message (the
+// mini-program page it leads to tells); only the first time counts.
+func (s *Campaigns) Opened(ctx context.Context, p Principal, id uint64) error {
+	if !p.IsPatient() {
+		return model.ErrForbidden
+	}
+	var r model.CampaignRecipient
+	if err := s.db.Conn(ctx).Where("campaign_id = ? AND patient_id = ? AND skip = ''", id, p.ID).Take(&r).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return ErrNotRecipient
+		}
+		return fmt.Errorf("campaign %d recipient: %w", id, err)
+	}
+	return s.db.Conn(ctx).Model(&model.CampaignRecipient{}).Where("campaign_id = ? AND patient_id = ? AND opened_at IS NULL", id, p.ID).
+		Update("opened_at", s.now().UTC()).Error
+}
+
 // Fatigue returns the fatigue cap (the default until changed).
 func (s *Campaigns) Fatigue(ctx context.Context, by Principal) (FatigueCap, error) {
 	if err := by.must(ActCampaigns); err != nil {
@@ -431,6 +451,7 @@ type CampaignCounts struct {
 	Sent        int            `json:"sent"`
 	Failed      int            `json:"failed"`
 	Cancelled   int            `json:"cancelled"`
+	Opened      int            `json:"opened"`
 	Skipped     map[string]int `json:"skipped"`
 	Conversions map[string]int `json:"conversions"` // per variant, and "total"
 	Reached     map[string]int `json:"reached"`     // sent per variant
@@ -500,6 +521,9 @@ func (s *Campaigns) Counts(ctx context.Context, by Principal, id uint64) (*Campa
 			handed += m.Total + m.SkippedMonthly + m.SkippedNotFollow
 			out.Sent += m.Sent
 			out.Failed += m.Errors + m.Filtered + m.SkippedMonthly + m.SkippedNotFollow
+			if m.Status == model.MassFailed { // nothing more will go (WeChat wants two openids a call, or refused)
+				out.Failed += max(0, m.Total-m.Sent-m.Errors-m.Filtered)
+			}
 		}
 		out.Queued = max(0, queued-out.Sent-out.Failed)
 		if c.Status == model.CampaignCancelled {
@@ -507,6 +531,11 @@ func (s *Campaigns) Counts(ctx context.Context, by Principal, id uint64) (*Campa
 		}
 		out.Reached = nil
 	}
+	var opened int64
+	if err := db.Model(&model.CampaignRecipient{}).Where("campaign_id = ? AND opened_at IS NOT NULL", id).Count(&opened).Error; err != nil {
+		return nil, fmt.Errorf("campaign %d opened: %w", id, err)
+	}
+	out.Opened = int(opened)
 	var conv []struct {
 		Variant string
 		N       int

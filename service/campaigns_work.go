@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm/clause"
@@ -186,7 +187,7 @@ func (s *Campaigns) prepareBatch(ctx context.Context, c *model.Campaign, where s
 			if c.Channel == model.CampaignSubscribe {
 				v := variants[recipients[i].Variant[0]-'A']
 				notices = append(notices, notify.Notice{PatientID: pid, Reason: notify.ReasonCampaign, Occurrence: fmt.Sprint(c.ID), Params: v.Data,
-					Page: c.Page, TemplateID: c.TemplateID, DueAt: now})
+					Page: trackedPage(c), TemplateID: c.TemplateID, DueAt: now})
 			}
 		}
 		if len(notices) > 0 {
@@ -235,6 +236,16 @@ func (s *Campaigns) prepareBatch(ctx context.Context, c *model.Campaign, where s
 		s.outbox.Wake(ctx)
 	}
 	return done, err
+}
+
+// trackedPage is the campaign's page with its id, so that the mini-program
+// can say the message was opened (POST /api/mp/campaigns/{id}/opened).
+func trackedPage(c *model.Campaign) string {
+	sep := "?"
+	if strings.Contains(c.Page, "?") {
+		sep = "&"
+	}
+	return fmt.Sprintf("%s%scampaign=%d", c.Page, sep, c.ID)
 }
 
 // skips decides, for a batch of patients, who is skipped and why: no
@@ -440,6 +451,9 @@ func (s *Campaigns) attributeAll(ctx context.Context) error {
 // campaign the patient received before booking (last touch).
 func (s *Campaigns) attribute(ctx context.Context, c *model.Campaign) error {
 	db := s.db.Conn(ctx)
+	if err := s.articleOpens(ctx, c); err != nil {
+		return err
+	}
 	if c.GoalKind == "coupon" {
 		var rows []struct {
 			PatientID uint64
@@ -528,6 +542,40 @@ func (s *Campaigns) attribute(ctx context.Context, c *model.Campaign) error {
 		if err := db.Model(&model.CampaignRecipient{}).Where("campaign_id = ? AND patient_id = ? AND converted_at IS NULL", c.ID, x.PatientID).
 			Updates(map[string]any{"converted_at": x.BookedAt.UTC(), "booking_id": x.BookingID}).Error; err != nil {
 			return fmt.Errorf("campaign %d conversion: %w", c.ID, err)
+		}
+	}
+	return nil
+}
+
+// articleOpens marks as opened the recipients of a mass send of an article
+// who read the article after it was sent to them.
+func (s *Campaigns) articleOpens(ctx context.Context, c *model.Campaign) error {
+	if c.Channel != model.CampaignMass {
+		return nil
+	}
+	var articles []uint64
+	for _, v := range Variants(c) {
+		if v.ArticleID != nil {
+			articles = append(articles, *v.ArticleID)
+		}
+	}
+	if len(articles) == 0 {
+		return nil
+	}
+	var rows []struct {
+		PatientID uint64
+		ReadAt    time.Time
+	}
+	if err := s.db.Conn(ctx).Table("campaign_recipients AS r").Select("r.patient_id AS patient_id, a.last_at AS read_at").
+		Joins("JOIN article_reads a ON a.patient_id = r.patient_id").
+		Where("r.campaign_id = ? AND r.skip = '' AND r.opened_at IS NULL AND a.article_id IN ? AND a.last_at >= r.created_at", c.ID, articles).
+		Scan(&rows).Error; err != nil {
+		return fmt.Errorf("campaign %d article reads: %w", c.ID, err)
+	}
+	for _, r := range rows {
+		if err := s.db.Conn(ctx).Model(&model.CampaignRecipient{}).Where("campaign_id = ? AND patient_id = ? AND opened_at IS NULL", c.ID, r.PatientID).
+			Update("opened_at", r.ReadAt.UTC()).Error; err != nil {
+			return fmt.Errorf("campaign %d opened: %w", c.ID, err)
 		}
 	}
 	return nil

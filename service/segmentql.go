@@ -116,6 +116,7 @@ func init() {
 		"booking.upcoming":        {ops: []string{"eq"}, label: "有待到检预约", build: segUpcoming},
 
 		"campaign.received":  {ops: []string{"eq", "any"}, within: true, label: "收到过营销活动", build: segCampaign("")},
+		"campaign.opened":    {ops: []string{"eq", "any"}, within: true, label: "打开过营销活动", build: segCampaign("opened_at")},
 		"campaign.converted": {ops: []string{"eq", "any"}, within: true, label: "营销活动转化", build: segCampaign("converted_at")},
 
 		"wechat.follower": {ops: []string{"eq"}, label: "关注公众号", build: segFollower},

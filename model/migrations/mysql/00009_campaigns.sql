@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS `campaign_recipients` (
   `skip` varchar(16) DEFAULT NULL,
   `notification_id` bigint(20) unsigned DEFAULT NULL,
   `coupon_id` bigint(20) unsigned DEFAULT NULL,
+  `opened_at` datetime(3) DEFAULT NULL,
   `converted_at` datetime(3) DEFAULT NULL,
   `booking_id` bigint(20) unsigned DEFAULT NULL,
   `created_at` datetime(3) DEFAULT NULL,
