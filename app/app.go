@@ -69,7 +69,9 @@ type App struct {
 	RFM *service.RFM
 	// Segments are saved filters over patients; ComputedTags keeps the
 	// model and predictive tags (Run it).
-	Segments     *service.Segments
+	Segments *service.Segments
+	// Visits keeps the patients' booking summaries segments count on (Run it).
+	Visits       *service.Visits
 	ComputedTags *service.ComputedTags
 	// Campaigns reach segments with marketing messages (Run it).
 	Campaigns *service.Campaigns
@@ -200,7 +202,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.OA.OnScan(channels.Scanned)
 	a.WxTags = service.NewWxTags(a.DB, a.WX, a.Store, log, nil)
 	a.RFM = service.NewRFM(a.DB, audit, log, nil)
-	a.Segments = service.NewSegments(a.DB, audit, sealer, a.WxTags, nil)
+	a.Visits = service.NewVisits(a.DB, a.Store, log, nil)
+	a.Segments = service.NewSegments(a.DB, audit, sealer, a.WxTags, a.Visits, nil)
 	a.ComputedTags = service.NewComputedTags(a.DB, a.Segments, a.WxTags, a.Store, log, nil)
 	a.Campaigns = service.NewCampaigns(a.DB, a.Segments, a.Outbox, a.MassSends, audit, a.Store, log, nil)
 	a.Complaints = service.NewComplaints(a.DB, a.Outbox, a.Surveys, audit, nil)
@@ -408,6 +411,7 @@ func (a *App) Run(ctx context.Context, workers bool) error {
 	g.Go(func() error { return a.WxTags.Run(ctx) })
 	g.Go(func() error { return a.RFM.Run(ctx) })
 	g.Go(func() error { return a.ComputedTags.Run(ctx) })
+	g.Go(func() error { return a.Visits.Run(ctx) })
 	g.Go(func() error { return a.Campaigns.Run(ctx) })
 	if workers {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })

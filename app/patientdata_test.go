@@ -172,7 +172,7 @@ func TestMergeMovesEverything(t *testing.T) {
 			}
 		}
 		merged, _ := pd.CountRows(ctx, owner.ID)
-		combined := map[string]int64{"patients": 1, "points_accounts": 1, "subscribe_credits": 1, "patient_tags": 1, "health_archives": 1,
+		combined := map[string]int64{"patients": 1, "points_accounts": 1, "subscribe_credits": 1, "patient_tags": 1, "health_archives": 1, "patient_visits": 1,
 			"points_entries": before["points_entries"] + ownerBefore["points_entries"] + 1}
 		for table, n := range merged {
 			want := before[table] + ownerBefore[table]

@@ -503,3 +503,36 @@ func TestComputedTagsAndMirroredSegments(t *testing.T) {
 		})
 	}
 }
+
+// The booking facts segments count on follow the bookings: a booking made
+// is "to come" at the next count, and no longer once cancelled.
+func TestSegmentBookingFactsFollowBookings(t *testing.T) {
+	forEachIdleBackend(t, nil, func(t *testing.T, a *app.App) {
+		h := a.Router
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		mkt := newStaffOnce(t, a, admin, "mkt", "marketing")
+		tok, pid := login(t, h, "dev:visits")
+		upcoming := all(cond("booking.upcoming", "eq", true))
+		if got, _ := preview(t, a, mkt, "marketing", upcoming); slices.Contains(got, pid) {
+			t.Fatalf("a booking to come before booking")
+		}
+		sl := testSlot(t, a, "06:20", 5)
+		b := bookCall(t, h, tok, "visits-1", map[string]any{"package_id": anyPackage(t, a).ID, "slot_id": sl.ID})
+		if b.Status != 201 {
+			t.Fatalf("book: %d %s", b.Status, b.Raw)
+		}
+		if got, _ := preview(t, a, mkt, "marketing", upcoming); !slices.Contains(got, pid) {
+			t.Fatalf("the booking is not seen: %v", got)
+		}
+		if r := call(t, h, "POST", fmt.Sprintf("/api/mp/bookings/%v/cancel", b.Body["id"]), tok, nil); r.Status != 200 {
+			t.Fatalf("cancel: %d %s", r.Status, r.Raw)
+		}
+		if got, _ := preview(t, a, mkt, "marketing", upcoming); slices.Contains(got, pid) {
+			t.Fatalf("the cancelled booking still counts")
+		}
+		var v model.PatientVisit
+		if err := a.DB.Gorm().Where("patient_id = ?", pid).Take(&v).Error; err != nil || v.UpcomingUntil != nil {
+			t.Fatalf("summary after the cancellation: %+v %v", v, err)
+		}
+	})
+}

@@ -85,7 +85,9 @@ type Booking struct {
 	CompletedAt    *time.Time
 	CancelledAt    *time.Time
 	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// UpdatedAt is indexed: the visit summaries follow the bookings changed
+	// since their watermark.
+	UpdatedAt time.Time `gorm:"index"`
 }
 
 // CutOff is the last moment a booking on date may be made, cancelled or

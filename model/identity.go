@@ -128,5 +128,5 @@ func AllModels() []any {
 		&WxTag{}, &WxTagMember{},
 		&RFMRun{}, &RFMScore{},
 		&Segment{}, &ComputedTag{}, &HealthMark{},
-		&Campaign{}, &CampaignRecipient{}}
+		&Campaign{}, &CampaignRecipient{}, &PatientVisit{}}
 }

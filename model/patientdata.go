@@ -142,6 +142,10 @@ func PatientRegistry() []PatientData {
 		{Model: &CampaignRecipient{}, Column: "patient_id", Merge: MergeCombine, Export: "campaigns", Erase: EraseDelete,
 			MergeNote: "a campaign that reached both records keeps the surviving record's row (nobody is reached twice); the rest move",
 			EraseNote: "which campaigns reached the patient, and their conversions, go"},
+		{Model: &PatientVisit{}, Column: "patient_id", Merge: MergeCombine, Erase: EraseDelete,
+			NoExport:  "a summary of the bookings (last checkup, counts), which are exported themselves",
+			MergeNote: "recomputed from the bookings that moved",
+			EraseNote: "the summary goes (the bookings stay as the accounting record)"},
 		// After HealthArchive and Report: its merge step reads where they went.
 		{Model: &HealthMark{}, Column: "patient_id", Merge: MergeCombine, Erase: EraseDelete,
 			NoExport:  "an index of keyed hashes of abnormal report items and archive entries, for care segments; the reports and the archive are exported",

@@ -52,3 +52,18 @@ type HealthMark struct {
 	ReportID  uint64 `gorm:"index"`   // 0: the health archive
 	Date      string `gorm:"size:10"` // the exam date; the archive's last change
 }
+
+// PatientVisit sums up a patient's bookings for segments, so that a count
+// over a million patients reads one narrow row each instead of grouping
+// millions of bookings: the last completed checkup's day, how many were
+// completed, the no-shows, and the last day of a booking still to come
+// (booked or checked in). Kept by service.Visits from the bookings changed
+// since its watermark; rebuilt whole when the watermark is missing.
+type PatientVisit struct {
+	PatientID     uint64  `gorm:"primaryKey;autoIncrement:false"`
+	LastCompleted *string `gorm:"size:10;index"`
+	Completed     int     `gorm:"index"`
+	NoShows       int
+	UpcomingUntil *string `gorm:"size:10;index"`
+	UpdatedAt     time.Time
+}

@@ -86,6 +86,7 @@ func (s *PatientData) mergeSteps() map[string]mergeStep {
 		"rfm_scores":          mergeRFMScores,
 		"health_marks":        s.mergeHealthMarks,
 		"campaign_recipients": mergeCampaignRecipients,
+		"patient_visits":      s.mergeVisits,
 	}
 }
 
@@ -209,6 +210,15 @@ func mergeArchive(_ context.Context, db *gorm.DB, self, owner *model.Patient) er
 		return err
 	}
 	return db.Model(&model.HealthArchive{}).Where("patient_id = ?", self.ID).Update("patient_id", owner.ID).Error
+}
+
+// mergeVisits recomputes the surviving record's visit summary from the
+// bookings that moved to it (bookings merge before this step).
+func (s *PatientData) mergeVisits(ctx context.Context, db *gorm.DB, self, owner *model.Patient) error {
+	if err := db.Where("patient_id = ?", self.ID).Delete(&model.PatientVisit{}).Error; err != nil {
+		return err
+	}
+	return recomputeVisits(ctx, db, []uint64{owner.ID}, s.now())
 }
 
 // mergeCampaignRecipients keeps the surviving record's row of a campaign

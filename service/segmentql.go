@@ -625,6 +625,13 @@ func segBookingCount(status string) func(*segQuery, SegmentCondition, segValue) 
 		if err := rangeOK(v, 0, 10000); err != nil {
 			return "", nil, err
 		}
+		if c.WithinDays == 0 { // all time: the visit summary
+			col := "completed"
+			if status == model.BookingNoShow {
+				col = "no_shows"
+			}
+			return visitRange(col, v.lo, v.hi), boundsArgs(v.lo, v.hi), nil
+		}
 		sub, args := q.bookingsOf(status, c.WithinDays)
 		var parts []string
 		var all []any
@@ -643,23 +650,37 @@ func segBookingCount(status string) func(*segQuery, SegmentCondition, segValue) 
 	}
 }
 
+// visitRange is membership of a range of a visit-summary count (no row
+// counts as 0), like growthRange.
+func visitRange(col string, lo, hi *int64) string {
+	switch {
+	case lo != nil && *lo > 0 && hi != nil:
+		return "p.id IN (SELECT patient_id FROM patient_visits WHERE " + col + " >= ? AND " + col + " <= ?)"
+	case lo != nil && *lo > 0:
+		return "p.id IN (SELECT patient_id FROM patient_visits WHERE " + col + " >= ?)"
+	case hi != nil:
+		return "p.id NOT IN (SELECT patient_id FROM patient_visits WHERE " + col + " > ?)"
+	}
+	return "1=1"
+}
+
 // segDaysSinceLast: days since the last completed checkup (patients never
 // checked up do not match).
 func segDaysSinceLast(q *segQuery, _ SegmentCondition, v segValue) (string, []any, error) {
 	if err := rangeOK(v, 0, 100000); err != nil {
 		return "", nil, err
 	}
-	var having []string
-	args := []any{model.BookingCompleted}
+	conds := []string{"last_completed IS NOT NULL"}
+	var args []any
 	if v.lo != nil { // at least lo days ago: the last on or before today − lo
-		having = append(having, "MAX(date) <= ?")
+		conds = append(conds, "last_completed <= ?")
 		args = append(args, q.daysBefore(*v.lo))
 	}
 	if v.hi != nil {
-		having = append(having, "MAX(date) >= ?")
+		conds = append(conds, "last_completed >= ?")
 		args = append(args, q.daysBefore(*v.hi))
 	}
-	return "p.id IN (" + grouped("SELECT patient_id FROM bookings WHERE status = ? GROUP BY patient_id HAVING "+strings.Join(having, " AND ")) + ")", args, nil
+	return "p.id IN (SELECT patient_id FROM patient_visits WHERE " + strings.Join(conds, " AND ") + ")", args, nil
 }
 
 func segUpcoming(q *segQuery, _ SegmentCondition, v segValue) (string, []any, error) {
@@ -667,8 +688,7 @@ func segUpcoming(q *segQuery, _ SegmentCondition, v segValue) (string, []any, er
 	if err != nil {
 		return "", nil, err
 	}
-	return inOrNot(want, "SELECT patient_id FROM bookings WHERE status IN ? AND date >= ?"),
-		[]any{[]string{model.BookingBooked, model.BookingCheckedIn}, q.today}, nil
+	return inOrNot(want, "SELECT patient_id FROM patient_visits WHERE upcoming_until >= ?"), []any{q.today}, nil
 }
 
 func segFollower(_ *segQuery, _ SegmentCondition, v segValue) (string, []any, error) {

@@ -41,15 +41,16 @@ type Segments struct {
 	audit  *Audit
 	sealer *Sealer
 	wxtags *WxTags
+	visits *Visits
 	now    func() time.Time
 }
 
 // NewSegments returns the segment use cases.
-func NewSegments(db *model.DB, audit *Audit, sealer *Sealer, wxtags *WxTags, now func() time.Time) *Segments {
+func NewSegments(db *model.DB, audit *Audit, sealer *Sealer, wxtags *WxTags, visits *Visits, now func() time.Time) *Segments {
 	if now == nil {
 		now = time.Now
 	}
-	return &Segments{db: db, audit: audit, sealer: sealer, wxtags: wxtags, now: now}
+	return &Segments{db: db, audit: audit, sealer: sealer, wxtags: wxtags, visits: visits, now: now}
 }
 
 // SegmentInput is a segment as written.
@@ -73,8 +74,12 @@ func HealthMarkHash(s *Sealer, kind, name string) string {
 	return s.Hash("mark|" + kind + "|" + strings.ToLower(strings.Join(strings.Fields(name), " ")))
 }
 
-// query prepares compiling at the current time.
+// query prepares compiling at the current time, the visit summaries
+// brought up to date first (a few rows, unless another instance is at it).
 func (s *Segments) query(ctx context.Context) *segQuery {
+	if err := s.visits.Refresh(ctx); err != nil {
+		s.visits.log.Warn("segments: refresh visit summaries", "err", err)
+	}
 	now := s.now()
 	return &segQuery{ctx: ctx, db: s.db, now: now, today: now.In(model.Shanghai).Format(time.DateOnly),
 		hash: func(kind, name string) string { return HealthMarkHash(s.sealer, kind, name) }}
