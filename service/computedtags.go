@@ -154,15 +154,7 @@ func (s *ComputedTags) marks(ctx context.Context) error {
 	if err != nil || ok {
 		return err
 	}
-	unlock, err := s.locker.TryLock(ctx, "health-marks", 30*time.Minute)
-	if errors.Is(err, coord.ErrLockHeld) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("health marks lock: %w", err)
-	}
-	defer unlock()
-	return RebuildHealthMarks(ctx, s.db, s.segments.sealer)
+	return alone(ctx, s.locker, "health-marks", 30*time.Minute, func() error { return RebuildHealthMarks(ctx, s.db, s.segments.sealer) })
 }
 
 // due: a tag never computed, a finished RFM run newer than the last
@@ -200,14 +192,10 @@ func (s *ComputedTags) due(ctx context.Context) (bool, error) {
 // Compute recomputes every computed tag (one instance at a time), then
 // wakes the WeChat tag mirror.
 func (s *ComputedTags) Compute(ctx context.Context) error {
-	unlock, err := s.locker.TryLock(ctx, "computed-tags", 30*time.Minute)
-	if errors.Is(err, coord.ErrLockHeld) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("computed tags lock: %w", err)
-	}
-	defer unlock()
+	return alone(ctx, s.locker, "computed-tags", 30*time.Minute, func() error { return s.compute(ctx) })
+}
+
+func (s *ComputedTags) compute(ctx context.Context) error {
 	q := s.segments.query(ctx)
 	for _, b := range s.builtins() {
 		id, err := s.ensure(ctx, b.key, b.name, b.kind, b.rule)

@@ -2,8 +2,12 @@ package service
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
+
+	"careloop/coord"
 )
 
 // doorbell wakes a background worker before its next tick: ring it when
@@ -43,4 +47,18 @@ func (d doorbell) serve(ctx context.Context, period time.Duration, log *slog.Log
 		case <-d:
 		}
 	}
+}
+
+// alone runs fn while holding key, so that one instance at a time does it;
+// another instance holding key means there is nothing to do now.
+func alone(ctx context.Context, locker coord.Locker, key string, ttl time.Duration, fn func() error) error {
+	unlock, err := locker.TryLock(ctx, key, ttl)
+	if errors.Is(err, coord.ErrLockHeld) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", key, err)
+	}
+	defer unlock()
+	return fn()
 }

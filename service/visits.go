@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -56,14 +55,10 @@ func (s *Visits) Run(ctx context.Context) error {
 // Refresh brings the summaries up to date (another instance refreshing:
 // nothing to do).
 func (s *Visits) Refresh(ctx context.Context) error {
-	unlock, err := s.locker.TryLock(ctx, "visits", 10*time.Minute)
-	if errors.Is(err, coord.ErrLockHeld) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("visits lock: %w", err)
-	}
-	defer unlock()
+	return alone(ctx, s.locker, "visits", 10*time.Minute, func() error { return s.refresh(ctx) })
+}
+
+func (s *Visits) refresh(ctx context.Context) error {
 	started := s.now().UTC()
 	var st model.Setting
 	if err := s.db.Conn(ctx).Where("`key` = ?", visitsWatermark).Limit(1).Find(&st).Error; err != nil {

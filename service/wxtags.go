@@ -141,14 +141,10 @@ func (s *WxTags) Run(ctx context.Context) error {
 // Sync does one round for every mirrored tag, on one instance at a time
 // (another holding the lock: nothing to do).
 func (s *WxTags) Sync(ctx context.Context) error {
-	unlock, err := s.locker.TryLock(ctx, "wx:tag-sync", 5*time.Minute)
-	if errors.Is(err, coord.ErrLockHeld) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("tag sync lock: %w", err)
-	}
-	defer unlock()
+	return alone(ctx, s.locker, "wx:tag-sync", 5*time.Minute, func() error { return s.sync(ctx) })
+}
+
+func (s *WxTags) sync(ctx context.Context) error {
 	var tags []model.WxTag
 	if err := s.db.Conn(ctx).Order("tag_id").Find(&tags).Error; err != nil {
 		return fmt.Errorf("mirrored tags: %w", err)
