@@ -280,6 +280,19 @@ func TestCampaignReachesTheRightPatientsOnce(t *testing.T) {
 			t.Fatalf("after resume: %s", done2.Raw)
 		}
 
+		// Last touch: a patient reached by both campaigns books the first
+		// one's package after the second: the second converts, not the first.
+		sl2 := testSlot(t, a, "06:50", 5)
+		if r := bookCall(t, h, toks[good[1]], "camp-book-2", map[string]any{"package_id": pkg.ID, "slot_id": sl2.ID}); r.Status != 201 {
+			t.Fatalf("book: %d %s", r.Status, r.Raw)
+		}
+		runCampaignRounds(t, a, mkt, cid2)
+		conv1 := call(t, h, "GET", fmt.Sprintf("/api/admin/campaigns/%d", cid), mkt, nil).Body["counts"].(map[string]any)["conversions"].(map[string]any)
+		conv2 := call(t, h, "GET", fmt.Sprintf("/api/admin/campaigns/%d", cid2), mkt, nil).Body["counts"].(map[string]any)["conversions"].(map[string]any)
+		if conv1["total"] != 1.0 || conv2["total"] != 1.0 {
+			t.Fatalf("last touch: first campaign %v, second %v", conv1, conv2)
+		}
+
 		// A third campaign this week: the cap (2 a week) is shared.
 		for _, pid := range good {
 			call(t, h, "POST", "/api/mp/subscriptions", toks[pid], map[string]any{"results": map[string]string{"sbx-tmpl-marketing": "accept"}})
@@ -515,4 +528,34 @@ func massIDsOf(c model.Campaign) []uint64 {
 	var ids []uint64
 	_ = json.Unmarshal([]byte(c.MassSendIDs), &ids)
 	return ids
+}
+
+// A campaign with a start time waits for it.
+func TestCampaignStartsAtItsTime(t *testing.T) {
+	a := newIdleApp(t, "sqlite", noQuiet)
+	h := a.Router
+	admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+	mkt := newStaffOnce(t, a, admin, "mkt", "marketing")
+	tag := call(t, h, "POST", "/api/admin/tags", mkt, map[string]any{"name": "定时", "category": "basic"})
+	tagID := uint64(tag.Body["id"].(float64))
+	campaignPatient(t, a, "timed-1", tagID, true, true)
+	seg := call(t, h, "POST", "/api/admin/segments", mkt, map[string]any{"name": "定时", "purpose": "marketing", "conditions": all(cond("tag", "any", []uint64{tagID}))})
+	at := time.Now().Add(2 * time.Hour)
+	c := call(t, h, "POST", "/api/admin/campaigns", mkt, map[string]any{"name": "定时", "segment_id": seg.Body["id"], "channel": "subscribe",
+		"template_id": "sbx-tmpl-marketing", "data": map[string]string{"thing1": "定时活动"}, "start_at": at.Format(time.RFC3339)})
+	cid := uint64(c.Body["id"].(float64))
+	got := runCampaign(t, a, mkt, cid)
+	if got.Body["status"] != "scheduled" || sumSends(subscribeSends(a)) != 0 {
+		t.Fatalf("before its time: %s", got.Raw)
+	}
+	// Its time comes (the campaign worker's clock): prepared, the message due then.
+	a.Campaigns.SetClock(func() time.Time { return at.Add(time.Minute) })
+	if got := runCampaignRounds(t, a, mkt, cid); got.Body["status"] != "sending" || got.Body["counts"].(map[string]any)["queued"] != 1.0 {
+		t.Fatalf("at its time: %s", got.Raw)
+	}
+	var n model.Notification
+	a.DB.Gorm().Where("reason = ?", "campaign").Take(&n)
+	if n.DueAt.Before(at) {
+		t.Fatalf("the message is due %s, before the campaign's start %s", n.DueAt, at)
+	}
 }
