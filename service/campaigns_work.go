@@ -121,13 +121,16 @@ func (s *Campaigns) prepare(ctx context.Context, c *model.Campaign) error {
 	if err != nil {
 		return err
 	}
-	for {
-		done, err := s.prepareBatch(ctx, c, where, args, capLimit)
-		if err != nil {
+	// The members still to prepare, found once (the segment's query over a
+	// million patients is the costly part; each batch then looks up only
+	// its own patients). A worker that resumes finds them again.
+	var members []uint64
+	if err := s.segments.members(ctx, where, args).Where("p.id > ?", c.PreparedThrough).Order("p.id").Pluck("p.id", &members).Error; err != nil {
+		return fmt.Errorf("members of segment %d: %w", c.SegmentID, err)
+	}
+	for start := 0; start < len(members); start += s.Batch {
+		if err := s.prepareBatch(ctx, c, members[start:min(start+s.Batch, len(members))], capLimit); err != nil {
 			return err
-		}
-		if done {
-			break
 		}
 	}
 	res := s.db.Conn(ctx).Model(&model.Campaign{}).Where("id = ? AND claim_token = ? AND status = ?", c.ID, c.ClaimToken, model.CampaignPreparing).
@@ -157,20 +160,11 @@ func variantOf(campaignID, patientID uint64, n int) string {
 // transaction: each is queued (a notification, a coupon) or skipped with
 // the reason, and the cursor moves on — all or nothing, guarded by the
 // claim, so a batch is never prepared twice.
-func (s *Campaigns) prepareBatch(ctx context.Context, c *model.Campaign, where string, args []any, fc FatigueCap) (bool, error) {
-	done := false
+func (s *Campaigns) prepareBatch(ctx context.Context, c *model.Campaign, ids []uint64, fc FatigueCap) error {
 	variants := Variants(c)
 	now := s.now()
 	err := s.db.InTx(ctx, func(ctx context.Context) error {
 		db := s.db.Conn(ctx)
-		var ids []uint64
-		if err := s.segments.members(ctx, where, args).Where("p.id > ?", c.PreparedThrough).Order("p.id").Limit(s.Batch).Pluck("p.id", &ids).Error; err != nil {
-			return fmt.Errorf("members: %w", err)
-		}
-		if len(ids) == 0 {
-			done = true
-			return nil
-		}
 		skip, err := s.skips(ctx, c, ids, fc, now)
 		if err != nil {
 			return err
@@ -232,10 +226,10 @@ func (s *Campaigns) prepareBatch(ctx context.Context, c *model.Campaign, where s
 		c.PreparedThrough, c.Prepared = ids[len(ids)-1], c.Prepared+len(ids)
 		return nil
 	})
-	if err == nil && !done {
+	if err == nil {
 		s.outbox.Wake(ctx)
 	}
-	return done, err
+	return err
 }
 
 // trackedPage is the campaign's page with its id, so that the mini-program
