@@ -56,7 +56,7 @@ func NewCampaigns(db *model.DB, segments *Segments, outbox *notify.Outbox, mass 
 		now = time.Now
 	}
 	return &Campaigns{db: db, segments: segments, outbox: outbox, mass: mass, audit: audit, locker: locker, log: log, now: now,
-		wake: newDoorbell(), Every: 5 * time.Second, Lease: 2 * time.Minute, Batch: 2000}
+		wake: newDoorbell(), Every: 5 * time.Second, Lease: 2 * time.Minute, Batch: 5000}
 }
 
 // SetClock replaces the clock (tests).

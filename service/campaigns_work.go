@@ -467,9 +467,16 @@ func (s *Campaigns) attribute(ctx context.Context, c *model.Campaign) error {
 		}
 		return nil
 	}
-	q := db.Table("campaign_recipients AS r").Select("r.patient_id AS patient_id, r.created_at AS prepared_at, n.sent_at AS sent_at, b.id AS booking_id, b.created_at AS booked_at").
-		Joins("JOIN bookings b ON b.patient_id = r.patient_id").Joins("LEFT JOIN notifications n ON n.id = r.notification_id").
-		Where("r.campaign_id = ? AND r.skip = '' AND r.converted_at IS NULL AND b.created_at >= ? AND b.status <> ?", c.ID, c.StartedAt.UTC(), model.BookingCancelled)
+	// Driven by the bookings changed since the last attribution (a new
+	// booking is one): a campaign's 200,000 recipients are never walked.
+	since := c.StartedAt.UTC()
+	if c.ConversionsAt != nil && c.ConversionsAt.Add(-visitsOverlap).After(since) {
+		since = c.ConversionsAt.Add(-visitsOverlap).UTC()
+	}
+	q := db.Table("bookings AS b").Select("r.patient_id AS patient_id, r.created_at AS prepared_at, n.sent_at AS sent_at, b.id AS booking_id, b.created_at AS booked_at").
+		Joins("JOIN campaign_recipients r ON r.campaign_id = ? AND r.patient_id = b.patient_id", c.ID).Joins("LEFT JOIN notifications n ON n.id = r.notification_id").
+		Where("b.updated_at >= ? AND b.created_at >= ? AND b.status <> ? AND r.skip = '' AND r.converted_at IS NULL",
+			since.Truncate(time.Millisecond), c.StartedAt.UTC(), model.BookingCancelled)
 	if c.GoalPackageID != nil {
 		q = q.Where("b.package_id = ?", *c.GoalPackageID)
 	}
@@ -560,9 +567,9 @@ func (s *Campaigns) articleOpens(ctx context.Context, c *model.Campaign) error {
 		PatientID uint64
 		ReadAt    time.Time
 	}
-	if err := s.db.Conn(ctx).Table("campaign_recipients AS r").Select("r.patient_id AS patient_id, a.last_at AS read_at").
-		Joins("JOIN article_reads a ON a.patient_id = r.patient_id").
-		Where("r.campaign_id = ? AND r.skip = '' AND r.opened_at IS NULL AND a.article_id IN ? AND a.last_at >= r.created_at", c.ID, articles).
+	if err := s.db.Conn(ctx).Table("article_reads AS a").Select("r.patient_id AS patient_id, a.last_at AS read_at").
+		Joins("JOIN campaign_recipients r ON r.campaign_id = ? AND r.patient_id = a.patient_id", c.ID).
+		Where("a.article_id IN ? AND r.skip = '' AND r.opened_at IS NULL AND a.last_at >= r.created_at", articles).
 		Scan(&rows).Error; err != nil {
 		return fmt.Errorf("campaign %d article reads: %w", c.ID, err)
 	}
