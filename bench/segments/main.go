@@ -20,6 +20,7 @@ import (
 	"careloop/bench/benchenv"
 	"careloop/model"
 	"careloop/service"
+	"careloop/wxsandbox"
 
 	"gorm.io/gorm"
 )
@@ -154,6 +155,15 @@ func main() {
 	took := time.Since(t)
 	counts, err := a.Campaigns.Counts(ctx, mkt, camp.ID)
 	benchenv.Must(err)
+	// Then sent at the configured rate, not faster: the dispatcher runs for
+	// a while against the sandbox.
+	sendFor := 15 * time.Second
+	before := a.Sandbox.Calls(wxsandbox.APISubscribeSend)
+	dctx, stop := context.WithTimeout(ctx, sendFor)
+	_ = a.Dispatcher.Run(dctx)
+	stop()
+	sent := a.Sandbox.Calls(wxsandbox.APISubscribeSend) - before
+	fmt.Printf("sending: %d subscribe-message calls in %s = %.0f/s (configured rate %d/s per WeChat API)\n", sent, sendFor, float64(sent)/sendFor.Seconds(), cfg.NotifyRate)
 	fmt.Printf("campaign: %d recipients prepared (%d queued with a message, skipped %v) in %s (target < 20 s for 200,000)\n",
 		counts.Recipients, counts.Queued, counts.Skipped, took.Round(100*time.Millisecond))
 }
