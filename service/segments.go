@@ -43,6 +43,8 @@ type Segments struct {
 	wxtags *WxTags
 	visits *Visits
 	now    func() time.Time
+	// liveIDs caches the live patients for counts (segmentsets.go).
+	liveIDs liveCache
 }
 
 // NewSegments returns the segment use cases.
@@ -113,17 +115,19 @@ func (s *Segments) Preview(ctx context.Context, by Principal, purpose string, c 
 	if err := by.must(ActSegments); err != nil {
 		return 0, nil, err
 	}
-	where, args, err := s.check(ctx, by, purpose, &c)
+	if _, _, err := s.check(ctx, by, purpose, &c); err != nil {
+		return 0, nil, err
+	}
+	set, err := s.evaluate(ctx, c)
 	if err != nil {
 		return 0, nil, err
 	}
-	var n int64
-	if err := s.members(ctx, where, args).Count(&n).Error; err != nil {
-		return 0, nil, fmt.Errorf("count segment: %w", err)
-	}
-	var sample []model.Patient
-	if err := s.members(ctx, where, args).Select("p.*").Order("p.id DESC").Limit(segmentSample).Find(&sample).Error; err != nil {
-		return 0, nil, fmt.Errorf("sample segment: %w", err)
+	n := set.count()
+	sample := []model.Patient{}
+	if ids := set.top(segmentSample); len(ids) > 0 {
+		if err := s.db.Conn(ctx).Where("id IN ?", ids).Order("id DESC").Find(&sample).Error; err != nil {
+			return 0, nil, fmt.Errorf("sample segment: %w", err)
+		}
 	}
 	if c.UsesHealthData() {
 		if err := s.audit.Record(ctx, by, AuditSegmentHealth, nil, fmt.Sprintf("preview: %d patients", n)); err != nil {
@@ -304,15 +308,11 @@ func (s *Segments) Count(ctx context.Context, by Principal, id uint64) (int64, e
 	if err != nil {
 		return 0, err
 	}
-	where, args, err := s.where(ctx, seg)
+	set, err := s.evaluate(ctx, seg.Rule)
 	if err != nil {
 		return 0, err
 	}
-	var n int64
-	if err := s.members(ctx, where, args).Count(&n).Error; err != nil {
-		return 0, fmt.Errorf("count segment %d: %w", id, err)
-	}
-	return n, nil
+	return set.count(), nil
 }
 
 // Patients lists a segment's members now, a page at a time.
