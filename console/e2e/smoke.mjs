@@ -459,7 +459,9 @@ async function signIn(username) {
   await page.locator('[data-test=campaigns] .el-table__expand-icon').first().click()
   await page.locator(`[data-test=campaign-status-${campaign.id}]`, { hasText: '已完成' }).waitFor({ timeout: 60000 }).then(
     () => check(true, 'marketing: the campaign goes out and ends'), async () => check(false, `marketing: the campaign ends (${await page.locator(`[data-test=campaign-status-${campaign.id}]`).innerText()})`))
-  const sent = Number(await page.locator(`[data-test=campaign-sent-${campaign.id}] .el-statistic__number`).innerText())
+  const sentStat = page.locator(`[data-test=campaign-sent-${campaign.id}] .el-statistic__number`)
+  await sentStat.filter({ hasText: new RegExp(`^${pv.count}$`) }).waitFor({ timeout: 15000 }).catch(() => {})
+  const sent = Number(await sentStat.innerText())
   check(sent === pv.count, `marketing: every counted patient is reached (${sent} of ${pv.count})`)
   // One of them books: a conversion.
   const member = await post('/api/mp/login', { code: 'dev:demo-member-1' }, {})

@@ -1936,6 +1936,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/mp/campaigns/{id}/opened": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * 打开了营销活动消息（小程序页面带 campaign=ID 时调用）
+         * @description Records, once, that the patient opened the campaign's message; 404 when the campaign did not reach them.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description recorded */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                401: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/mp/surveys/invites": {
         parameters: {
             query?: never;
@@ -10362,6 +10403,7 @@ export interface components {
          *     | booking.upcoming | eq | true/false: a booking still to come |
          *     | wechat.follower | eq | true/false: follows the official account |
          *     | campaign.received | eq, any | true/false (any campaign), or campaign ids: reached by it (within_days) |
+         *     | campaign.opened | eq, any | true/false, or campaign ids: opened its message (within_days) |
          *     | campaign.converted | eq, any | true/false, or campaign ids: converted from it (within_days) |
          *     | wechat.credit | has | a subscribe template id the patient holds a credit for |
          *     | report.abnormal | eq | **care only**: a report with abnormal findings (within_days) |
@@ -10586,6 +10628,8 @@ export interface components {
                 sent?: number;
                 failed?: number;
                 cancelled?: number;
+                /** @description recipients who opened the message (the mini-program page, or the mass-sent article read) */
+                opened?: number;
                 skipped?: {
                     no_consent?: number;
                     opted_out?: number;

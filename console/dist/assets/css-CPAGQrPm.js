@@ -1,1 +1,0 @@
-import"./session-r82PQAmy.js";import"./css-B1-9_Nwo.js";

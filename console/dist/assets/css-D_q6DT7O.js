@@ -1,0 +1,1 @@
+import"./session-r82PQAmy.js";import"./css-C4Qk_csq.js";

@@ -1,0 +1,1 @@
+import"./session-r82PQAmy.js";import"./css-DHycwzeo.js";
