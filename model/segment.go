@@ -63,7 +63,7 @@ type PatientVisit struct {
 	PatientID     uint64  `gorm:"primaryKey;autoIncrement:false"`
 	LastCompleted *string `gorm:"size:10;index"`
 	Completed     int     `gorm:"index"`
-	NoShows       int
+	NoShows       int     `gorm:"index"`
 	UpcomingUntil *string `gorm:"size:10;index"`
 	UpdatedAt     time.Time
 }

@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS `patient_visits` (
   PRIMARY KEY (`patient_id`),
   KEY `idx_patient_visits_last_completed` (`last_completed`),
   KEY `idx_patient_visits_completed` (`completed`),
+  KEY `idx_patient_visits_no_shows` (`no_shows`),
   KEY `idx_patient_visits_upcoming_until` (`upcoming_until`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 -- +goose StatementBegin
