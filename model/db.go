@@ -112,6 +112,12 @@ func normalizeMySQLDSN(dsn string) (string, error) {
 	// Interpolate arguments client-side (safe with utf8mb4): one round trip
 	// per query instead of prepare, execute and close.
 	c.InterpolateParams = true
+	// Times go out at the columns' precision (datetime(3)): an interpolated
+	// literal with more fractional digits makes MariaDB compare without the
+	// index (a range on due_at, updated_at, lease_until scanned instead).
+	if err := c.Apply(gomysql.TimeTruncate(time.Millisecond)); err != nil {
+		return "", fmt.Errorf("parse CARELOOP_MYSQL_DSN: %w", err)
+	}
 	if c.Collation == "" {
 		c.Collation = "utf8mb4_unicode_ci"
 	}

@@ -476,7 +476,7 @@ func (s *Campaigns) attribute(ctx context.Context, c *model.Campaign) error {
 	q := db.Table("bookings AS b").Select("r.patient_id AS patient_id, r.created_at AS prepared_at, n.sent_at AS sent_at, b.id AS booking_id, b.created_at AS booked_at").
 		Joins("JOIN campaign_recipients r ON r.campaign_id = ? AND r.patient_id = b.patient_id", c.ID).Joins("LEFT JOIN notifications n ON n.id = r.notification_id").
 		Where("b.updated_at >= ? AND b.created_at >= ? AND b.status <> ? AND r.skip = '' AND r.converted_at IS NULL",
-			since.Truncate(time.Millisecond), c.StartedAt.UTC(), model.BookingCancelled)
+			since, c.StartedAt.UTC(), model.BookingCancelled)
 	if c.GoalPackageID != nil {
 		q = q.Where("b.package_id = ?", *c.GoalPackageID)
 	}

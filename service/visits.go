@@ -74,12 +74,9 @@ func (s *Visits) refresh(ctx context.Context) error {
 			return fmt.Errorf("visits watermark %q: %w", st.Value, err)
 		}
 		// By the updated_at index alone (ordering by patient would make
-		// MySQL walk every booking by patient to find the few changed); the
-		// bounds in milliseconds as the column keeps them: MariaDB compares
-		// a literal with more digits without the index (the upper bound
-		// rounded up: SQLite compares the stamps as text).
+		// MySQL walk every booking by patient to find the few changed).
 		var ids []uint64
-		if err := s.db.Conn(ctx).Model(&model.Booking{}).Distinct("patient_id").Where("updated_at >= ? AND updated_at <= ?", wm.Add(-visitsOverlap).Truncate(time.Millisecond), started.Truncate(time.Millisecond).Add(time.Millisecond)).
+		if err := s.db.Conn(ctx).Model(&model.Booking{}).Distinct("patient_id").Where("updated_at >= ? AND updated_at <= ?", wm.Add(-visitsOverlap), started).
 			Pluck("patient_id", &ids).Error; err != nil {
 			return fmt.Errorf("changed bookings: %w", err)
 		}
