@@ -514,13 +514,14 @@ func TestMassCampaign(t *testing.T) {
 		}
 		// A recipient of the article variant reads it: opened.
 		var rec model.CampaignRecipient
-		if db.Where("campaign_id = ? AND skip = '' AND variant = 'A'", cid).Take(&rec).Error == nil {
-			db.Create(&model.ArticleRead{ArticleID: art, PatientID: rec.PatientID, Count: 1, FirstAt: time.Now(), LastAt: time.Now()})
-			eventually(t, 15*time.Second, "the read counts as opened", func() bool {
-				o := call(t, h, "GET", fmt.Sprintf("/api/admin/campaigns/%d", cid), mkt, nil).Body["counts"].(map[string]any)["opened"]
-				return o == 1.0
-			})
+		if err := db.Where("campaign_id = ? AND skip = ''", cid).Take(&rec).Error; err != nil {
+			t.Fatal(err)
 		}
+		db.Create(&model.ArticleRead{ArticleID: art, PatientID: rec.PatientID, Count: 1, FirstAt: time.Now(), LastAt: time.Now()})
+		eventually(t, 15*time.Second, "the read counts as opened", func() bool {
+			o := call(t, h, "GET", fmt.Sprintf("/api/admin/campaigns/%d", cid), mkt, nil).Body["counts"].(map[string]any)["opened"]
+			return o == 1.0
+		})
 	})
 }
 
@@ -558,4 +559,66 @@ func TestCampaignStartsAtItsTime(t *testing.T) {
 	if n.DueAt.Before(at) {
 		t.Fatalf("the message is due %s, before the campaign's start %s", n.DueAt, at)
 	}
+}
+
+// The fatigue cap holds across campaigns prepared at the same time: two
+// campaigns to the same patients, prepared by racing workers under a cap
+// of one a week, reach each patient once.
+func TestFatigueCapHoldsAcrossRacingCampaigns(t *testing.T) {
+	forEachIdleBackend(t, noQuiet, func(t *testing.T, a *app.App) {
+		h := a.Router
+		db := a.DB.Gorm()
+		admin := staffLogin(t, h, app.DemoAdminUser, app.DemoAdminPassword)
+		mkt := newStaffOnce(t, a, admin, "mkt", "marketing")
+		tag := call(t, h, "POST", "/api/admin/tags", mkt, map[string]any{"name": "并发", "category": "basic"})
+		tagID := uint64(tag.Body["id"].(float64))
+		pids, _ := followingPatients(t, a, "race", 30, tagID, false)
+		now := time.Now()
+		for _, pid := range pids {
+			db.Model(&model.Patient{}).Where("id = ?", pid).Update("open_id", fmt.Sprintf("mp-race-%d", pid))
+			db.Create(&model.Consent{PatientID: pid, Kind: model.ConsentMarketing, Version: "2026-11", Granted: true, CreatedAt: now})
+			db.Create(&model.SubscribeCredit{PatientID: pid, TemplateID: "sbx-tmpl-marketing", Credits: 2, UpdatedAt: now})
+		}
+		if r := call(t, h, "PUT", "/api/admin/campaigns/fatigue", mkt, map[string]any{"per_week": 1, "per_month": 4}); r.Status != 200 {
+			t.Fatalf("cap: %d %s", r.Status, r.Raw)
+		}
+		seg := call(t, h, "POST", "/api/admin/segments", mkt, map[string]any{"name": "并发", "purpose": "marketing", "conditions": all(cond("tag", "any", []uint64{tagID}))})
+		var cids []uint64
+		for _, name := range []string{"并发一", "并发二"} {
+			c := call(t, h, "POST", "/api/admin/campaigns", mkt, map[string]any{"name": name, "segment_id": seg.Body["id"], "channel": "subscribe",
+				"template_id": "sbx-tmpl-marketing", "data": map[string]string{"thing1": name}})
+			cid := uint64(c.Body["id"].(float64))
+			call(t, h, "POST", fmt.Sprintf("/api/admin/campaigns/%d/start", cid), mkt, nil)
+			cids = append(cids, cid)
+		}
+		a.Campaigns.Batch = 4
+		var wg sync.WaitGroup
+		for w := 0; w < 3; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 6; i++ {
+					if _, err := a.Campaigns.Work(context.Background()); err != nil {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		var queued []struct {
+			PatientID uint64
+			N         int
+		}
+		db.Model(&model.CampaignRecipient{}).Select("patient_id, COUNT(*) AS n").Where("campaign_id IN ? AND skip = ''", cids).Group("patient_id").Scan(&queued)
+		for _, q := range queued {
+			if q.N != 1 {
+				t.Fatalf("patient %d is queued in %d campaigns under a cap of one a week", q.PatientID, q.N)
+			}
+		}
+		var skipped int64
+		db.Model(&model.CampaignRecipient{}).Where("campaign_id IN ? AND skip = ?", cids, model.SkipCapped).Count(&skipped)
+		if len(queued) != len(pids) || skipped != int64(len(pids)) {
+			t.Fatalf("%d patients queued, %d capped; want %d each", len(queued), skipped, len(pids))
+		}
+	})
 }

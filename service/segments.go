@@ -87,21 +87,26 @@ func (s *Segments) query(ctx context.Context) *segQuery {
 		hash: func(kind, name string) string { return HealthMarkHash(s.sealer, kind, name) }}
 }
 
-// check validates a segment's filter for its purpose and the caller: only
-// the roles that read health data may build on it.
-func (s *Segments) check(ctx context.Context, by Principal, purpose string, c *SegmentConditions) (string, []any, error) {
+// check validates a segment's filter for its purpose and the caller (only
+// the roles that read health data may build on it); compile tells whether
+// its values are good too (a count does that as it evaluates).
+func (s *Segments) check(ctx context.Context, by Principal, purpose string, c *SegmentConditions, compile bool) error {
 	if purpose != model.SegmentMarketing && purpose != model.SegmentCare {
-		return "", nil, ErrBadSegment.WithMessage("分群用途应为 marketing（营销）或 care（关怀）")
+		return ErrBadSegment.WithMessage("分群用途应为 marketing（营销）或 care（关怀）")
 	}
 	if err := c.validate(purpose); err != nil {
-		return "", nil, err
+		return err
 	}
 	if c.UsesHealthData() {
 		if err := by.must(ActReportsClinical); err != nil {
-			return "", nil, ErrHealthSegment
+			return ErrHealthSegment
 		}
 	}
-	return c.compile(s.query(ctx))
+	if compile {
+		_, _, err := c.compile(s.query(ctx))
+		return err
+	}
+	return nil
 }
 
 // members is the query of the patients matching where (not erased, not
@@ -115,7 +120,7 @@ func (s *Segments) Preview(ctx context.Context, by Principal, purpose string, c 
 	if err := by.must(ActSegments); err != nil {
 		return 0, nil, err
 	}
-	if _, _, err := s.check(ctx, by, purpose, &c); err != nil {
+	if err := s.check(ctx, by, purpose, &c, false); err != nil {
 		return 0, nil, err
 	}
 	set, err := s.evaluate(ctx, c)
@@ -153,7 +158,7 @@ func (s *Segments) Create(ctx context.Context, by Principal, in SegmentInput) (*
 	if err := s.normalize(&in); err != nil {
 		return nil, err
 	}
-	if _, _, err := s.check(ctx, by, in.Purpose, &in.Conditions); err != nil {
+	if err := s.check(ctx, by, in.Purpose, &in.Conditions, true); err != nil {
 		return nil, err
 	}
 	raw, err := json.Marshal(in.Conditions)
@@ -189,7 +194,7 @@ func (s *Segments) Update(ctx context.Context, by Principal, id uint64, in Segme
 	if err := s.normalize(&in); err != nil {
 		return nil, err
 	}
-	if _, _, err := s.check(ctx, by, in.Purpose, &in.Conditions); err != nil {
+	if err := s.check(ctx, by, in.Purpose, &in.Conditions, true); err != nil {
 		return nil, err
 	}
 	if cur.TagID != nil && in.Conditions.UsesHealthData() {
